@@ -1,0 +1,185 @@
+//! The one place that maps the recipe's `backend` section to a Burn device.
+//!
+//! Tensors carry no backend type in Burn 0.22: the device picks it at run time, so the binary is
+//! compiled once and the recipe chooses.
+
+use crate::error::{Error, Result};
+use crate::recipe::{BackendKind, BackendSection};
+use burn::tensor::Device;
+
+/// The backends this binary was built with.
+pub fn compiled_backends() -> Vec<&'static str> {
+    let mut names = Vec::new();
+    if cfg!(feature = "flex") {
+        names.push("flex");
+    }
+    if cfg!(feature = "ndarray") {
+        names.push("ndarray");
+    }
+    if cfg!(feature = "wgpu") {
+        names.push("wgpu");
+    }
+    if cfg!(feature = "tch") {
+        names.push("tch");
+    }
+    if cfg!(feature = "cuda") {
+        names.push("cuda");
+    }
+    names
+}
+
+/// Make sure nothing inside Burn silently starts a GPU backend: `Device::default()` (used, for
+/// one, when an optimiser state is loaded) honours `BURN_DEVICE`, so point it at a CPU backend
+/// unless the user chose otherwise. Called once at start-up, before any thread exists.
+pub fn pin_default_device() {
+    if std::env::var_os("BURN_DEVICE").is_none() {
+        let cpu = if cfg!(feature = "flex") {
+            Some("flex")
+        } else if cfg!(feature = "ndarray") {
+            Some("ndarray")
+        } else {
+            None
+        };
+        if let Some(name) = cpu {
+            // SAFETY: called at the start of main, before any other thread is spawned.
+            unsafe { std::env::set_var("BURN_DEVICE", name) };
+        }
+    }
+}
+
+/// The device (without autodiff) the recipe asks for.
+pub fn device_for(section: &BackendSection) -> Result<Device> {
+    let not_compiled = |feature: &str| {
+        Error::Recipe(format!(
+            "`backend.type: {}` is not compiled into this binary (it has: {}); rebuild with \
+             `cargo build --release --features {feature}`",
+            section.kind.name(),
+            compiled_backends().join(", ")
+        ))
+    };
+    let device = section.device.trim();
+    let bad_device = |expected: &str| {
+        Error::Recipe(format!(
+            "`backend.device: {device}` is not a {} device; expected {expected}",
+            section.kind.name()
+        ))
+    };
+    match section.kind {
+        BackendKind::Flex => {
+            require_cpu(device).map_err(|_| bad_device("`default` or `cpu`"))?;
+            #[cfg(feature = "flex")]
+            return Ok(Device::flex());
+            #[allow(unreachable_code)]
+            Err(not_compiled("flex"))
+        }
+        BackendKind::Ndarray => {
+            require_cpu(device).map_err(|_| bad_device("`default` or `cpu`"))?;
+            // Deprecated upstream in favour of flex, but still selectable as the brief requires.
+            #[cfg(feature = "ndarray")]
+            #[allow(deprecated)]
+            return Ok(Device::ndarray());
+            #[allow(unreachable_code)]
+            Err(not_compiled("ndarray"))
+        }
+        BackendKind::Wgpu => {
+            #[cfg(feature = "wgpu")]
+            {
+                use burn::tensor::DeviceKind;
+                let kind = match device.split_once(':') {
+                    _ if device == "default" => DeviceKind::DefaultDevice,
+                    _ if device == "cpu" => DeviceKind::Cpu,
+                    Some((kind, index)) => {
+                        let index: usize = index.parse().map_err(|_| {
+                            bad_device(
+                                "`default`, `cpu`, `discrete:N`, `integrated:N` or `virtual:N`",
+                            )
+                        })?;
+                        match kind {
+                            "discrete" => DeviceKind::DiscreteGpu(index),
+                            "integrated" => DeviceKind::IntegratedGpu(index),
+                            "virtual" => DeviceKind::VirtualGpu(index),
+                            _ => {
+                                return Err(bad_device(
+                                    "`default`, `cpu`, `discrete:N`, `integrated:N` or `virtual:N`",
+                                ));
+                            }
+                        }
+                    }
+                    None => {
+                        return Err(bad_device(
+                            "`default`, `cpu`, `discrete:N`, `integrated:N` or `virtual:N`",
+                        ));
+                    }
+                };
+                let device = Device::wgpu(kind);
+                probe_wgpu(&device)?;
+                return Ok(device);
+            }
+            #[allow(unreachable_code)]
+            Err(not_compiled("wgpu"))
+        }
+        BackendKind::Cuda => {
+            let index = match device {
+                "default" => 0,
+                d => d
+                    .trim_start_matches("cuda:")
+                    .parse::<usize>()
+                    .map_err(|_| bad_device("`default`, `N` or `cuda:N`"))?,
+            };
+            #[cfg(feature = "cuda")]
+            return Ok(Device::cuda(index));
+            #[allow(unreachable_code)]
+            {
+                let _ = index;
+                Err(not_compiled("cuda"))
+            }
+        }
+        BackendKind::Tch => {
+            #[cfg(feature = "tch")]
+            {
+                return match device {
+                    "default" | "cpu" => Ok(Device::libtorch()),
+                    "mps" => Ok(Device::libtorch_mps()),
+                    d => d
+                        .strip_prefix("cuda:")
+                        .and_then(|i| i.parse::<usize>().ok())
+                        .map(Device::libtorch_cuda)
+                        .ok_or_else(|| bad_device("`cpu`, `cuda:N` or `mps`")),
+                };
+            }
+            #[allow(unreachable_code)]
+            Err(not_compiled("tch"))
+        }
+    }
+}
+
+fn require_cpu(device: &str) -> std::result::Result<(), ()> {
+    if device == "default" || device == "cpu" {
+        Ok(())
+    } else {
+        Err(())
+    }
+}
+
+/// wgpu panics deep inside when no adapter exists; find out here and say what to do instead.
+#[cfg(feature = "wgpu")]
+fn probe_wgpu(device: &Device) -> Result<()> {
+    let previous_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = std::panic::catch_unwind(|| {
+        burn::tensor::Tensor::<1>::zeros([1], device).into_data();
+    });
+    std::panic::set_hook(previous_hook);
+    outcome.map_err(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        Error::Recipe(format!(
+            "`backend.type: wgpu` found no usable adapter ({why}); install a GPU driver or, for a \
+             CPU-only machine, Mesa's software Vulkan (`apt-get install mesa-vulkan-drivers`) with \
+             `backend.device: cpu`, or use `backend.type: flex`"
+        ))
+    })
+}

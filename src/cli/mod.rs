@@ -1,0 +1,52 @@
+//! The command line: one file per verb; parsing and exit codes only.
+
+mod completions;
+mod eval;
+mod generate;
+mod prepare_data;
+mod recipe;
+mod train;
+
+use crate::error::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "nlpkit",
+    version,
+    about = "Train NLP models from YAML recipes (Burn, one static binary)",
+    long_about = "Train NLP models from YAML recipes.\n\nA recipe says which backend, data, tokenizer, \
+                  model, loss, optimiser, schedule and training budget to use. Typical use:\n  \
+                  nlpkit prepare-data conf/train.yaml\n  nlpkit train conf/train.yaml\n  \
+                  nlpkit eval exp/my_run\n  nlpkit generate exp/my_run --prompt 'ROMEO:'"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    PrepareData(prepare_data::Args),
+    Train(train::Args),
+    Eval(eval::Args),
+    Generate(generate::Args),
+    Recipe(recipe::Args),
+    Completions(completions::Args),
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::PrepareData(args) => prepare_data::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Generate(args) => generate::run(args),
+        Command::Recipe(args) => recipe::run(args),
+        Command::Completions(args) => completions::run(args),
+    }
+}
+
+/// The command's definition, for completions.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}

@@ -1,0 +1,33 @@
+//! Data: reading raw text, splitting it, tokenizing it with HF `tokenizers`, storing token
+//! streams compactly, and cutting training windows from them.
+
+pub mod lm_batches;
+pub mod prepare;
+pub mod split;
+pub mod text;
+pub mod token_file;
+pub mod tokenizer;
+
+/// The three splits every task knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Valid,
+    Test,
+}
+
+impl Split {
+    pub const ALL: [Split; 3] = [Split::Train, Split::Valid, Split::Test];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Valid => "valid",
+            Split::Test => "test",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Split> {
+        Split::ALL.into_iter().find(|s| s.name() == name)
+    }
+}

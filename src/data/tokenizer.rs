@@ -1,0 +1,250 @@
+//! Tokenizers, all through HF `tokenizers`: char level, trained BPE / WordPiece / Unigram, or any
+//! existing `tokenizer.json`. Whatever the kind, the result is saved as `tokenizer.json`, so the
+//! experiment folder can load it without knowing how it was made.
+
+use crate::error::{Error, Result};
+use crate::recipe::{TokenizerKind, TokenizerSection};
+use std::collections::BTreeSet;
+use std::path::Path;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::decoders::fuse::Fuse;
+use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
+use tokenizers::models::TrainerWrapper;
+use tokenizers::models::bpe::{BPE, BpeTrainerBuilder, Vocab};
+use tokenizers::models::unigram::{Unigram, UnigramTrainer};
+use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainerBuilder};
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::metaspace::Metaspace;
+use tokenizers::{AddedToken, Tokenizer};
+
+pub struct TextTokenizer {
+    inner: Tokenizer,
+}
+
+fn tk_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Data(format!("tokenizer: {what}: {e}"))
+}
+
+impl TextTokenizer {
+    /// Build the recipe's tokenizer. Trained kinds learn from `train_text`; the char kind takes
+    /// its alphabet from `all_text` (every split), as nanoGPT does, so no held-out character is
+    /// unknown.
+    pub fn build(section: &TokenizerSection, train_text: &str, all_text: &str) -> Result<Self> {
+        let specials: Vec<AddedToken> = section
+            .special_tokens
+            .iter()
+            .map(|t| AddedToken::from(t.clone(), true))
+            .collect();
+        let vocab_size = section.vocab_size.unwrap_or(0);
+        let mut tokenizer = match section.kind {
+            TokenizerKind::Char => {
+                let alphabet: BTreeSet<char> = all_text.chars().collect();
+                let vocab: Vocab = alphabet
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.to_string(), i as u32))
+                    .collect();
+                // BPE with no merges is exactly a character vocabulary.
+                let model = BPE::builder()
+                    .vocab_and_merges(vocab, vec![])
+                    .build()
+                    .map_err(|e| tk_error("building the char vocabulary", e))?;
+                let mut t = Tokenizer::new(model);
+                t.with_decoder(Some(Fuse::new()));
+                t
+            }
+            TokenizerKind::Bpe => {
+                let mut t = Tokenizer::new(BPE::default());
+                t.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+                t.with_decoder(Some(ByteLevelDecoder::default()));
+                let trainer = BpeTrainerBuilder::new()
+                    .vocab_size(vocab_size)
+                    .min_frequency(section.min_frequency)
+                    .special_tokens(specials.clone())
+                    .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+                    .show_progress(false)
+                    .build();
+                train(&mut t, trainer.into(), train_text)?;
+                t
+            }
+            TokenizerKind::Wordpiece => {
+                let mut t = Tokenizer::new(WordPiece::default());
+                t.with_pre_tokenizer(Some(BertPreTokenizer));
+                t.with_decoder(Some(WordPieceDecoder::default()));
+                let mut with_unk = specials.clone();
+                if !section.special_tokens.iter().any(|s| s == "[UNK]") {
+                    with_unk.insert(0, AddedToken::from("[UNK]", true));
+                }
+                let trainer = WordPieceTrainerBuilder::new()
+                    .vocab_size(vocab_size)
+                    .min_frequency(section.min_frequency)
+                    .special_tokens(with_unk)
+                    .show_progress(false)
+                    .build();
+                train(&mut t, trainer.into(), train_text)?;
+                t
+            }
+            TokenizerKind::Unigram => {
+                let mut t = Tokenizer::new(Unigram::default());
+                t.with_pre_tokenizer(Some(Metaspace::default()));
+                t.with_decoder(Some(Metaspace::default()));
+                let mut with_unk = specials.clone();
+                with_unk.insert(0, AddedToken::from("<unk>", true));
+                let trainer = UnigramTrainer::builder()
+                    .vocab_size(vocab_size as u32)
+                    .special_tokens(with_unk)
+                    .unk_token(Some("<unk>".into()))
+                    .show_progress(false)
+                    .build()
+                    .map_err(|e| tk_error("configuring the unigram trainer", e))?;
+                train(&mut t, trainer.into(), train_text)?;
+                t
+            }
+            TokenizerKind::File => {
+                let path = section.path.as_ref().expect("validated: file needs a path");
+                return Self::load(path);
+            }
+        };
+        if section.kind == TokenizerKind::Char && !specials.is_empty() {
+            tokenizer.add_special_tokens(&specials);
+        }
+        Ok(Self { inner: tokenizer })
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::Data(format!(
+                "tokenizer {} does not exist; check `data.tokenizer.path` or run \
+                 `nlpkit prepare-data` first",
+                path.display()
+            )));
+        }
+        let inner = Tokenizer::from_file(path)
+            .map_err(|e| tk_error(&format!("cannot load {}", path.display()), e))?;
+        Ok(Self { inner })
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let json = self
+            .inner
+            .to_string(true)
+            .map_err(|e| tk_error("cannot serialise", e))?;
+        crate::error::write_atomic(path, json.as_bytes())
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Encode a long text. It is cut after newlines into pieces encoded in parallel; pieces end
+    /// at line boundaries, where none of our pre-tokenizers merges across anyway.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        const PIECE: usize = 64 * 1024;
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        while start < text.len() {
+            let mut end = (start + PIECE).min(text.len());
+            while !text.is_char_boundary(end) {
+                end += 1;
+            }
+            if end < text.len()
+                && let Some(nl) = text[end..].find('\n')
+            {
+                end += nl + 1;
+            } else {
+                end = text.len();
+            }
+            pieces.push(&text[start..end]);
+            start = end;
+        }
+        let encodings = self
+            .inner
+            .encode_batch_fast(pieces, false)
+            .map_err(|e| tk_error("encoding failed", e))?;
+        Ok(encodings
+            .into_iter()
+            .flat_map(|e| e.get_ids().to_vec())
+            .collect())
+    }
+
+    /// Encode a prompt, refusing characters the vocabulary cannot represent instead of silently
+    /// dropping them.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let ids = self.encode(text)?;
+        let round_trip = self.decode(&ids)?;
+        if round_trip != text {
+            let unknown: BTreeSet<char> =
+                text.chars().filter(|c| !round_trip.contains(*c)).collect();
+            if !unknown.is_empty() {
+                return Err(Error::Usage(format!(
+                    "the prompt has characters the tokenizer does not know: {:?}",
+                    unknown.into_iter().collect::<String>()
+                )));
+            }
+        }
+        Ok(ids)
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| tk_error("decoding failed", e))
+    }
+}
+
+fn train(tokenizer: &mut Tokenizer, mut trainer: TrainerWrapper, text: &str) -> Result<()> {
+    tokenizer
+        .train(&mut trainer, text.split_inclusive('\n'))
+        .map_err(|e| tk_error("training failed", e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(kind: TokenizerKind, vocab_size: Option<usize>) -> TokenizerSection {
+        TokenizerSection {
+            kind,
+            vocab_size,
+            path: None,
+            min_frequency: 1,
+            special_tokens: vec![],
+        }
+    }
+
+    const TEXT: &str =
+        "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n";
+
+    #[test]
+    fn char_tokenizer_round_trips_and_sorts_its_alphabet() {
+        let t = TextTokenizer::build(&section(TokenizerKind::Char, None), TEXT, TEXT).unwrap();
+        let ids = t.encode(TEXT).unwrap();
+        assert_eq!(ids.len(), TEXT.chars().count());
+        assert_eq!(t.decode(&ids).unwrap(), TEXT);
+        // Sorted alphabet: '\n' (0x0a) is id 0, as in nanoGPT's meta.pkl.
+        assert_eq!(t.encode("\n").unwrap(), vec![0]);
+        assert!(t.encode_prompt("Z").is_err());
+    }
+
+    #[test]
+    fn trained_tokenizers_round_trip() {
+        for kind in [TokenizerKind::Bpe, TokenizerKind::Unigram] {
+            let t = TextTokenizer::build(&section(kind, Some(300)), TEXT, TEXT).unwrap();
+            let ids = t.encode(TEXT).unwrap();
+            assert!(ids.len() < TEXT.len(), "{kind:?} should merge something");
+            assert_eq!(t.decode(&ids).unwrap(), TEXT, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn saved_tokenizer_loads_identically() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = TextTokenizer::build(&section(TokenizerKind::Bpe, Some(300)), TEXT, TEXT).unwrap();
+        let path = dir.path().join("tokenizer.json");
+        t.save(&path).unwrap();
+        let loaded = TextTokenizer::load(&path).unwrap();
+        assert_eq!(loaded.encode(TEXT).unwrap(), t.encode(TEXT).unwrap());
+    }
+}

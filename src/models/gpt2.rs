@@ -1,0 +1,493 @@
+//! GPT-2: a pre-LayerNorm decoder-only Transformer with learned positions, causal attention,
+//! a GELU MLP, dropout, and the output head tied to the token embedding (Radford et al. 2019,
+//! in nanoGPT's shapes and initialisation).
+
+use crate::error::{Error, Result};
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
+    Linear, LinearConfig,
+};
+use burn::prelude::*;
+use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use serde::{Deserialize, Serialize};
+
+/// The `model:` section for `type: gpt2`. Every field is optional in the file: a `preset`
+/// (a name from `configs/` or a path to such a YAML file) fills what is missing, then defaults
+/// (GPT-2 small) fill the rest; the resolved recipe has them all.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Gpt2Options {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    #[serde(default)]
+    pub n_layer: Option<usize>,
+    #[serde(default)]
+    pub n_head: Option<usize>,
+    #[serde(default)]
+    pub n_embd: Option<usize>,
+    /// Context length: the longest sequence the model sees (and the training window).
+    #[serde(default)]
+    pub block_size: Option<usize>,
+    /// Rows of the embedding; at least the tokenizer's vocabulary (filled from it when absent).
+    #[serde(default)]
+    pub vocab_size: Option<usize>,
+    #[serde(default)]
+    pub dropout: Option<f64>,
+    /// Biases in the linear layers and LayerNorms.
+    #[serde(default)]
+    pub bias: Option<bool>,
+}
+
+/// Presets shipped in the binary, by name; the same files are in `configs/`.
+const PRESETS: &[(&str, &str)] = &[
+    ("gpt2-tiny", include_str!("../../configs/gpt2-tiny.yaml")),
+    ("gpt2-small", include_str!("../../configs/gpt2-small.yaml")),
+];
+
+impl Gpt2Options {
+    /// Fill missing fields from the preset, then from GPT-2 small's defaults.
+    pub fn resolve(&mut self) -> Result<()> {
+        if let Some(preset) = self.preset.take() {
+            let (origin, text) = match PRESETS.iter().find(|(name, _)| *name == preset) {
+                Some((name, text)) => (format!("preset {name}"), text.to_string()),
+                None => {
+                    let text = std::fs::read_to_string(&preset).map_err(|_| {
+                        let names: Vec<&str> = PRESETS.iter().map(|(n, _)| *n).collect();
+                        Error::Recipe(format!(
+                            "`model.preset: {preset}` is neither a shipped preset ({}) nor a \
+                             readable file",
+                            names.join(", ")
+                        ))
+                    })?;
+                    (preset.clone(), text)
+                }
+            };
+            let base: Gpt2Options = serde_saphyr::from_str(&text).map_err(|e| {
+                Error::Recipe(format!(
+                    "{origin}: {}",
+                    e.to_string().lines().next().unwrap_or("")
+                ))
+            })?;
+            self.n_layer = self.n_layer.or(base.n_layer);
+            self.n_head = self.n_head.or(base.n_head);
+            self.n_embd = self.n_embd.or(base.n_embd);
+            self.block_size = self.block_size.or(base.block_size);
+            self.vocab_size = self.vocab_size.or(base.vocab_size);
+            self.dropout = self.dropout.or(base.dropout);
+            self.bias = self.bias.or(base.bias);
+        }
+        self.n_layer.get_or_insert(12);
+        self.n_head.get_or_insert(12);
+        self.n_embd.get_or_insert(768);
+        self.block_size.get_or_insert(1024);
+        self.dropout.get_or_insert(0.0);
+        self.bias.get_or_insert(true);
+        Ok(())
+    }
+
+    pub fn validate(&self, problems: &mut Vec<String>) {
+        let (n_embd, n_head) = (self.n_embd.unwrap_or(0), self.n_head.unwrap_or(0));
+        for (key, value) in [
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+            ("n_embd", self.n_embd),
+            ("block_size", self.block_size),
+        ] {
+            if value == Some(0) {
+                problems.push(format!("`model.{key}` must be at least 1"));
+            }
+        }
+        if n_head > 0 && n_embd % n_head != 0 {
+            problems.push(format!(
+                "`model.n_embd` ({n_embd}) must be a multiple of `model.n_head` ({n_head})"
+            ));
+        }
+        if let Some(p) = self.dropout
+            && !(0.0..1.0).contains(&p)
+        {
+            problems.push(format!("`model.dropout` must be in [0, 1), got {p}"));
+        }
+    }
+
+    /// The model configuration, once the tokenizer's vocabulary is known.
+    pub fn config(&self, tokenizer_vocab: usize) -> Result<Gpt2Config> {
+        let vocab_size = self.vocab_size.unwrap_or(tokenizer_vocab);
+        if vocab_size < tokenizer_vocab {
+            return Err(Error::Recipe(format!(
+                "`model.vocab_size` ({vocab_size}) is smaller than the tokenizer's vocabulary \
+                 ({tokenizer_vocab}); remove it to use the tokenizer's size"
+            )));
+        }
+        Ok(Gpt2Config {
+            n_layer: self.n_layer.expect("resolved"),
+            n_head: self.n_head.expect("resolved"),
+            n_embd: self.n_embd.expect("resolved"),
+            block_size: self.block_size.expect("resolved"),
+            vocab_size,
+            dropout: self.dropout.expect("resolved"),
+            bias: self.bias.expect("resolved"),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gpt2Config {
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_embd: usize,
+    pub block_size: usize,
+    pub vocab_size: usize,
+    pub dropout: f64,
+    pub bias: bool,
+}
+
+impl Gpt2Config {
+    pub fn init(&self, device: &Device) -> Gpt2 {
+        let normal = |std: f64| Initializer::Normal { mean: 0.0, std };
+        // GPT-2: residual projections scaled by 1/sqrt(2 * n_layer).
+        let proj_std = 0.02 / (2.0 * self.n_layer as f64).sqrt();
+        let linear = |d_in, d_out, std| {
+            LinearConfig::new(d_in, d_out)
+                .with_bias(self.bias)
+                .with_initializer(normal(std))
+                .init(device)
+        };
+        let norm = || {
+            LayerNormConfig::new(self.n_embd)
+                .with_bias(self.bias)
+                .init(device)
+        };
+        let blocks = (0..self.n_layer)
+            .map(|_| Block {
+                ln_1: norm(),
+                attn: CausalSelfAttention {
+                    c_attn: linear(self.n_embd, 3 * self.n_embd, 0.02),
+                    c_proj: linear(self.n_embd, self.n_embd, proj_std),
+                    attn_dropout: DropoutConfig::new(self.dropout).init(),
+                    resid_dropout: DropoutConfig::new(self.dropout).init(),
+                    n_head: self.n_head,
+                },
+                ln_2: norm(),
+                mlp: Mlp {
+                    c_fc: linear(self.n_embd, 4 * self.n_embd, 0.02),
+                    c_proj: linear(4 * self.n_embd, self.n_embd, proj_std),
+                    dropout: DropoutConfig::new(self.dropout).init(),
+                },
+            })
+            .collect();
+        Gpt2 {
+            wte: EmbeddingConfig::new(self.vocab_size, self.n_embd)
+                .with_initializer(normal(0.02))
+                .init(device),
+            wpe: EmbeddingConfig::new(self.block_size, self.n_embd)
+                .with_initializer(normal(0.02))
+                .init(device),
+            drop: DropoutConfig::new(self.dropout).init(),
+            blocks,
+            ln_f: norm(),
+            block_size: self.block_size,
+        }
+    }
+
+    /// Parameters, counted as GPT-2 papers do (position embeddings excluded).
+    pub fn num_params(&self) -> usize {
+        let b = usize::from(self.bias);
+        let d = self.n_embd;
+        let per_block = 2 * (d + b * d)
+            + (3 * d * d + b * 3 * d)
+            + (d * d + b * d)
+            + (4 * d * d + b * 4 * d)
+            + (4 * d * d + b * d);
+        self.vocab_size * d + self.n_layer * per_block + (d + b * d)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Gpt2 {
+    wte: Embedding,
+    wpe: Embedding,
+    drop: Dropout,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+    block_size: usize,
+}
+
+#[derive(Module, Debug)]
+struct Block {
+    ln_1: LayerNorm,
+    attn: CausalSelfAttention,
+    ln_2: LayerNorm,
+    mlp: Mlp,
+}
+
+#[derive(Module, Debug)]
+struct CausalSelfAttention {
+    c_attn: Linear,
+    c_proj: Linear,
+    attn_dropout: Dropout,
+    resid_dropout: Dropout,
+    n_head: usize,
+}
+
+#[derive(Module, Debug)]
+struct Mlp {
+    c_fc: Linear,
+    c_proj: Linear,
+    dropout: Dropout,
+}
+
+/// Keys and values of every layer for the positions seen so far, `[batch, heads, time, head_dim]`,
+/// so generating one more token costs one position, not the whole prefix.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Gpt2 {
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    /// Logits `[batch, time, vocab]` for every position of `tokens` `[batch, time]`.
+    pub fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        let hidden = self.hidden(tokens, 0, None);
+        self.head(hidden)
+    }
+
+    /// Logits `[batch, vocab]` for the position after `tokens`, reading and extending `cache`.
+    pub fn forward_next(&self, tokens: Tensor<2, Int>, cache: &mut KvCache) -> Tensor<2> {
+        let [batch, time] = tokens.dims();
+        let start = cache.len;
+        if cache.layers.is_empty() {
+            cache.layers = vec![None; self.blocks.len()];
+        }
+        let hidden = self.hidden(tokens, start, Some(&mut cache.layers));
+        cache.len += time;
+        let [_, _, width] = hidden.dims();
+        let last = hidden.slice([0..batch, time - 1..time, 0..width]);
+        self.head(last).reshape([batch, self.wte.weight.dims()[0]])
+    }
+
+    fn hidden(
+        &self,
+        tokens: Tensor<2, Int>,
+        start: usize,
+        mut cache: Option<&mut Vec<Option<(Tensor<4>, Tensor<4>)>>>,
+    ) -> Tensor<3> {
+        let [_, time] = tokens.dims();
+        assert!(
+            start + time <= self.block_size,
+            "sequence of {} positions exceeds block_size {}",
+            start + time,
+            self.block_size
+        );
+        let device = tokens.device();
+        let positions = Tensor::<1, Int>::arange(start as i64..(start + time) as i64, &device)
+            .reshape([1, time]);
+        let mut x = self
+            .drop
+            .forward(self.wte.forward(tokens) + self.wpe.forward(positions));
+        for (i, block) in self.blocks.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c[i]);
+            x = block.forward(x, layer_cache);
+        }
+        self.ln_f.forward(x)
+    }
+
+    /// The output head, tied to the token embedding.
+    fn head(&self, hidden: Tensor<3>) -> Tensor<3> {
+        let weight = self.wte.weight.val(); // [vocab, n_embd]
+        let [batch, time, width] = hidden.dims();
+        let vocab = weight.dims()[0];
+        hidden
+            .reshape([batch * time, width])
+            .matmul(weight.transpose())
+            .reshape([batch, time, vocab])
+    }
+}
+
+impl Block {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> Tensor<3> {
+        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), cache);
+        x.clone() + self.mlp.forward(self.ln_2.forward(x))
+    }
+}
+
+impl CausalSelfAttention {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> Tensor<3> {
+        let [batch, time, width] = x.dims();
+        let heads = self.n_head;
+        let head_dim = width / heads;
+        let qkv = self.c_attn.forward(x);
+        let split = |i: usize| {
+            qkv.clone()
+                .narrow(2, i * width, width)
+                .reshape([batch, time, heads, head_dim])
+                .swap_dims(1, 2)
+        };
+        let (q, mut k, mut v) = (split(0), split(1), split(2));
+        if let Some(cache) = cache {
+            if let Some((past_k, past_v)) = cache.take() {
+                k = Tensor::cat(vec![past_k, k], 2);
+                v = Tensor::cat(vec![past_v, v], 2);
+            }
+            *cache = Some((k.clone(), v.clone()));
+        }
+        let y = if self.attn_dropout.prob > 0.0 {
+            self.attention_with_dropout(q, k, v)
+        } else {
+            // Causal mask aligned to the bottom right: with a cache, the new queries see every
+            // cached key and the earlier new ones.
+            let options = AttentionModuleOptions {
+                scale: None,
+                softcap: None,
+                is_causal: true,
+            };
+            attention(q, k, v, None, None, options)
+        };
+        let y = y.swap_dims(1, 2).reshape([batch, time, width]);
+        self.resid_dropout.forward(self.c_proj.forward(y))
+    }
+
+    /// The same attention spelled out, for dropout on the attention weights (the fused op has
+    /// none).
+    fn attention_with_dropout(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+        let [_, _, time_q, head_dim] = q.dims();
+        let time_k = k.dims()[2];
+        let device = q.device();
+        let scores = q
+            .matmul(k.swap_dims(2, 3))
+            .div_scalar((head_dim as f64).sqrt());
+        let rows = Tensor::<1, Int>::arange(0..time_q as i64, &device)
+            .reshape([time_q, 1])
+            .add_scalar((time_k - time_q) as i64);
+        let cols = Tensor::<1, Int>::arange(0..time_k as i64, &device).reshape([1, time_k]);
+        let future = cols.greater(rows).reshape([1, 1, time_q, time_k]);
+        let shape = scores.dims();
+        let scores = scores.mask_fill(future.expand(shape), f32::NEG_INFINITY);
+        let weights = self.attn_dropout.forward(softmax(scores, 3));
+        weights.matmul(v)
+    }
+}
+
+impl Mlp {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.dropout
+            .forward(self.c_proj.forward(gelu(self.c_fc.forward(x))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> Gpt2Config {
+        Gpt2Config {
+            n_layer: 2,
+            n_head: 2,
+            n_embd: 16,
+            block_size: 12,
+            vocab_size: 11,
+            dropout: 0.0,
+            bias: true,
+        }
+    }
+
+    fn tokens(device: &Device) -> Tensor<2, Int> {
+        Tensor::from_data(
+            TensorData::new(vec![1i64, 4, 2, 7, 3, 9, 0, 5], [1, 8]),
+            device,
+        )
+    }
+
+    #[test]
+    fn kv_cache_gives_the_same_logits_as_full_recompute() {
+        let device = Device::flex();
+        device.seed(0);
+        let model = tiny().init(&device);
+        let full = model.forward(tokens(&device)); // [1, 8, 11]
+        let mut cache = KvCache::default();
+        // Prefill 3 tokens, then feed the rest one at a time.
+        let mut rows = vec![model.forward_next(tokens(&device).slice([0..1, 0..3]), &mut cache)];
+        for t in 3..8 {
+            rows.push(model.forward_next(tokens(&device).slice([0..1, t..t + 1]), &mut cache));
+        }
+        for (i, row) in rows.into_iter().enumerate() {
+            let position = i + 2;
+            let expected = full
+                .clone()
+                .slice([0..1, position..position + 1, 0..11])
+                .reshape([1, 11]);
+            let diff: f32 = (row - expected).abs().max().into_scalar();
+            assert!(diff < 1e-4, "position {position}: max diff {diff}");
+        }
+        assert_eq!(cache.len(), 8);
+    }
+
+    #[test]
+    fn dropout_path_equals_fused_attention_when_not_training() {
+        let device = Device::flex();
+        device.seed(1);
+        let mut config = tiny();
+        let fused = config.init(&device);
+        config.dropout = 0.5;
+        let mut spelled = config.init(&device);
+        // Same weights, different attention code path; dropout is off outside training.
+        spelled.wte = fused.wte.clone();
+        spelled.wpe = fused.wpe.clone();
+        spelled.ln_f = fused.ln_f.clone();
+        for (s, f) in spelled.blocks.iter_mut().zip(&fused.blocks) {
+            s.ln_1 = f.ln_1.clone();
+            s.ln_2 = f.ln_2.clone();
+            s.attn.c_attn = f.attn.c_attn.clone();
+            s.attn.c_proj = f.attn.c_proj.clone();
+            s.mlp.c_fc = f.mlp.c_fc.clone();
+            s.mlp.c_proj = f.mlp.c_proj.clone();
+        }
+        let a = fused.forward(tokens(&device));
+        let b = spelled.valid().forward(tokens(&device));
+        let diff: f32 = (a - b).abs().max().into_scalar();
+        assert!(diff < 1e-5, "max diff {diff}");
+    }
+
+    #[test]
+    fn presets_resolve_and_gpt2_small_has_124m_parameters() {
+        let mut small = Gpt2Options {
+            preset: Some("gpt2-small".into()),
+            ..Default::default()
+        };
+        small.resolve().unwrap();
+        let config = small.config(50257).unwrap();
+        // 124M with the 1024 position embeddings, as the GPT-2 paper counts.
+        let with_positions = config.num_params() + config.block_size * config.n_embd;
+        assert_eq!(with_positions, 124_439_808);
+        let mut tiny = Gpt2Options {
+            preset: Some("gpt2-tiny".into()),
+            n_layer: Some(2),
+            ..Default::default()
+        };
+        tiny.resolve().unwrap();
+        assert_eq!((tiny.n_layer, tiny.n_embd), (Some(2), Some(128)));
+    }
+}

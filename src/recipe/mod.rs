@@ -1,0 +1,397 @@
+//! The typed recipe: one YAML file that says everything about an experiment.
+//!
+//! Every section rejects unknown keys, every optional key has a default, and the fully resolved
+//! recipe (defaults filled, `--set` overrides applied, paths made absolute) is written into the
+//! experiment folder so `eval`, `generate` and a resumed `train` need nothing else.
+
+mod load;
+mod overrides;
+mod validate;
+
+pub use load::{load_recipe, parse_recipe};
+pub use overrides::apply_overrides;
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// Which Burn backend runs the model, and on which device.
+    #[serde(default)]
+    pub backend: BackendSection,
+    /// Seed for weight initialisation, data order and dropout.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// The experiment folder (resolved recipe, checkpoints, metrics, reports).
+    #[serde(default)]
+    pub output_dir: Option<PathBuf>,
+    pub data: DataSection,
+    pub model: ModelSection,
+    #[serde(default)]
+    pub loss: LossSection,
+    #[serde(default)]
+    pub optim: OptimSection,
+    #[serde(default)]
+    pub scheduler: SchedulerSection,
+    #[serde(default)]
+    pub train: TrainSection,
+}
+
+fn default_seed() -> u64 {
+    1337
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    #[default]
+    Flex,
+    Ndarray,
+    Wgpu,
+    Tch,
+    Cuda,
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Flex => "flex",
+            BackendKind::Ndarray => "ndarray",
+            BackendKind::Wgpu => "wgpu",
+            BackendKind::Tch => "tch",
+            BackendKind::Cuda => "cuda",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSection {
+    #[serde(rename = "type", default)]
+    pub kind: BackendKind,
+    /// Which device of that backend: `default`; wgpu: `cpu`, `discrete:N`, `integrated:N`,
+    /// `virtual:N`; cuda: `N`; tch: `cpu`, `cuda:N`, `mps`.
+    #[serde(default = "default_device")]
+    pub device: String,
+}
+
+fn default_device() -> String {
+    "default".into()
+}
+
+impl Default for BackendSection {
+    fn default() -> Self {
+        Self {
+            kind: BackendKind::default(),
+            device: default_device(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DataFormat {
+    /// Plain UTF-8 text for language modelling: one contiguous token stream.
+    #[default]
+    Text,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    #[serde(default)]
+    pub format: DataFormat,
+    /// The raw training text. When `valid`/`test` are absent it is split by `split`.
+    pub train: PathBuf,
+    #[serde(default)]
+    pub valid: Option<PathBuf>,
+    #[serde(default)]
+    pub test: Option<PathBuf>,
+    #[serde(default)]
+    pub split: SplitSection,
+    /// Where `prepare-data` writes the tokenizer and the encoded splits
+    /// (default: `<output_dir>/data`).
+    #[serde(default)]
+    pub prepared_dir: Option<PathBuf>,
+    pub tokenizer: TokenizerSection,
+}
+
+/// How one raw file is cut into train/valid/test, always at line boundaries.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SplitSection {
+    #[serde(default = "default_train_ratio")]
+    pub train: f64,
+    #[serde(default = "default_heldout_ratio")]
+    pub valid: f64,
+    #[serde(default = "default_heldout_ratio")]
+    pub test: f64,
+    /// `false`: contiguous (train first, then valid, then test), as nanoGPT does.
+    /// `true`: chunks of `chunk_lines` lines are dealt to the splits by a seeded shuffle.
+    #[serde(default)]
+    pub shuffle: bool,
+    #[serde(default = "default_chunk_lines")]
+    pub chunk_lines: usize,
+}
+
+fn default_train_ratio() -> f64 {
+    0.9
+}
+fn default_heldout_ratio() -> f64 {
+    0.05
+}
+fn default_chunk_lines() -> usize {
+    100
+}
+
+impl Default for SplitSection {
+    fn default() -> Self {
+        Self {
+            train: default_train_ratio(),
+            valid: default_heldout_ratio(),
+            test: default_heldout_ratio(),
+            shuffle: false,
+            chunk_lines: default_chunk_lines(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenizerKind {
+    /// One token per Unicode character seen in the training text (nanoGPT's char level).
+    Char,
+    /// Byte-level BPE as in GPT-2, trained on the training split.
+    Bpe,
+    /// WordPiece as in BERT, trained on the training split.
+    Wordpiece,
+    /// Unigram as in SentencePiece, trained on the training split.
+    Unigram,
+    /// An existing HF `tokenizer.json` (`path`).
+    File,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizerSection {
+    #[serde(rename = "type")]
+    pub kind: TokenizerKind,
+    /// Target vocabulary size for trained tokenizers (bpe, wordpiece, unigram).
+    #[serde(default)]
+    pub vocab_size: Option<usize>,
+    /// The `tokenizer.json` to load when `type: file`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Minimum pair frequency for a merge (bpe, wordpiece).
+    #[serde(default = "default_min_frequency")]
+    pub min_frequency: u64,
+    /// Extra special tokens added to the vocabulary (e.g. `<|endoftext|>`).
+    #[serde(default)]
+    pub special_tokens: Vec<String>,
+}
+
+fn default_min_frequency() -> u64 {
+    2
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ModelSection {
+    Gpt2(crate::models::gpt2::Gpt2Options),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LossSection {
+    /// Label smoothing for cross-entropy (0 = plain cross-entropy).
+    #[serde(default)]
+    pub label_smoothing: f64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimKind {
+    #[default]
+    Adamw,
+    Sgd,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OptimSection {
+    #[serde(rename = "type", default)]
+    pub kind: OptimKind,
+    /// Peak learning rate (for `noam`, the factor in front of the schedule).
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    /// AdamW's (beta1, beta2).
+    #[serde(default = "default_betas")]
+    pub betas: [f64; 2],
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    /// Decoupled weight decay (AdamW) or L2 penalty (SGD). Biases, norms and embeddings are
+    /// never decayed.
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: f64,
+    /// SGD momentum (0 = plain SGD).
+    #[serde(default)]
+    pub momentum: f64,
+    #[serde(default)]
+    pub nesterov: bool,
+}
+
+fn default_lr() -> f64 {
+    1e-3
+}
+fn default_betas() -> [f64; 2] {
+    [0.9, 0.999]
+}
+fn default_eps() -> f64 {
+    1e-8
+}
+fn default_weight_decay() -> f64 {
+    0.01
+}
+
+impl Default for OptimSection {
+    fn default() -> Self {
+        Self {
+            kind: OptimKind::default(),
+            lr: default_lr(),
+            betas: default_betas(),
+            eps: default_eps(),
+            weight_decay: default_weight_decay(),
+            momentum: 0.0,
+            nesterov: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SchedulerKind {
+    #[default]
+    Constant,
+    /// Linear warm-up, then cosine decay to `min_lr` at `decay_steps` (nanoGPT).
+    WarmupCosine,
+    /// Linear warm-up, then linear decay to `min_lr` at `decay_steps` (BERT, HF default).
+    WarmupLinear,
+    /// Vaswani et al.: `lr * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)`.
+    Noam,
+    /// fairseq's inverse_sqrt: linear warm-up to `lr`, then `lr * sqrt(warmup / step)`.
+    InverseSqrt,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerSection {
+    #[serde(rename = "type", default)]
+    pub kind: SchedulerKind,
+    #[serde(default)]
+    pub warmup_steps: usize,
+    /// The floor that cosine and linear decay reach.
+    #[serde(default)]
+    pub min_lr: f64,
+    /// The step at which decay reaches `min_lr` (default: the last training step).
+    #[serde(default)]
+    pub decay_steps: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    /// Number of optimiser steps. Give this or `max_epochs`.
+    #[serde(default)]
+    pub max_steps: Option<usize>,
+    /// Number of passes over the training tokens, turned into steps.
+    #[serde(default)]
+    pub max_epochs: Option<usize>,
+    /// Sequences per micro-batch.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Micro-batches whose gradients are averaged into one optimiser step.
+    #[serde(default = "default_one")]
+    pub accum_grad: usize,
+    /// Clip gradients to this global L2 norm over all parameters (0 disables).
+    #[serde(default = "default_grad_clip")]
+    pub grad_clip: f64,
+    #[serde(default = "default_log_interval")]
+    pub log_interval: usize,
+    #[serde(default = "default_eval_interval")]
+    pub eval_interval: usize,
+    /// Batches drawn from each held-out split per evaluation.
+    #[serde(default = "default_eval_batches")]
+    pub eval_batches: usize,
+    #[serde(default = "default_save_interval")]
+    pub save_interval: usize,
+    /// Keep this many most recent checkpoints.
+    #[serde(default = "default_keep_last")]
+    pub keep_last: usize,
+    /// Also keep this many checkpoints with the lowest validation loss.
+    #[serde(default = "default_one")]
+    pub keep_best: usize,
+}
+
+fn default_batch_size() -> usize {
+    12
+}
+fn default_one() -> usize {
+    1
+}
+fn default_grad_clip() -> f64 {
+    1.0
+}
+fn default_log_interval() -> usize {
+    10
+}
+fn default_eval_interval() -> usize {
+    250
+}
+fn default_eval_batches() -> usize {
+    20
+}
+fn default_save_interval() -> usize {
+    500
+}
+fn default_keep_last() -> usize {
+    2
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        Self {
+            max_steps: None,
+            max_epochs: None,
+            batch_size: default_batch_size(),
+            accum_grad: 1,
+            grad_clip: default_grad_clip(),
+            log_interval: default_log_interval(),
+            eval_interval: default_eval_interval(),
+            eval_batches: default_eval_batches(),
+            save_interval: default_save_interval(),
+            keep_last: default_keep_last(),
+            keep_best: 1,
+        }
+    }
+}
+
+impl Recipe {
+    /// The experiment folder.
+    pub fn output_dir(&self) -> PathBuf {
+        self.output_dir.clone().unwrap_or_else(|| "exp".into())
+    }
+
+    /// Where the tokenizer and encoded splits live.
+    pub fn prepared_dir(&self) -> PathBuf {
+        self.data
+            .prepared_dir
+            .clone()
+            .unwrap_or_else(|| self.output_dir().join("data"))
+    }
+
+    /// The recipe as YAML, for `recipe check` and the experiment folder.
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(self).expect("a recipe always serialises")
+    }
+}

@@ -1,0 +1,147 @@
+//! Causal language modelling (GPT-2 on a token stream), as nanoGPT trains it.
+
+use super::Task;
+use crate::data::Split;
+use crate::data::lm_batches::{LmBatch, TokenStream};
+use crate::data::prepare::{PreparedMeta, load_split};
+use crate::error::Result;
+use crate::loss::cross_entropy;
+use crate::models::gpt2::{Gpt2, Gpt2Config};
+use crate::recipe::{ModelSection, Recipe};
+use crate::rng::SplitMix64;
+use burn::prelude::*;
+use std::path::Path;
+
+pub struct LmTask {
+    pub config: Gpt2Config,
+    train: TokenStream,
+    valid: TokenStream,
+    seed: u64,
+    batch_size: usize,
+    label_smoothing: f64,
+    /// Window starts of the fixed validation sample.
+    valid_starts: Vec<usize>,
+}
+
+/// The GPT-2 configuration of a recipe, given its tokenizer's vocabulary size.
+pub fn model_config(recipe: &Recipe, vocab_size: usize) -> Result<Gpt2Config> {
+    match &recipe.model {
+        ModelSection::Gpt2(options) => options.config(vocab_size),
+    }
+}
+
+impl LmTask {
+    pub fn new(recipe: &Recipe, meta: &PreparedMeta, prepared_dir: &Path) -> Result<Self> {
+        let config = model_config(recipe, meta.vocab_size)?;
+        let block = config.block_size;
+        let train = TokenStream::new("train", load_split(prepared_dir, meta, Split::Train)?);
+        let valid = TokenStream::new("valid", load_split(prepared_dir, meta, Split::Valid)?);
+        train.check_fits(block)?;
+        valid.check_fits(block)?;
+        let batch_size = recipe.train.batch_size;
+        let mut rng = SplitMix64::new(recipe.seed ^ 0x7a11_d000);
+        let last_start = (valid.tokens.len() - block - 1) as u64;
+        let valid_starts = (0..batch_size * recipe.train.eval_batches)
+            .map(|_| rng.below(last_start + 1) as usize)
+            .collect();
+        Ok(Self {
+            config,
+            train,
+            valid,
+            seed: recipe.seed,
+            batch_size,
+            label_smoothing: recipe.loss.label_smoothing,
+            valid_starts,
+        })
+    }
+
+    pub fn batch_loss(
+        &self,
+        model: &Gpt2,
+        batch: &LmBatch,
+        device: &Device,
+    ) -> (Tensor<1>, Tensor<1>) {
+        let (inputs, targets) = batch_tensors(batch, device);
+        let logits = model.forward(inputs);
+        let [b, t, v] = logits.dims();
+        cross_entropy(logits.reshape([b * t, v]), targets, self.label_smoothing)
+    }
+}
+
+/// Inputs `[batch, block]` and flattened targets `[batch * block]` on `device`.
+pub fn batch_tensors(batch: &LmBatch, device: &Device) -> (Tensor<2, Int>, Tensor<1, Int>) {
+    let inputs = Tensor::from_data(
+        TensorData::new(batch.inputs.clone(), [batch.batch, batch.block]),
+        device,
+    );
+    let targets = Tensor::from_data(
+        TensorData::new(batch.targets.clone(), [batch.batch * batch.block]),
+        device,
+    );
+    (inputs, targets)
+}
+
+/// Mean negative log-likelihood per token over windows at `starts`, in batches of
+/// `batch_size`; returns (mean nll, tokens scored).
+pub fn mean_nll(
+    model: &Gpt2,
+    stream: &TokenStream,
+    starts: &[usize],
+    batch_size: usize,
+    device: &Device,
+) -> (f64, usize) {
+    let block = model.block_size();
+    let mut total = 0.0;
+    let mut tokens = 0;
+    for chunk in starts.chunks(batch_size) {
+        let batch = stream.batch_at(chunk, block);
+        let (inputs, targets) = batch_tensors(&batch, device);
+        let logits = model.forward(inputs);
+        let [b, t, v] = logits.dims();
+        let (_, nll) = cross_entropy(logits.reshape([b * t, v]), targets, 0.0);
+        total += nll.into_scalar::<f64>() * (b * t) as f64;
+        tokens += b * t;
+    }
+    (total / tokens.max(1) as f64, tokens)
+}
+
+impl Task for LmTask {
+    type Model = Gpt2;
+
+    fn init_model(&self, device: &Device) -> Gpt2 {
+        self.config.init(device)
+    }
+
+    fn train_loss(&self, model: &Gpt2, step: usize, micro: usize, device: &Device) -> Tensor<1> {
+        let mut rng = SplitMix64::for_step(self.seed, step as u64, micro as u64);
+        let batch = self
+            .train
+            .random_batch(&mut rng, self.batch_size, self.config.block_size);
+        self.batch_loss(model, &batch, device).0
+    }
+
+    fn validation_loss(&self, model: &Gpt2, device: &Device) -> Result<f64> {
+        let model = model.valid();
+        let device = device.clone().without_autodiff();
+        Ok(mean_nll(
+            &model,
+            &self.valid,
+            &self.valid_starts,
+            self.batch_size,
+            &device,
+        )
+        .0)
+    }
+
+    fn tokens_per_micro_batch(&self) -> usize {
+        self.batch_size * self.config.block_size
+    }
+
+    fn micro_batches_per_epoch(&self) -> usize {
+        (self.train.windows_per_epoch(self.config.block_size) / self.batch_size).max(1)
+    }
+
+    fn model_width(&self) -> usize {
+        self.config.n_embd
+    }
+}

@@ -1,0 +1,38 @@
+//! The glue per task: which data, model, loss and metrics. The training loop sees a task only
+//! through [`Task`], so it never names a concrete model.
+
+pub mod lm;
+
+use crate::error::Result;
+use burn::module::Module;
+use burn::prelude::*;
+use burn::store::ModuleSnapshot;
+
+pub trait Task {
+    type Model: Module + ModuleSnapshot;
+
+    /// A freshly initialised model on `device` (seeded by the caller).
+    fn init_model(&self, device: &Device) -> Self::Model;
+
+    /// The loss of micro-batch `micro` of optimiser step `step`. The batch must be a pure
+    /// function of `(step, micro)` so a resumed run sees the same data.
+    fn train_loss(
+        &self,
+        model: &Self::Model,
+        step: usize,
+        micro: usize,
+        device: &Device,
+    ) -> Tensor<1>;
+
+    /// Loss on the validation split, on a fixed sample so evaluations are comparable.
+    fn validation_loss(&self, model: &Self::Model, device: &Device) -> Result<f64>;
+
+    /// Tokens in one micro-batch, for throughput.
+    fn tokens_per_micro_batch(&self) -> usize;
+
+    /// Micro-batches in one pass over the training data, for `max_epochs`.
+    fn micro_batches_per_epoch(&self) -> usize;
+
+    /// The model width, for schedules that scale by it (noam).
+    fn model_width(&self) -> usize;
+}

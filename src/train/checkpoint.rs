@@ -1,0 +1,261 @@
+//! Checkpoints: `EXP_DIR/checkpoints/step_00001000/` holding `model.safetensors`,
+//! `optimizer.bpk` (Burn's optimiser record) and `trainer_state.json`.
+//!
+//! A checkpoint is written into a hidden temporary folder that is renamed into place only when
+//! complete, so a crash leaves the previous checkpoints intact and never a half-written one.
+
+use crate::error::{Error, IoContext, Result};
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+const MODEL_FILE: &str = "model.safetensors";
+const OPTIMIZER_FILE: &str = "optimizer.bpk";
+const STATE_FILE: &str = "trainer_state.json";
+
+/// Everything besides tensors that a resumed run needs. The data position and the dropout seed
+/// are functions of `step`, so the step is the whole position.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainerState {
+    /// Optimiser steps completed.
+    pub step: usize,
+    /// Validation loss measured at this step.
+    pub valid_loss: Option<f64>,
+    pub train_loss: f64,
+    pub lr: f64,
+    pub tokens_seen: u64,
+    /// Wall time spent training before this checkpoint, summed over resumed runs.
+    pub elapsed_s: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub state: TrainerState,
+}
+
+impl Checkpoint {
+    pub fn model_path(&self) -> PathBuf {
+        self.dir.join(MODEL_FILE)
+    }
+
+    pub fn optimizer_path(&self) -> PathBuf {
+        self.dir.join(OPTIMIZER_FILE)
+    }
+}
+
+fn step_dir_name(step: usize) -> String {
+    format!("step_{step:08}")
+}
+
+/// Write a checkpoint for `state.step` under `root` and return it.
+pub fn save<M: ModuleSnapshot>(
+    root: &Path,
+    model: &M,
+    optimizer: &ModuleOptimizer,
+    state: &TrainerState,
+) -> Result<Checkpoint> {
+    std::fs::create_dir_all(root).with_path("create", root)?;
+    let name = step_dir_name(state.step);
+    let tmp = root.join(format!(".{name}.tmp"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).with_path("remove", &tmp)?;
+    }
+    std::fs::create_dir_all(&tmp).with_path("create", &tmp)?;
+
+    let mut store = SafetensorsStore::from_file(tmp.join(MODEL_FILE))
+        .metadata("nlpkit_step", state.step.to_string())
+        .overwrite(true);
+    model
+        .save_into(&mut store)
+        .map_err(|e| Error::Run(format!("cannot write model weights: {e}")))?;
+    optimizer
+        .save(tmp.join(OPTIMIZER_FILE))
+        .map_err(|e| Error::Run(format!("cannot write optimiser state: {e}")))?;
+    let json = serde_json::to_string_pretty(state).expect("state serialises");
+    crate::error::write_atomic(&tmp.join(STATE_FILE), json.as_bytes())?;
+    sync_dir(&tmp);
+
+    let dir = root.join(&name);
+    if dir.exists() {
+        // Re-saving the same step (a resumed run that ends where it started): replace it.
+        std::fs::remove_dir_all(&dir).with_path("remove", &dir)?;
+    }
+    std::fs::rename(&tmp, &dir).with_path("rename into place", &dir)?;
+    sync_dir(root);
+    Ok(Checkpoint {
+        dir,
+        state: state.clone(),
+    })
+}
+
+/// Flush a folder's entries so a rename survives a power cut (best effort: not every file
+/// system lets a folder be opened for syncing).
+fn sync_dir(dir: &Path) {
+    if let Ok(handle) = std::fs::File::open(dir) {
+        let _ = handle.sync_all();
+    }
+}
+
+/// Complete checkpoints under `root`, oldest first. Temporary folders of an interrupted save
+/// are ignored.
+pub fn list(root: &Path) -> Result<Vec<Checkpoint>> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let dir = entry.with_path("list", root)?.path();
+        let is_step = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("step_"));
+        if !is_step {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(dir.join(STATE_FILE)) else {
+            continue;
+        };
+        let state: TrainerState = serde_json::from_str(&text).map_err(|e| {
+            Error::Run(format!(
+                "{} is damaged: {e}",
+                dir.join(STATE_FILE).display()
+            ))
+        })?;
+        out.push(Checkpoint { dir, state });
+    }
+    out.sort_by_key(|c| c.state.step);
+    Ok(out)
+}
+
+pub fn latest(root: &Path) -> Result<Option<Checkpoint>> {
+    Ok(list(root)?.pop())
+}
+
+/// The checkpoint with the lowest validation loss (ties: the later one).
+pub fn best(root: &Path) -> Result<Option<Checkpoint>> {
+    Ok(list(root)?
+        .into_iter()
+        .filter(|c| c.state.valid_loss.is_some_and(f64::is_finite))
+        .min_by(|a, b| {
+            let (la, lb) = (a.state.valid_loss.unwrap(), b.state.valid_loss.unwrap());
+            la.total_cmp(&lb).then(b.state.step.cmp(&a.state.step))
+        }))
+}
+
+/// Delete checkpoints that are neither among the last `keep_last` nor the best `keep_best`.
+pub fn prune(root: &Path, keep_last: usize, keep_best: usize) -> Result<()> {
+    let all = list(root)?;
+    let mut keep: Vec<usize> = all
+        .iter()
+        .rev()
+        .take(keep_last)
+        .map(|c| c.state.step)
+        .collect();
+    let mut by_loss: Vec<&Checkpoint> = all
+        .iter()
+        .filter(|c| c.state.valid_loss.is_some_and(f64::is_finite))
+        .collect();
+    by_loss.sort_by(|a, b| {
+        a.state
+            .valid_loss
+            .unwrap()
+            .total_cmp(&b.state.valid_loss.unwrap())
+    });
+    keep.extend(by_loss.iter().take(keep_best).map(|c| c.state.step));
+    for c in all.iter().filter(|c| !keep.contains(&c.state.step)) {
+        std::fs::remove_dir_all(&c.dir).with_path("remove old checkpoint", &c.dir)?;
+    }
+    Ok(())
+}
+
+/// Load weights into `model` (whose shapes come from the recipe); every tensor must match.
+pub fn load_model<M: ModuleSnapshot + Module>(mut model: M, path: &Path) -> Result<M> {
+    if !path.exists() {
+        return Err(Error::Usage(format!(
+            "checkpoint weights {} do not exist",
+            path.display()
+        )));
+    }
+    let mut store = SafetensorsStore::from_file(path);
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| Error::Run(format!("cannot read {}: {e}", path.display())))?;
+    if !result.is_success() || !result.missing.is_empty() || !result.unused.is_empty() {
+        return Err(Error::Run(format!(
+            "{} does not match this model (was the recipe's model section changed?): {result}",
+            path.display()
+        )));
+    }
+    Ok(model)
+}
+
+pub fn load_optimizer(optimizer: ModuleOptimizer, path: &Path) -> Result<ModuleOptimizer> {
+    optimizer.load(path).map_err(|e| {
+        Error::Run(format!(
+            "cannot read optimiser state {}: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// A checkpoint named on the command line: a `step_*` folder, or the `model.safetensors` in one.
+pub fn resolve_user_checkpoint(path: &Path) -> Result<Checkpoint> {
+    let dir = if path.is_file() {
+        path.parent().unwrap_or(Path::new(".")).to_path_buf()
+    } else {
+        path.to_path_buf()
+    };
+    let text = std::fs::read_to_string(dir.join(STATE_FILE)).map_err(|_| {
+        Error::Usage(format!(
+            "{} is not a checkpoint (no {STATE_FILE}); give a folder like EXP_DIR/checkpoints/step_00002000",
+            path.display()
+        ))
+    })?;
+    let state = serde_json::from_str(&text).map_err(|e| {
+        Error::Run(format!(
+            "{} is damaged: {e}",
+            dir.join(STATE_FILE).display()
+        ))
+    })?;
+    Ok(Checkpoint { dir, state })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake(root: &Path, step: usize, loss: Option<f64>) {
+        let dir = root.join(step_dir_name(step));
+        std::fs::create_dir_all(&dir).unwrap();
+        let state = TrainerState {
+            step,
+            valid_loss: loss,
+            train_loss: 0.0,
+            lr: 0.0,
+            tokens_seen: 0,
+            elapsed_s: 0.0,
+        };
+        std::fs::write(dir.join(STATE_FILE), serde_json::to_string(&state).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn prune_keeps_last_and_best_and_ignores_unfinished_saves() {
+        let root = tempfile::tempdir().unwrap();
+        for (step, loss) in [(100, 3.0), (200, 1.0), (300, 2.0), (400, 2.5), (500, 2.4)] {
+            fake(root.path(), step, Some(loss));
+        }
+        std::fs::create_dir_all(root.path().join(".step_00000600.tmp")).unwrap();
+        prune(root.path(), 2, 1).unwrap();
+        let steps: Vec<usize> = list(root.path())
+            .unwrap()
+            .iter()
+            .map(|c| c.state.step)
+            .collect();
+        assert_eq!(steps, vec![200, 400, 500]);
+        assert_eq!(best(root.path()).unwrap().unwrap().state.step, 200);
+        assert_eq!(latest(root.path()).unwrap().unwrap().state.step, 500);
+    }
+}

@@ -1,0 +1,233 @@
+//! The training loop: step-based, model-agnostic (it sees the model only through [`Task`]),
+//! with averaged gradient accumulation, clipping by the global norm, periodic evaluation,
+//! atomic checkpoints and exact resume.
+
+pub mod checkpoint;
+pub mod optim;
+pub mod params;
+pub mod progress;
+pub mod schedule;
+
+use crate::error::{Error, Result};
+use crate::experiment::Experiment;
+use crate::recipe::Recipe;
+use crate::tasks::Task;
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::prelude::*;
+use checkpoint::TrainerState;
+use progress::{Progress, record};
+use serde_json::json;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Continue from the latest checkpoint in the experiment folder.
+    pub resume: bool,
+    /// No progress bar or log lines (metrics are still written).
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub steps: usize,
+    pub final_valid_loss: Option<f64>,
+    pub best: Option<(usize, f64)>,
+    pub elapsed_s: f64,
+    /// Training throughput of this invocation.
+    pub tokens_per_s: f64,
+}
+
+/// Optimiser steps the run is asked for.
+pub fn total_steps<T: Task>(recipe: &Recipe, task: &T) -> usize {
+    let train = &recipe.train;
+    match (train.max_steps, train.max_epochs) {
+        (Some(steps), _) => steps,
+        (None, Some(epochs)) => {
+            (epochs * task.micro_batches_per_epoch()).div_ceil(train.accum_grad)
+        }
+        (None, None) => unreachable!("validated: max_steps or max_epochs"),
+    }
+}
+
+/// The dropout seed of one step: a function of the step, so a resumed run draws the same masks.
+fn step_seed(seed: u64, step: usize) -> u64 {
+    seed ^ (step as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+pub fn train<T: Task>(
+    recipe: &Recipe,
+    task: &T,
+    exp: &Experiment,
+    device: &Device,
+    options: &TrainOptions,
+) -> Result<TrainSummary> {
+    let cfg = &recipe.train;
+    let total = total_steps(recipe, task);
+    let accum = cfg.accum_grad;
+    let ad = device.clone().autodiff();
+    ad.seed(recipe.seed);
+    let mut model = params::with_stable_ids(task.init_model(&ad));
+    let mut optimizer = optim::build(&recipe.optim, &model);
+    let mut schedule = schedule::build(
+        &recipe.scheduler,
+        recipe.optim.lr,
+        total,
+        task.model_width(),
+    )?;
+    let checkpoints = exp.checkpoints_dir();
+
+    let mut start = 0;
+    let mut tokens_seen = 0u64;
+    let mut elapsed_before = 0.0;
+    let existing = checkpoint::latest(&checkpoints)?;
+    match (options.resume, existing) {
+        (true, Some(last)) => {
+            model = checkpoint::load_model(model, &last.model_path())?;
+            optimizer = checkpoint::load_optimizer(optimizer, &last.optimizer_path())?;
+            start = last.state.step;
+            tokens_seen = last.state.tokens_seen;
+            elapsed_before = last.state.elapsed_s;
+            // Schedules are pure functions of the step: replay them to where we stopped.
+            for _ in 0..start {
+                schedule.step();
+            }
+            if !options.quiet {
+                println!("resuming from {} (step {start})", last.dir.display());
+            }
+        }
+        (true, None) => {
+            if !options.quiet {
+                println!(
+                    "no checkpoint in {} yet; starting from step 0",
+                    checkpoints.display()
+                );
+            }
+        }
+        (false, Some(last)) => {
+            return Err(Error::Usage(format!(
+                "{} already holds checkpoints (latest: step {}); pass --resume to continue it, or \
+                 set another output_dir (e.g. --set output_dir=exp/run2)",
+                exp.dir.display(),
+                last.state.step
+            )));
+        }
+        (false, None) => {}
+    }
+    if start >= total {
+        if !options.quiet {
+            println!("already trained to step {start} of {total}; nothing to do");
+        }
+        let best =
+            checkpoint::best(&checkpoints)?.map(|c| (c.state.step, c.state.valid_loss.unwrap()));
+        return Ok(TrainSummary {
+            steps: start,
+            final_valid_loss: best.map(|b| b.1),
+            best,
+            elapsed_s: elapsed_before,
+            tokens_per_s: 0.0,
+        });
+    }
+
+    let mut progress = Progress::new(&exp.metrics_path(), start, total, options.quiet)?;
+    let tokens_per_step = (task.tokens_per_micro_batch() * accum) as u64;
+    let run_start = Instant::now();
+    let mut window_start = Instant::now();
+    let mut window_tokens = 0u64;
+    let mut final_valid = None;
+
+    for step in start..total {
+        let lr = schedule.step();
+        let lr_value = lr.base();
+        ad.seed(step_seed(recipe.seed, step));
+
+        let mut accumulator = GradientsAccumulator::new();
+        let mut losses = Vec::with_capacity(accum);
+        for micro in 0..accum {
+            let loss = task.train_loss(&model, step, micro, &ad);
+            losses.push(loss.clone().inner());
+            // Dividing each micro-batch's loss makes the summed gradients their average.
+            let grads = loss.div_scalar(accum as f64).backward();
+            accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
+        }
+        let mut grads = accumulator.grads();
+        let train_loss = Tensor::cat(losses, 0).mean().into_scalar::<f64>();
+        let grad_norm = params::clip_grad_norm(&model, &mut grads, cfg.grad_clip);
+        if !train_loss.is_finite() || !grad_norm.is_finite() {
+            progress.finish();
+            let last_good = checkpoint::latest(&checkpoints)?
+                .map(|c| format!("the last good checkpoint is {}", c.dir.display()))
+                .unwrap_or_else(|| "no checkpoint was written yet".into());
+            return Err(Error::Run(format!(
+                "the loss became {train_loss} (gradient norm {grad_norm}) at step {}; stopped \
+                 without applying that update, {last_good}. Lower `optim.lr` or set \
+                 `train.grad_clip`, then resume with --resume",
+                step + 1
+            )));
+        }
+        model = optimizer.step(lr, model, grads);
+
+        let done = step + 1;
+        tokens_seen += tokens_per_step;
+        window_tokens += tokens_per_step;
+        progress.set_step(done);
+        if done % cfg.log_interval == 0 || done == total {
+            let tokens_per_s = window_tokens as f64 / window_start.elapsed().as_secs_f64();
+            progress.train_line(done, train_loss, lr_value, grad_norm, tokens_per_s);
+            let mut line = record(done, "train", train_loss, lr_value);
+            line.insert("grad_norm".into(), json!(grad_norm));
+            line.insert("tokens_per_s".into(), json!(tokens_per_s));
+            line.insert(
+                "elapsed_s".into(),
+                json!(elapsed_before + run_start.elapsed().as_secs_f64()),
+            );
+            progress.record(line)?;
+            window_start = Instant::now();
+            window_tokens = 0;
+        }
+
+        let save_now = done % cfg.save_interval == 0 || done == total;
+        let eval_now = done % cfg.eval_interval == 0 || save_now;
+        let mut valid_loss = None;
+        if eval_now {
+            let loss = task.validation_loss(&model, &ad)?;
+            valid_loss = Some(loss);
+            final_valid = Some(loss);
+            progress.println(&format!(
+                "step {done}: valid loss {loss:.4} (ppl {:.2}), train loss {train_loss:.4}",
+                loss.exp()
+            ));
+            let mut line = record(done, "valid", loss, lr_value);
+            line.insert("ppl".into(), json!(loss.exp()));
+            progress.record(line)?;
+        }
+        if save_now {
+            let state = TrainerState {
+                step: done,
+                valid_loss,
+                train_loss,
+                lr: lr_value,
+                tokens_seen,
+                elapsed_s: elapsed_before + run_start.elapsed().as_secs_f64(),
+            };
+            checkpoint::save(&checkpoints, &model, &optimizer, &state)?;
+            checkpoint::prune(&checkpoints, cfg.keep_last, cfg.keep_best)?;
+        }
+    }
+    progress.finish();
+    let elapsed = run_start.elapsed().as_secs_f64();
+    let trained_tokens = (total - start) as u64 * tokens_per_step;
+    let best = checkpoint::best(&checkpoints)?.map(|c| (c.state.step, c.state.valid_loss.unwrap()));
+    Ok(TrainSummary {
+        steps: total,
+        final_valid_loss: final_valid,
+        best,
+        elapsed_s: elapsed_before + elapsed,
+        tokens_per_s: trained_tokens as f64 / elapsed,
+    })
+}
+
+/// Number of parameters of a model.
+pub fn parameter_count<M: Module>(model: &M) -> usize {
+    model.num_params()
+}

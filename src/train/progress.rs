@@ -1,0 +1,91 @@
+//! What a run reports: an indicatif bar on a terminal, one plain line per log interval
+//! otherwise, and every figure as one JSON object a line in `metrics.jsonl`.
+
+use crate::error::{IoContext, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Map, Value, json};
+use std::fs::File;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    metrics: File,
+}
+
+impl Progress {
+    /// `done` steps of `total` are already behind us (a resumed run).
+    pub fn new(metrics_path: &Path, done: usize, total: usize, quiet: bool) -> Result<Self> {
+        let metrics = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(metrics_path)
+            .with_path("open", metrics_path)?;
+        let bar = (!quiet && std::io::stdout().is_terminal()).then(|| {
+            let bar = ProgressBar::new(total as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+                )
+                .expect("valid template"),
+            );
+            bar.set_position(done as u64);
+            bar.reset_eta();
+            bar
+        });
+        Ok(Self { bar, metrics })
+    }
+
+    /// Record one set of figures: `fields` must hold `step` and `split`.
+    pub fn record(&mut self, fields: Map<String, Value>) -> Result<()> {
+        let line = Value::Object(fields).to_string();
+        writeln!(self.metrics, "{line}")
+            .map_err(|e| crate::error::Error::io("cannot write metrics.jsonl", e))
+    }
+
+    /// A training log line: to the bar's message on a terminal, to stdout otherwise.
+    pub fn train_line(
+        &mut self,
+        step: usize,
+        loss: f64,
+        lr: f64,
+        grad_norm: f64,
+        tokens_per_s: f64,
+    ) {
+        let text = format!(
+            "step {step} | loss {loss:.4} | lr {lr:.3e} | grad_norm {grad_norm:.3} | {tokens_per_s:.0} tok/s"
+        );
+        match &self.bar {
+            Some(bar) => bar.set_message(text),
+            None => println!("{text}"),
+        }
+    }
+
+    /// An evaluation line: printed above the bar (kept in the scroll-back) or to stdout.
+    pub fn println(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => println!("{text}"),
+        }
+    }
+
+    pub fn set_step(&self, step: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(step as u64);
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
+    }
+}
+
+/// A metrics record with the fields every line has.
+pub fn record(step: usize, split: &str, loss: f64, lr: f64) -> Map<String, Value> {
+    let Value::Object(map) = json!({ "step": step, "split": split, "loss": loss, "lr": lr }) else {
+        unreachable!()
+    };
+    map
+}

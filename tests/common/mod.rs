@@ -1,0 +1,133 @@
+//! Helpers for end-to-end tests: a scratch folder with a slice of real data and a recipe, and a
+//! way to run the `nlpkit` binary in it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+/// The first `chars` characters of tinyshakespeare, cut at a line end.
+pub fn shakespeare(chars: usize) -> String {
+    let full = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("data/tinyshakespeare/input.txt"),
+    )
+    .expect("data/tinyshakespeare/input.txt is in the repository");
+    let cut = full[..chars].rfind('\n').map_or(chars, |i| i + 1);
+    full[..cut].to_string()
+}
+
+/// A recipe for a tiny GPT on `input.txt`, to which `extra` YAML is appended (later keys of the
+/// same section are not merged, so pass whole sections in `extra` only when `base` lacks them).
+pub fn tiny_recipe(backend: &str, max_steps: usize) -> String {
+    format!(
+        "backend:\n  type: {backend}\n  device: {device}\nseed: 7\noutput_dir: exp\n\
+         data:\n  train: input.txt\n  prepared_dir: prepared\n  tokenizer:\n    type: char\n\
+         model:\n  type: gpt2\n  n_layer: 1\n  n_head: 2\n  n_embd: 32\n  block_size: 16\n  dropout: 0.0\n\
+         optim:\n  type: adamw\n  lr: 1.0e-2\n  weight_decay: 0.0\n\
+         scheduler:\n  type: constant\n\
+         train:\n  max_steps: {max_steps}\n  batch_size: 8\n  log_interval: 1\n  eval_interval: 10\n  \
+         eval_batches: 2\n  save_interval: 10\n",
+        device = if backend == "wgpu" { "cpu" } else { "default" },
+    )
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path().join(name);
+        std::fs::write(&path, contents).expect("write scratch file");
+        path
+    }
+
+    /// A scratch folder holding `input.txt` (a slice of tinyshakespeare) and `recipe.yaml`.
+    pub fn with_recipe(recipe: &str) -> Self {
+        let s = Self::new();
+        s.write("input.txt", shakespeare(60_000));
+        s.write("recipe.yaml", recipe);
+        s
+    }
+
+    /// Run `nlpkit ARGS` in this folder.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_nlpkit"))
+            .args(args)
+            .current_dir(self.path())
+            .output()
+            .expect("nlpkit runs")
+    }
+
+    /// Run and require success, returning stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "nlpkit {args:?} failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Train losses from `exp/metrics.jsonl`, in order.
+    pub fn train_losses(&self) -> Vec<f64> {
+        self.metric_values("train")
+    }
+
+    pub fn metric_values(&self, split: &str) -> Vec<f64> {
+        let text = std::fs::read_to_string(self.path().join("exp/metrics.jsonl")).expect("metrics");
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("one JSON object a line"))
+            .filter(|v| v["split"] == split)
+            .map(|v| v["loss"].as_f64().expect("loss is a number"))
+            .collect()
+    }
+}
+
+/// Assert the loss fell clearly: the mean of the last five is below the mean of the first five
+/// and at most 90% of the first loss (about ln(vocabulary) for a fresh model).
+pub fn assert_loss_falls(losses: &[f64]) {
+    assert!(losses.len() >= 10, "too few losses logged: {losses:?}");
+    let first: f64 = losses[..5].iter().sum::<f64>() / 5.0;
+    let last: f64 = losses[losses.len() - 5..].iter().sum::<f64>() / 5.0;
+    assert!(
+        last < first && last < 0.9 * losses[0],
+        "loss did not fall: first {:.3}, first five {first:.3}, last five {last:.3} ({losses:?})",
+        losses[0]
+    );
+}
+
+/// Every tensor of two safetensors files, bit for bit.
+pub fn same_weights(a: &Path, b: &Path) -> Result<(), String> {
+    let (ba, bb) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    let (ta, tb) = (
+        safetensors::SafeTensors::deserialize(&ba).unwrap(),
+        safetensors::SafeTensors::deserialize(&bb).unwrap(),
+    );
+    let mut names = ta.names();
+    names.sort();
+    let mut other = tb.names();
+    other.sort();
+    if names != other {
+        return Err(format!("different tensors: {names:?} vs {other:?}"));
+    }
+    for name in names {
+        let (x, y) = (ta.tensor(name).unwrap(), tb.tensor(name).unwrap());
+        if x.data() != y.data() {
+            return Err(format!("tensor {name} differs"));
+        }
+    }
+    Ok(())
+}
