@@ -5,7 +5,10 @@ Runs, alternating, `nlpkit train` on the real recipe (60 steps, a log line every
 backend this binary has, and bench/torch_gpt.py (the same model and batch) in PyTorch, for
 several rounds; reports the median ms/step of each, tokens/s and the ratio to PyTorch.
 
-    python3 bench/compare_pytorch.py [--rounds 3] [--backends flex ndarray] [--torch-python .venv-torch/bin/python]
+    python3 bench/compare_pytorch.py [--rounds 3] [--backends flex ndarray tch] [--torch-python .venv-torch/bin/python]
+
+The tch backend runs with target/release/nlpkit-tch (built by tools/build_tch.sh) unless
+--tch-binary says otherwise.
 
 PyTorch comes from a venv: `python3 -m venv .venv-torch && .venv-torch/bin/pip install torch==2.9.0`.
 """
@@ -58,6 +61,7 @@ def main():
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--backends", nargs="+", default=["flex", "ndarray"])
     p.add_argument("--binary", default=os.path.join(ROOT, "target/release/nlpkit"))
+    p.add_argument("--tch-binary", default=os.path.join(ROOT, "target/release/nlpkit-tch"))
     p.add_argument("--torch-python", default=os.path.join(ROOT, ".venv-torch/bin/python"))
     args = p.parse_args()
     results = {b: [] for b in args.backends + ["pytorch"]}
@@ -65,7 +69,8 @@ def main():
     with tempfile.TemporaryDirectory() as workdir:
         for round_index in range(args.rounds):
             for backend in args.backends:
-                results[backend].append(nlpkit_ms_per_step(args.binary, backend, args.steps, workdir))
+                binary = args.tch_binary if backend == "tch" else args.binary
+                results[backend].append(nlpkit_ms_per_step(binary, backend, args.steps, workdir))
             torch_info = torch_ms_per_step(args.torch_python, args.steps - 10)
             results["pytorch"].append(torch_info["ms_per_step"])
             print(f"round {round_index + 1}: " + ", ".join(f"{k} {v[-1]:.1f} ms" for k, v in results.items()),

@@ -135,7 +135,9 @@ pub fn device_for(section: &BackendSection) -> Result<Device> {
             }
         }
         BackendKind::Tch => {
+            // Deprecated upstream like ndarray, but a decided, measured option here.
             #[cfg(feature = "tch")]
+            #[allow(deprecated)]
             {
                 return match device {
                     "default" | "cpu" => Ok(Device::libtorch()),

@@ -22,7 +22,7 @@ fn ndarray_trains_with_falling_loss() {
 /// `NLPKIT_REQUIRE_WGPU=1` so a missing adapter there fails the test.
 #[test]
 fn wgpu_trains_on_a_cpu_adapter_or_explains_why_not() {
-    let s = Scratch::with_recipe(&tiny_recipe("wgpu", 20));
+    let s = Scratch::with_recipe(&tiny_recipe("wgpu", 24));
     let out = s.run(&["train", "recipe.yaml", "--quiet"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if out.status.success() {

@@ -8,7 +8,27 @@ mod recipe;
 mod train;
 
 use crate::error::Result;
+use crate::recipe::{Recipe, load_recipe};
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// The recipe file and its overrides, shared by every verb that reads a recipe.
+#[derive(clap::Args, Debug)]
+pub struct RecipeArgs {
+    /// The recipe YAML file.
+    recipe: PathBuf,
+    /// Override a recipe key with a typed value, e.g. `--set optim.lr=3e-4` or
+    /// `--set backend.type=ndarray` (repeatable; the value is read as YAML).
+    #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+    overrides: Vec<String>,
+}
+
+impl RecipeArgs {
+    /// The resolved recipe.
+    pub fn load(&self) -> Result<Recipe> {
+        load_recipe(&self.recipe, &self.overrides)
+    }
+}
 
 #[derive(Parser, Debug)]
 #[command(

@@ -1,25 +1,20 @@
 use crate::data::Split;
 use crate::data::prepare::{Prepared, prepare};
 use crate::error::Result;
-use crate::recipe::load_recipe;
-use std::path::PathBuf;
 
 /// Read the recipe's raw data, split it into train/valid/test, train (or load) the tokenizer and
 /// encode every split into a compact token file. Skips the work when the inputs are unchanged.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The recipe YAML file.
-    recipe: PathBuf,
-    /// Override a recipe key, e.g. `--set data.tokenizer.vocab_size=4000` (repeatable).
-    #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
-    overrides: Vec<String>,
+    #[command(flatten)]
+    recipe: super::RecipeArgs,
     /// Redo everything even if the inputs did not change.
     #[arg(long)]
     force: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let recipe = load_recipe(&args.recipe, &args.overrides)?;
+    let recipe = args.recipe.load()?;
     let started = std::time::Instant::now();
     let prepared = prepare(&recipe, args.force)?;
     report(&prepared, started.elapsed().as_secs_f64());

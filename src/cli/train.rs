@@ -1,22 +1,17 @@
 use crate::backend::device_for;
 use crate::data::prepare::{prepare, tokenizer_path};
-use crate::error::{Error, IoContext, Result, write_atomic};
+use crate::error::{IoContext, Result, write_atomic};
 use crate::experiment::Experiment;
-use crate::recipe::{ModelSection, load_recipe};
+use crate::recipe::ModelSection;
 use crate::tasks::lm::LmTask;
-use crate::train::{TrainOptions, checkpoint, total_steps, train};
-use std::path::PathBuf;
+use crate::train::{TrainOptions, refuse_to_overwrite, total_steps, train};
 
 /// Train the recipe's model. Prepares the data first if needed (as `prepare-data` would), writes
 /// the resolved recipe, tokenizer, metrics and checkpoints into the recipe's `output_dir`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The recipe YAML file.
-    recipe: PathBuf,
-    /// Override a recipe key with a typed value, e.g. `--set optim.lr=3e-4` or
-    /// `--set backend.type=ndarray` (repeatable; the value is read as YAML).
-    #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
-    overrides: Vec<String>,
+    #[command(flatten)]
+    recipe: super::RecipeArgs,
     /// Continue from the latest checkpoint in the output folder; the run ends with the same
     /// weights as one that was never interrupted.
     #[arg(long)]
@@ -27,20 +22,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let mut recipe = load_recipe(&args.recipe, &args.overrides)?;
+    let mut recipe = args.recipe.load()?;
     let device = device_for(&recipe.backend)?;
     let exp = Experiment::new(recipe.output_dir());
-    // Refuse to overwrite a finished or running experiment before touching anything in it.
-    if !args.resume
-        && let Some(last) = checkpoint::latest(&exp.checkpoints_dir())?
-    {
-        return Err(Error::Usage(format!(
-            "{} already holds checkpoints (latest: step {}); pass --resume to continue it, or set \
-             another output_dir (e.g. --set output_dir=exp/run2)",
-            exp.dir.display(),
-            last.state.step
-        )));
-    }
+    // Refuse to overwrite an experiment before touching anything in it.
+    refuse_to_overwrite(&exp, args.resume)?;
 
     let started = std::time::Instant::now();
     let prepared = prepare(&recipe, false)?;

@@ -41,12 +41,17 @@ impl TokenStream {
         Ok(())
     }
 
+    /// `count` window offsets drawn uniformly from `rng`.
+    pub fn random_starts(&self, rng: &mut SplitMix64, count: usize, block: usize) -> Vec<usize> {
+        let last_start = (self.tokens.len() - block - 1) as u64;
+        (0..count)
+            .map(|_| rng.below(last_start + 1) as usize)
+            .collect()
+    }
+
     /// `batch` windows at offsets drawn from `rng`.
     pub fn random_batch(&self, rng: &mut SplitMix64, batch: usize, block: usize) -> LmBatch {
-        let last_start = (self.tokens.len() - block - 1) as u64;
-        let starts: Vec<usize> = (0..batch)
-            .map(|_| rng.below(last_start + 1) as usize)
-            .collect();
+        let starts = self.random_starts(rng, batch, block);
         self.batch_at(&starts, block)
     }
 

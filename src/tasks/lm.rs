@@ -40,10 +40,8 @@ impl LmTask {
         valid.check_fits(block)?;
         let batch_size = recipe.train.batch_size;
         let mut rng = SplitMix64::new(recipe.seed ^ 0x7a11_d000);
-        let last_start = (valid.tokens.len() - block - 1) as u64;
-        let valid_starts = (0..batch_size * recipe.train.eval_batches)
-            .map(|_| rng.below(last_start + 1) as usize)
-            .collect();
+        let valid_starts =
+            valid.random_starts(&mut rng, batch_size * recipe.train.eval_batches, block);
         Ok(Self {
             config,
             train,

@@ -12,7 +12,6 @@ use crate::error::{Error, Result};
 use crate::experiment::Experiment;
 use crate::recipe::Recipe;
 use crate::tasks::Task;
-use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use checkpoint::TrainerState;
@@ -104,14 +103,7 @@ pub fn train<T: Task>(
                 );
             }
         }
-        (false, Some(last)) => {
-            return Err(Error::Usage(format!(
-                "{} already holds checkpoints (latest: step {}); pass --resume to continue it, or \
-                 set another output_dir (e.g. --set output_dir=exp/run2)",
-                exp.dir.display(),
-                last.state.step
-            )));
-        }
+        (false, Some(_)) => refuse_to_overwrite(exp, false)?,
         (false, None) => {}
     }
     if start >= total {
@@ -151,6 +143,8 @@ pub fn train<T: Task>(
             accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
         }
         let mut grads = accumulator.grads();
+        // Data-parallel hook: with several ranks, gradients (and the loss) are averaged across
+        // them here, before clipping, so every rank applies the same update.
         let train_loss = Tensor::cat(losses, 0).mean().into_scalar::<f64>();
         let grad_norm = params::clip_grad_norm(&model, &mut grads, cfg.grad_clip);
         if !train_loss.is_finite() || !grad_norm.is_finite() {
@@ -227,7 +221,18 @@ pub fn train<T: Task>(
     })
 }
 
-/// Number of parameters of a model.
-pub fn parameter_count<M: Module>(model: &M) -> usize {
-    model.num_params()
+/// A fresh run must not overwrite an experiment that has checkpoints: that takes `--resume`.
+pub fn refuse_to_overwrite(exp: &Experiment, resume: bool) -> Result<()> {
+    if resume {
+        return Ok(());
+    }
+    match checkpoint::latest(&exp.checkpoints_dir())? {
+        Some(last) => Err(Error::Usage(format!(
+            "{} already holds checkpoints (latest: step {}); pass --resume to continue it, or set \
+             another output_dir (e.g. --set output_dir=exp/run2)",
+            exp.dir.display(),
+            last.state.step
+        ))),
+        None => Ok(()),
+    }
 }

@@ -10,6 +10,7 @@ use std::path::Path;
 
 pub struct Progress {
     bar: Option<ProgressBar>,
+    quiet: bool,
     metrics: File,
 }
 
@@ -33,7 +34,11 @@ impl Progress {
             bar.reset_eta();
             bar
         });
-        Ok(Self { bar, metrics })
+        Ok(Self {
+            bar,
+            quiet,
+            metrics,
+        })
     }
 
     /// Record one set of figures: `fields` must hold `step` and `split`.
@@ -57,7 +62,8 @@ impl Progress {
         );
         match &self.bar {
             Some(bar) => bar.set_message(text),
-            None => println!("{text}"),
+            None if !self.quiet => println!("{text}"),
+            None => {}
         }
     }
 
@@ -65,7 +71,8 @@ impl Progress {
     pub fn println(&self, text: &str) {
         match &self.bar {
             Some(bar) => bar.println(text),
-            None => println!("{text}"),
+            None if !self.quiet => println!("{text}"),
+            None => {}
         }
     }
 
