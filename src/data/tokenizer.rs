@@ -15,7 +15,7 @@ use tokenizers::models::unigram::{Unigram, UnigramTrainer};
 use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainerBuilder};
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::pre_tokenizers::metaspace::Metaspace;
+use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::{AddedToken, Tokenizer};
 
 pub struct TextTokenizer {
@@ -87,8 +87,11 @@ impl TextTokenizer {
             }
             TokenizerKind::Unigram => {
                 let mut t = Tokenizer::new(Unigram::default());
-                t.with_pre_tokenizer(Some(Metaspace::default()));
-                t.with_decoder(Some(Metaspace::default()));
+                // Never prepend a word marker: then encoding a text in pieces (see `encode`)
+                // gives exactly the tokens of encoding it whole.
+                let metaspace = Metaspace::new('\u{2581}', PrependScheme::Never, true);
+                t.with_pre_tokenizer(Some(metaspace.clone()));
+                t.with_decoder(Some(metaspace));
                 let mut with_unk = specials.clone();
                 with_unk.insert(0, AddedToken::from("<unk>", true));
                 let trainer = UnigramTrainer::builder()
@@ -137,26 +140,25 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 
-    /// Encode a long text. It is cut after newlines into pieces encoded in parallel; pieces end
-    /// at line boundaries, where none of our pre-tokenizers merges across anyway.
+    /// Encode a long text, in pieces encoded in parallel.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        const PIECE: usize = 64 * 1024;
+        self.encode_in_pieces(text, 64 * 1024)
+    }
+
+    /// Pieces of about `piece_bytes` are cut just before a space that follows a non-space
+    /// character: every pre-tokenizer we use (byte-level BPE's regex, Metaspace, BERT's
+    /// whitespace split, char) splits there anyway, so the tokens equal those of the whole text.
+    fn encode_in_pieces(&self, text: &str, piece_bytes: usize) -> Result<Vec<u32>> {
+        let bytes = text.as_bytes();
         let mut pieces = Vec::new();
         let mut start = 0;
         while start < text.len() {
-            let mut end = (start + PIECE).min(text.len());
-            while !text.is_char_boundary(end) {
-                end += 1;
-            }
-            if end < text.len()
-                && let Some(nl) = text[end..].find('\n')
-            {
-                end += nl + 1;
-            } else {
-                end = text.len();
-            }
-            pieces.push(&text[start..end]);
-            start = end;
+            let from = start.saturating_add(piece_bytes).min(text.len());
+            let cut = (from.max(start + 1)..text.len())
+                .find(|&i| bytes[i] == b' ' && !bytes[i - 1].is_ascii_whitespace())
+                .unwrap_or(text.len());
+            pieces.push(&text[start..cut]);
+            start = cut;
         }
         let encodings = self
             .inner
@@ -235,6 +237,21 @@ mod tests {
             let ids = t.encode(TEXT).unwrap();
             assert!(ids.len() < TEXT.len(), "{kind:?} should merge something");
             assert_eq!(t.decode(&ids).unwrap(), TEXT, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn encoding_in_pieces_equals_encoding_whole() {
+        let text = TEXT.repeat(20);
+        for kind in [
+            TokenizerKind::Char,
+            TokenizerKind::Bpe,
+            TokenizerKind::Unigram,
+        ] {
+            let t = TextTokenizer::build(&section(kind, Some(300)), &text, &text).unwrap();
+            let whole = t.encode_in_pieces(&text, usize::MAX / 2).unwrap();
+            assert_eq!(t.encode_in_pieces(&text, 50).unwrap(), whole, "{kind:?}");
+            assert_eq!(t.decode(&whole).unwrap(), text, "{kind:?}");
         }
     }
 
