@@ -151,6 +151,15 @@ fn a_killed_run_leaves_a_loadable_checkpoint_and_resumes() {
         "train.max_steps=40",
     ]);
     assert!(out.contains("resuming from"), "{out}");
+    // Steps the killed run logged after its last checkpoint are not logged twice.
+    let text = std::fs::read_to_string(s.path().join("exp/metrics.jsonl")).unwrap();
+    let steps: Vec<u64> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["split"] == "train")
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=40).collect::<Vec<u64>>());
     s.ok(&["eval", "exp", "--split", "valid"]);
 }
 

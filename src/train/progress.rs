@@ -15,8 +15,11 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// `done` steps of `total` are already behind us (a resumed run).
+    /// `done` steps of `total` are already behind us (a resumed run): records of later steps,
+    /// logged by the interrupted run after its last checkpoint, are dropped so that every step
+    /// appears once.
     pub fn new(metrics_path: &Path, done: usize, total: usize, quiet: bool) -> Result<Self> {
+        forget_after(metrics_path, done)?;
         let metrics = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -87,6 +90,27 @@ impl Progress {
             bar.finish();
         }
     }
+}
+
+/// Keep only the records of `metrics_path` up to `step` (a file that does not exist is fine).
+fn forget_after(metrics_path: &Path, step: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(metrics_path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<Value>(line)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s as usize <= step)
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    if kept.len() != text.len() {
+        crate::error::write_atomic(metrics_path, kept.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// A metrics record with the fields every line has.
