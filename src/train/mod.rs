@@ -79,32 +79,29 @@ pub fn train<T: Task>(
     let mut start = 0;
     let mut tokens_seen = 0u64;
     let mut elapsed_before = 0.0;
-    let existing = checkpoint::latest(&checkpoints)?;
-    match (options.resume, existing) {
-        (true, Some(last)) => {
-            model = checkpoint::load_model(model, &last.model_path())?;
-            optimizer = checkpoint::load_optimizer(optimizer, &last.optimizer_path())?;
-            start = last.state.step;
-            tokens_seen = last.state.tokens_seen;
-            elapsed_before = last.state.elapsed_s;
-            // Schedules are pure functions of the step: replay them to where we stopped.
-            for _ in 0..start {
-                schedule.step();
+    refuse_to_overwrite(exp, options.resume)?;
+    if options.resume {
+        match checkpoint::latest(&checkpoints)? {
+            Some(last) => {
+                model = checkpoint::load_model(model, &last.model_path())?;
+                optimizer = checkpoint::load_optimizer(optimizer, &last.optimizer_path())?;
+                start = last.state.step;
+                tokens_seen = last.state.tokens_seen;
+                elapsed_before = last.state.elapsed_s;
+                // Schedules are pure functions of the step: replay them to where we stopped.
+                for _ in 0..start {
+                    schedule.step();
+                }
+                if !options.quiet {
+                    println!("resuming from {} (step {start})", last.dir.display());
+                }
             }
-            if !options.quiet {
-                println!("resuming from {} (step {start})", last.dir.display());
-            }
+            None if !options.quiet => println!(
+                "no checkpoint in {} yet; starting from step 0",
+                checkpoints.display()
+            ),
+            None => {}
         }
-        (true, None) => {
-            if !options.quiet {
-                println!(
-                    "no checkpoint in {} yet; starting from step 0",
-                    checkpoints.display()
-                );
-            }
-        }
-        (false, Some(_)) => refuse_to_overwrite(exp, false)?,
-        (false, None) => {}
     }
     if start >= total {
         if !options.quiet {

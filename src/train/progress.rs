@@ -9,9 +9,18 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 pub struct Progress {
-    bar: Option<ProgressBar>,
-    quiet: bool,
+    display: Display,
     metrics: File,
+}
+
+/// Where log lines go.
+enum Display {
+    /// A terminal: a bar whose message is the latest log line.
+    Bar(ProgressBar),
+    /// Not a terminal (a log file, CI): one plain line per log interval.
+    Lines,
+    /// `--quiet`: metrics.jsonl only.
+    Silent,
 }
 
 impl Progress {
@@ -25,7 +34,9 @@ impl Progress {
             .append(true)
             .open(metrics_path)
             .with_path("open", metrics_path)?;
-        let bar = (!quiet && std::io::stdout().is_terminal()).then(|| {
+        let display = if quiet {
+            Display::Silent
+        } else if std::io::stdout().is_terminal() {
             let bar = ProgressBar::new(total as u64);
             bar.set_style(
                 ProgressStyle::with_template(
@@ -35,13 +46,11 @@ impl Progress {
             );
             bar.set_position(done as u64);
             bar.reset_eta();
-            bar
-        });
-        Ok(Self {
-            bar,
-            quiet,
-            metrics,
-        })
+            Display::Bar(bar)
+        } else {
+            Display::Lines
+        };
+        Ok(Self { display, metrics })
     }
 
     /// Record one set of figures: `fields` must hold `step` and `split`.
@@ -63,30 +72,30 @@ impl Progress {
         let text = format!(
             "step {step} | loss {loss:.4} | lr {lr:.3e} | grad_norm {grad_norm:.3} | {tokens_per_s:.0} tok/s"
         );
-        match &self.bar {
-            Some(bar) => bar.set_message(text),
-            None if !self.quiet => println!("{text}"),
-            None => {}
+        match &self.display {
+            Display::Bar(bar) => bar.set_message(text),
+            Display::Lines => println!("{text}"),
+            Display::Silent => {}
         }
     }
 
     /// An evaluation line: printed above the bar (kept in the scroll-back) or to stdout.
     pub fn println(&self, text: &str) {
-        match &self.bar {
-            Some(bar) => bar.println(text),
-            None if !self.quiet => println!("{text}"),
-            None => {}
+        match &self.display {
+            Display::Bar(bar) => bar.println(text),
+            Display::Lines => println!("{text}"),
+            Display::Silent => {}
         }
     }
 
     pub fn set_step(&self, step: usize) {
-        if let Some(bar) = &self.bar {
+        if let Display::Bar(bar) = &self.display {
             bar.set_position(step as u64);
         }
     }
 
     pub fn finish(&self) {
-        if let Some(bar) = &self.bar {
+        if let Display::Bar(bar) = &self.display {
             bar.finish();
         }
     }
