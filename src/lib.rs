@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod cli;
 pub mod data;
+pub mod distributed;
 pub mod error;
 pub mod eval;
 pub mod experiment;

@@ -1,4 +1,5 @@
 use clap::Parser;
+use nlpkit::distributed;
 
 fn main() {
     nlpkit::backend::pin_default_device();
@@ -14,13 +15,19 @@ fn main() {
             .map(|l| format!(" ({}:{})", l.file(), l.line()))
             .unwrap_or_default();
         eprintln!(
-            "error: internal failure: {message}{at}\nThis is a bug in nlpkit or a backend; please \
-             report it with the command you ran."
+            "error: {}internal failure: {message}{at}\nThis is a bug in nlpkit or a backend; \
+             please report it with the command you ran.",
+            distributed::message_prefix()
         );
+        distributed::abort_job_after_panic();
     }));
     let cli = nlpkit::cli::Cli::parse();
-    if let Err(error) = nlpkit::cli::run(cli) {
-        eprintln!("error: {error}");
-        std::process::exit(error.exit_code());
+    match nlpkit::cli::run(cli) {
+        Ok(()) => distributed::exit(0),
+        Err(error) => {
+            eprintln!("error: {}{error}", distributed::message_prefix());
+            // With several ranks this aborts the whole job, which would otherwise wait for us.
+            distributed::exit(error.exit_code());
+        }
     }
 }

@@ -159,3 +159,34 @@ fn model_shape_mistakes_are_explained() {
         &["`model.n_embd` (33) must be a multiple of `model.n_head` (2)"],
     );
 }
+
+#[test]
+fn a_device_template_with_an_unknown_placeholder() {
+    let recipe = format!(
+        "{}distributed:\n  device: \"cuda:{{gpu}}\"\n",
+        tiny_recipe("flex", 5)
+    );
+    rejects(
+        &recipe,
+        None,
+        &["`distributed.device`", "{local_rank}", "not {gpu}"],
+    );
+}
+
+/// Under mpirun, a binary without the `mpi` feature would train one model per process into the
+/// same folder: it must refuse instead.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn launched_by_mpirun_without_the_mpi_feature() {
+    let s = Scratch::with_recipe(&tiny_recipe("flex", 5));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nlpkit"))
+        .args(["train", "recipe.yaml", "--quiet"])
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .current_dir(s.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--features mpi"), "{stderr}");
+    assert!(!s.path().join("exp").exists(), "nothing may be written");
+}

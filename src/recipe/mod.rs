@@ -36,6 +36,9 @@ pub struct Recipe {
     pub scheduler: SchedulerSection,
     #[serde(default)]
     pub train: TrainSection,
+    /// Data-parallel training over MPI (ignored by a single process).
+    #[serde(default)]
+    pub distributed: DistributedSection,
 }
 
 fn default_seed() -> u64 {
@@ -372,6 +375,49 @@ impl Default for TrainSection {
             save_interval: default_save_interval(),
             keep_last: default_keep_last(),
             keep_best: 1,
+        }
+    }
+}
+
+/// How `train.batch_size` is read when several ranks train one model.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchScope {
+    /// Every rank takes `batch_size` sequences, so the global batch grows with the ranks (torch
+    /// DDP, fairseq, HF Trainer).
+    #[default]
+    PerRank,
+    /// `batch_size` is the global batch, split evenly across the ranks: the same recipe trains
+    /// the same way on any number of ranks.
+    Global,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DistributedSection {
+    #[serde(default)]
+    pub batch_size_is: BatchScope,
+    /// The device each rank takes, replacing `backend.device`; `{local_rank}` (the rank on its
+    /// machine) and `{rank}` are filled in, e.g. `cuda:{local_rank}` for tch, `{local_rank}` for
+    /// cuda, `discrete:{local_rank}` for wgpu.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// Seconds a rank waits for the others in a collective before it aborts the whole job (a
+    /// rank that died or hangs). Must exceed the time rank 0 takes to write a checkpoint.
+    #[serde(default = "default_timeout_s")]
+    pub timeout_s: f64,
+}
+
+fn default_timeout_s() -> f64 {
+    30.0
+}
+
+impl Default for DistributedSection {
+    fn default() -> Self {
+        Self {
+            batch_size_is: BatchScope::default(),
+            device: None,
+            timeout_s: default_timeout_s(),
         }
     }
 }

@@ -156,6 +156,24 @@ pub fn validate(recipe: &Recipe) -> Result<()> {
         TokenizerKind::Char => {}
     }
 
+    let d = &recipe.distributed;
+    check(
+        d.timeout_s > 0.0 && d.timeout_s.is_finite(),
+        "distributed.timeout_s",
+        format!("must be a positive number of seconds, got {}", d.timeout_s),
+    );
+    if let Some(template) = &d.device {
+        let unknown = crate::distributed::unknown_placeholders(template);
+        check(
+            unknown.is_empty(),
+            "distributed.device",
+            format!(
+                "({template}) may only use the placeholders {{local_rank}} and {{rank}}, not {}",
+                unknown.join(", ")
+            ),
+        );
+    }
+
     match &recipe.model {
         super::ModelSection::Gpt2(m) => m.validate(&mut problems),
     }

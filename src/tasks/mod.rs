@@ -3,6 +3,7 @@
 
 pub mod lm;
 
+use crate::distributed::Shard;
 use crate::error::Result;
 use burn::module::Module;
 use burn::prelude::*;
@@ -24,10 +25,12 @@ pub trait Task {
         device: &Device,
     ) -> Tensor<1>;
 
-    /// Loss on the validation split, on a fixed sample so evaluations are comparable.
-    fn validation_loss(&self, model: &Self::Model, device: &Device) -> Result<f64>;
+    /// The summed loss over `shard`'s part of a fixed validation sample (fixed so evaluations
+    /// are comparable); the parts of all shards add up to the whole sample's.
+    fn validation_sum(&self, model: &Self::Model, device: &Device, shard: Shard)
+    -> Result<LossSum>;
 
-    /// Tokens in one micro-batch, for throughput.
+    /// Tokens in one micro-batch of this rank, for throughput.
     fn tokens_per_micro_batch(&self) -> usize;
 
     /// Micro-batches in one pass over the training data, for `max_epochs`.
@@ -35,4 +38,18 @@ pub trait Task {
 
     /// The model width, for schedules that scale by it (noam).
     fn model_width(&self) -> usize;
+}
+
+/// A loss summed over items (tokens, sentences) with their count, so that parts computed on
+/// several ranks add up before the mean is taken.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LossSum {
+    pub total: f64,
+    pub count: f64,
+}
+
+impl LossSum {
+    pub fn mean(&self) -> f64 {
+        self.total / self.count.max(1.0)
+    }
 }

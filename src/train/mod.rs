@@ -8,10 +8,12 @@ pub mod params;
 pub mod progress;
 pub mod schedule;
 
+use crate::distributed::Ranks;
+use crate::distributed::grads::{average_gradients, weights_checksum};
 use crate::error::{Error, Result};
 use crate::experiment::Experiment;
 use crate::recipe::Recipe;
-use crate::tasks::Task;
+use crate::tasks::{LossSum, Task};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use checkpoint::TrainerState;
@@ -49,9 +51,12 @@ pub fn total_steps<T: Task>(recipe: &Recipe, task: &T) -> usize {
     }
 }
 
-/// The dropout seed of one step: a function of the step, so a resumed run draws the same masks.
-fn step_seed(seed: u64, step: usize) -> u64 {
+/// The dropout seed of one step on one rank: a function of the step, so a resumed run draws the
+/// same masks, and of the rank, so ranks drop different units (rank 0 draws what a single
+/// process draws).
+fn step_seed(seed: u64, step: usize, rank: usize) -> u64 {
     seed ^ (step as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ (rank as u64).wrapping_mul(0xd1b5_4a32_d192_ed03)
 }
 
 pub fn train<T: Task>(
@@ -59,6 +64,7 @@ pub fn train<T: Task>(
     task: &T,
     exp: &Experiment,
     device: &Device,
+    ranks: &Ranks,
     options: &TrainOptions,
 ) -> Result<TrainSummary> {
     let cfg = &recipe.train;
@@ -80,8 +86,16 @@ pub fn train<T: Task>(
     let mut tokens_seen = 0u64;
     let mut elapsed_before = 0.0;
     refuse_to_overwrite(exp, options.resume)?;
+    // Only rank 0 speaks.
+    let quiet = options.quiet || !ranks.is_main();
     if options.resume {
-        match checkpoint::latest(&checkpoints)? {
+        let latest = checkpoint::latest(&checkpoints)?;
+        ranks.require_same(
+            latest.as_ref().map_or(0, |c| c.state.step as u64),
+            "the latest checkpoint step (the experiment folder must be on a file system \
+                 that every rank reads)",
+        )?;
+        match latest {
             Some(last) => {
                 model = checkpoint::load_model(model, &last.model_path())?;
                 optimizer = checkpoint::load_optimizer(optimizer, &last.optimizer_path())?;
@@ -92,11 +106,11 @@ pub fn train<T: Task>(
                 for _ in 0..start {
                     schedule.step();
                 }
-                if !options.quiet {
+                if !quiet {
                     println!("resuming from {} (step {start})", last.dir.display());
                 }
             }
-            None if !options.quiet => println!(
+            None if !quiet => println!(
                 "no checkpoint in {} yet; starting from step 0",
                 checkpoints.display()
             ),
@@ -104,7 +118,7 @@ pub fn train<T: Task>(
         }
     }
     if start >= total {
-        if !options.quiet {
+        if !quiet {
             println!("already trained to step {start} of {total}; nothing to do");
         }
         let best =
@@ -118,17 +132,31 @@ pub fn train<T: Task>(
         });
     }
 
-    let mut progress = Progress::new(&exp.metrics_path(), start, total, options.quiet)?;
-    let tokens_per_step = (task.tokens_per_micro_batch() * accum) as u64;
+    // Seeded initialisation (or the shared checkpoint) gives every rank the same weights; check.
+    if ranks.world > 1 {
+        ranks.require_same(
+            weights_checksum(&model),
+            "the weights' checksum at the start",
+        )?;
+    }
+
+    let mut progress = if ranks.is_main() {
+        Progress::new(&exp.metrics_path(), start, total, quiet)?
+    } else {
+        Progress::silent()
+    };
+    let tokens_per_step = (task.tokens_per_micro_batch() * accum * ranks.world) as u64;
     let run_start = Instant::now();
     let mut window_start = Instant::now();
     let mut window_tokens = 0u64;
+    let mut window_steps = 0usize;
+    let mut window_allreduce_s = 0.0;
     let mut final_valid = None;
 
     for step in start..total {
         let lr = schedule.step();
         let lr_value = lr.base();
-        ad.seed(step_seed(recipe.seed, step));
+        ad.seed(step_seed(recipe.seed, step, ranks.rank));
 
         let mut accumulator = GradientsAccumulator::new();
         let mut losses = Vec::with_capacity(accum);
@@ -139,10 +167,15 @@ pub fn train<T: Task>(
             let grads = loss.div_scalar(accum as f64).backward();
             accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
         }
-        let mut grads = accumulator.grads();
-        // Data-parallel hook: with several ranks, gradients (and the loss) are averaged across
-        // them here, before clipping, so every rank applies the same update.
-        let train_loss = Tensor::cat(losses, 0).mean().into_scalar::<f64>();
+        let grads = accumulator.grads();
+        // With several ranks, gradients and the loss are averaged across them here, before
+        // clipping, so every rank clips by the same norm and applies the same update.
+        let mut loss = [Tensor::cat(losses, 0).mean().into_scalar::<f32>()];
+        // Validation's collectives are not part of the step: leave them out of the share.
+        ranks.take_comm_seconds();
+        let mut grads = average_gradients(&model, grads, &mut loss, ranks, step + 1);
+        window_allreduce_s += ranks.take_comm_seconds();
+        let train_loss = loss[0] as f64;
         let grad_norm = params::clip_grad_norm(&model, &mut grads, cfg.grad_clip);
         if !train_loss.is_finite() || !grad_norm.is_finite() {
             progress.finish();
@@ -161,13 +194,24 @@ pub fn train<T: Task>(
         let done = step + 1;
         tokens_seen += tokens_per_step;
         window_tokens += tokens_per_step;
+        window_steps += 1;
         progress.set_step(done);
         if done % cfg.log_interval == 0 || done == total {
-            let tokens_per_s = window_tokens as f64 / window_start.elapsed().as_secs_f64();
+            let window_s = window_start.elapsed().as_secs_f64();
+            let tokens_per_s = window_tokens as f64 / window_s;
             progress.train_line(done, train_loss, lr_value, grad_norm, tokens_per_s);
             let mut line = record(done, "train", train_loss, lr_value);
             line.insert("grad_norm".into(), json!(grad_norm));
             line.insert("tokens_per_s".into(), json!(tokens_per_s));
+            line.insert(
+                "step_ms".into(),
+                json!(1e3 * window_s / window_steps as f64),
+            );
+            if ranks.world > 1 {
+                // Time in the gradient all-reduce, waiting for the slowest rank included.
+                let allreduce_ms = 1e3 * window_allreduce_s / window_steps as f64;
+                line.insert("allreduce_ms".into(), json!(allreduce_ms));
+            }
             line.insert(
                 "elapsed_s".into(),
                 json!(elapsed_before + run_start.elapsed().as_secs_f64()),
@@ -175,13 +219,25 @@ pub fn train<T: Task>(
             progress.record(line)?;
             window_start = Instant::now();
             window_tokens = 0;
+            window_steps = 0;
+            window_allreduce_s = 0.0;
         }
 
         let save_now = done % cfg.save_interval == 0 || done == total;
         let eval_now = done % cfg.eval_interval == 0 || save_now;
         let mut valid_loss = None;
         if eval_now {
-            let loss = task.validation_loss(&model, &ad)?;
+            let part = task.validation_sum(&model, &ad, ranks.shard())?;
+            let mut sums = [part.total, part.count];
+            ranks.sum_f64(
+                &mut sums,
+                &format!("the validation all-reduce of step {done}"),
+            );
+            let loss = LossSum {
+                total: sums[0],
+                count: sums[1],
+            }
+            .mean();
             valid_loss = Some(loss);
             final_valid = Some(loss);
             progress.println(&format!(
@@ -192,7 +248,13 @@ pub fn train<T: Task>(
             line.insert("ppl".into(), json!(loss.exp()));
             progress.record(line)?;
         }
-        if save_now {
+        if save_now && ranks.world > 1 {
+            ranks.require_same(
+                weights_checksum(&model),
+                &format!("the weights' checksum at step {done}"),
+            )?;
+        }
+        if save_now && ranks.is_main() {
             let state = TrainerState {
                 step: done,
                 valid_loss,
@@ -206,6 +268,12 @@ pub fn train<T: Task>(
         }
     }
     progress.finish();
+    if !quiet && ranks.world > 1 {
+        println!(
+            "the weights were identical on all {} ranks at every checkpoint",
+            ranks.world
+        );
+    }
     let elapsed = run_start.elapsed().as_secs_f64();
     let trained_tokens = (total - start) as u64 * tokens_per_step;
     let best = checkpoint::best(&checkpoints)?.map(|c| (c.state.step, c.state.valid_loss.unwrap()));

@@ -10,7 +10,8 @@ use std::path::Path;
 
 pub struct Progress {
     display: Display,
-    metrics: File,
+    /// `None` on ranks other than 0, which record nothing.
+    metrics: Option<File>,
 }
 
 /// Where log lines go.
@@ -50,13 +51,27 @@ impl Progress {
         } else {
             Display::Lines
         };
-        Ok(Self { display, metrics })
+        Ok(Self {
+            display,
+            metrics: Some(metrics),
+        })
+    }
+
+    /// Reports nothing and writes nothing (ranks other than 0).
+    pub fn silent() -> Self {
+        Self {
+            display: Display::Silent,
+            metrics: None,
+        }
     }
 
     /// Record one set of figures: `fields` must hold `step` and `split`.
     pub fn record(&mut self, fields: Map<String, Value>) -> Result<()> {
+        let Some(metrics) = &mut self.metrics else {
+            return Ok(());
+        };
         let line = Value::Object(fields).to_string();
-        writeln!(self.metrics, "{line}")
+        writeln!(metrics, "{line}")
             .map_err(|e| crate::error::Error::io("cannot write metrics.jsonl", e))
     }
 

@@ -131,3 +131,28 @@ pub fn same_weights(a: &Path, b: &Path) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The largest absolute difference between the f32 tensors of two safetensors files.
+pub fn max_weight_difference(a: &Path, b: &Path) -> f32 {
+    let (ba, bb) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    let (ta, tb) = (
+        safetensors::SafeTensors::deserialize(&ba).unwrap(),
+        safetensors::SafeTensors::deserialize(&bb).unwrap(),
+    );
+    let floats = |bytes: &[u8]| -> Vec<f32> {
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let mut worst = 0.0f32;
+    for name in ta.names() {
+        let (x, y) = (ta.tensor(name).unwrap(), tb.tensor(name).unwrap());
+        assert_eq!(x.dtype(), safetensors::Dtype::F32, "{name}");
+        assert_eq!(x.shape(), y.shape(), "{name}");
+        for (p, q) in floats(x.data()).iter().zip(floats(y.data())) {
+            worst = worst.max((p - q).abs());
+        }
+    }
+    worst
+}

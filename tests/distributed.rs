@@ -1,0 +1,276 @@
+//! Data-parallel training over MPI, run as a user runs it: `mpirun -np 2 nlpkit train ...`.
+//! Built only with the `mpi` feature (CI: `cargo test --release --features mpi`); needs OpenMPI's
+//! `mpirun` on the PATH.
+#![cfg(feature = "mpi")]
+
+mod common;
+
+use common::{Scratch, max_weight_difference, same_weights, tiny_recipe};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// `mpirun -np RANKS nlpkit ARGS` in the scratch folder (as root too, as CI runs).
+fn mpirun(s: &Scratch, ranks: usize, args: &[&str]) -> Command {
+    let mut command = Command::new("mpirun");
+    command
+        .args(["--allow-run-as-root", "--oversubscribe", "-np"])
+        .arg(ranks.to_string())
+        .arg(env!("CARGO_BIN_EXE_nlpkit"))
+        .args(args)
+        .current_dir(s.path());
+    command
+}
+
+fn succeed(mut command: Command) -> String {
+    let out = command
+        .output()
+        .expect("mpirun runs (is OpenMPI installed?)");
+    assert!(
+        out.status.success(),
+        "{command:?} failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// AdamW with clipping that bites and two accumulated micro-batches of 4 sequences per rank,
+/// checkpoints (and the cross-rank weight check) every 3 steps.
+fn recipe(batch_size: usize, extra: &str) -> String {
+    let recipe = tiny_recipe("flex", 6)
+        .replace(
+            "  batch_size: 8\n",
+            &format!("  batch_size: {batch_size}\n"),
+        )
+        .replace("  eval_interval: 10\n", "  eval_interval: 3\n")
+        .replace("  save_interval: 10\n", "  save_interval: 3\n");
+    format!("{recipe}  accum_grad: 2\n  grad_clip: 0.3\n{extra}")
+}
+
+fn final_weights(s: &Scratch, exp: &str, step: usize) -> PathBuf {
+    s.path().join(format!(
+        "{exp}/checkpoints/step_{step:08}/model.safetensors"
+    ))
+}
+
+/// `(split, step, loss)` of every record in `EXP/metrics.jsonl`.
+fn records(s: &Scratch, exp: &str) -> Vec<(String, u64, f64)> {
+    let text = std::fs::read_to_string(s.path().join(exp).join("metrics.jsonl")).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| {
+            (
+                v["split"].as_str().unwrap().to_string(),
+                v["step"].as_u64().unwrap(),
+                v["loss"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn two_ranks_train_what_one_rank_trains_with_the_double_batch() {
+    let s = Scratch::with_recipe(&recipe(4, ""));
+    s.write(
+        "global.yaml",
+        recipe(8, "distributed:\n  batch_size_is: global\n"),
+    );
+    // One process, batch 8.
+    s.ok(&[
+        "train",
+        "recipe.yaml",
+        "-q",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "output_dir=one",
+    ]);
+    // Two ranks of 4 (per-rank batch), and the batch-8 recipe split over two ranks.
+    let out = succeed(mpirun(
+        &s,
+        2,
+        &["train", "recipe.yaml", "--set", "output_dir=two"],
+    ));
+    assert!(
+        out.contains("identical on all 2 ranks"),
+        "rank 0 reports the cross-rank weight check:\n{out}"
+    );
+    succeed(mpirun(
+        &s,
+        2,
+        &["train", "global.yaml", "-q", "--set", "output_dir=global"],
+    ));
+
+    let one = final_weights(&s, "one", 6);
+    let two = final_weights(&s, "two", 6);
+    let difference = max_weight_difference(&one, &two);
+    assert!(difference < 1e-5, "weights differ by {difference}");
+    same_weights(&two, &final_weights(&s, "global", 6))
+        .expect("per-rank batch 4 on 2 ranks is global batch 8 on 2 ranks, bit for bit");
+
+    // Rank 0 alone writes metrics: every step once, and the same losses as one process.
+    let (a, b) = (records(&s, "one"), records(&s, "two"));
+    let keys = |r: &[(String, u64, f64)]| -> Vec<(String, u64)> {
+        r.iter()
+            .map(|(split, step, _)| (split.clone(), *step))
+            .collect()
+    };
+    assert_eq!(keys(&a), keys(&b));
+    assert_eq!(b.iter().filter(|r| r.0 == "train").count(), 6);
+    for ((split, step, x), (_, _, y)) in a.iter().zip(&b) {
+        assert!(
+            (x - y).abs() < 1e-5,
+            "{split} loss at step {step}: {x} vs {y}"
+        );
+    }
+    // The all-reduce's share of the step is measured for the benchmark.
+    let metrics = std::fs::read_to_string(s.path().join("two/metrics.jsonl")).unwrap();
+    assert!(metrics.contains("\"allreduce_ms\""));
+}
+
+#[test]
+fn a_resumed_two_rank_run_equals_an_uninterrupted_one() {
+    let s = Scratch::with_recipe(&recipe(4, ""));
+    succeed(mpirun(
+        &s,
+        2,
+        &["train", "recipe.yaml", "-q", "--set", "output_dir=straight"],
+    ));
+    let resumed = ["--set", "output_dir=resumed"];
+    let mut first = vec!["train", "recipe.yaml", "-q", "--set", "train.max_steps=3"];
+    first.extend(resumed);
+    succeed(mpirun(&s, 2, &first));
+    let mut second = vec!["train", "recipe.yaml", "-q", "--resume"];
+    second.extend(resumed);
+    succeed(mpirun(&s, 2, &second));
+    same_weights(
+        &final_weights(&s, "straight", 6),
+        &final_weights(&s, "resumed", 6),
+    )
+    .expect("a resumed 2-rank run ends with the uninterrupted run's weights");
+}
+
+#[test]
+fn a_global_batch_that_does_not_split_evenly_is_refused() {
+    let s = Scratch::with_recipe(&recipe(5, "distributed:\n  batch_size_is: global\n"));
+    let out = mpirun(&s, 2, &["train", "recipe.yaml", "-q"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`train.batch_size` (5)") && stderr.contains("2 ranks"),
+        "{stderr}"
+    );
+}
+
+/// A long 2-rank run, started in the background once training is under way.
+fn start_long_run(s: &Scratch, extra: &[&str]) -> Child {
+    let mut args = vec![
+        "train",
+        "recipe.yaml",
+        "-q",
+        "--set",
+        "train.max_steps=1000000",
+    ];
+    args.extend(extra);
+    let child = mpirun(s, 2, &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = s.path().join("exp/metrics.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::metadata(&metrics).map_or(true, |m| m.len() == 0) {
+        assert!(Instant::now() < deadline, "training never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
+}
+
+/// The process id of rank `rank` of the job running in `dir`.
+fn rank_pid(dir: &Path, rank: usize) -> u32 {
+    let wanted = format!("OMPI_COMM_WORLD_RANK={rank}");
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let in_dir = std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd == dir);
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let is_rank = environ
+            .split(|b| *b == 0)
+            .any(|var| var == wanted.as_bytes());
+        if in_dir && is_rank {
+            return pid;
+        }
+    }
+    panic!("no process of rank {rank} runs in {}", dir.display());
+}
+
+/// Wait for the job to end; fail if it takes longer than `limit`.
+fn wait_at_most(mut child: Child, limit: Duration) -> (Output, Duration) {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = Command::new("pkill")
+                .args(["-9", "-P", &child.id().to_string()])
+                .status();
+            let _ = child.kill();
+            panic!(
+                "the job still ran {} s after a rank was lost",
+                limit.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (child.wait_with_output().unwrap(), started.elapsed())
+}
+
+#[test]
+fn killing_one_rank_ends_the_job_with_an_error_naming_it() {
+    let s = Scratch::with_recipe(&recipe(4, ""));
+    let dir = s.path().canonicalize().unwrap();
+    let child = start_long_run(&s, &[]);
+    let victim = rank_pid(&dir, 1);
+    Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .unwrap();
+    let (out, took) = wait_at_most(child, Duration::from_secs(60));
+    assert!(!out.status.success());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("rank 1"),
+        "the message names the lost rank:\n{text}"
+    );
+    assert!(took < Duration::from_secs(60));
+}
+
+#[test]
+fn a_hung_rank_makes_the_others_abort_after_the_timeout() {
+    let s = Scratch::with_recipe(&recipe(4, ""));
+    let dir = s.path().canonicalize().unwrap();
+    let child = start_long_run(&s, &["--set", "distributed.timeout_s=2"]);
+    let frozen = rank_pid(&dir, 1);
+    // SIGSTOP: the process lives on but never answers, as a hung GPU or a dead node would.
+    Command::new("kill")
+        .args(["-STOP", &frozen.to_string()])
+        .status()
+        .unwrap();
+    let (out, _) = wait_at_most(child, Duration::from_secs(60));
+    let _ = Command::new("kill")
+        .args(["-9", &frozen.to_string()])
+        .status();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("rank 0 of 2: waited 2 s for the other ranks in the gradient all-reduce"),
+        "{stderr}"
+    );
+}
