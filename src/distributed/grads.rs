@@ -23,7 +23,7 @@ pub fn average_gradients<M: Module>(
     }
     let (flat, layout) = flatten(model, &mut grads);
     let Some(flat) = flat else {
-        ranks.sum_f32(scalars, &format!("the loss all-reduce of step {step}"));
+        ranks.sum(scalars, &format!("the loss all-reduce of step {step}"));
         scalars.iter_mut().for_each(|s| *s /= ranks.world as f32);
         return grads;
     };
@@ -33,7 +33,7 @@ pub fn average_gradients<M: Module>(
         .expect("a float tensor reads back as f32");
     let len = buffer.len();
     buffer.extend_from_slice(scalars);
-    ranks.sum_f32(
+    ranks.sum(
         &mut buffer,
         &format!("the gradient all-reduce of step {step}"),
     );
@@ -138,22 +138,12 @@ pub fn weights_checksum<M: Module>(model: &M) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::params::with_stable_ids;
-    use burn::nn::{Linear, LinearConfig};
-
-    #[derive(Module, Debug)]
-    struct Two {
-        a: Linear,
-        b: Linear,
-    }
+    use crate::train::params::tests::two;
 
     #[test]
     fn flattening_round_trips_every_gradient() {
         let device = Device::flex().autodiff();
-        let model = with_stable_ids(Two {
-            a: LinearConfig::new(3, 2).init(&device),
-            b: LinearConfig::new(2, 4).init(&device),
-        });
+        let model = two(&device, 4);
         let x = Tensor::<2>::from_data([[1.0f32, -2.0, 3.0]], &device);
         let loss = model.b.forward(model.a.forward(x)).powi_scalar(2).sum();
         let mut grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -182,10 +172,7 @@ mod tests {
     #[test]
     fn checksum_sees_a_single_bit() {
         let device = Device::flex();
-        let model = with_stable_ids(Two {
-            a: LinearConfig::new(3, 2).init(&device),
-            b: LinearConfig::new(2, 4).init(&device),
-        });
+        let model = two(&device, 4);
         let same = model.clone();
         assert_eq!(weights_checksum(&model), weights_checksum(&same));
         let mut changed = model.clone();

@@ -34,6 +34,14 @@ pub struct Ranks {
     comm: Option<mpi_comm::Comm>,
 }
 
+/// A number type the collectives can sum.
+#[cfg(feature = "mpi")]
+pub trait Element: mpi::datatype::Equivalence + Copy {}
+#[cfg(not(feature = "mpi"))]
+pub trait Element: Copy {}
+impl Element for f32 {}
+impl Element for f64 {}
+
 /// Which part of a list of work items a rank takes: items `index`, `index + count`, ...
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
@@ -117,21 +125,11 @@ impl Ranks {
     }
 
     /// Sum `values` element-wise across ranks, in place; `what` names the step for a timeout.
-    pub fn sum_f32(&self, values: &mut [f32], what: &str) {
+    pub fn sum<T: Element>(&self, values: &mut [T], what: &str) {
         let started = Instant::now();
         #[cfg(feature = "mpi")]
         if let Some(comm) = &self.comm {
-            comm.sum_f32(values, what);
-        }
-        let _ = (values, what);
-        self.count_comm(started);
-    }
-
-    pub fn sum_f64(&self, values: &mut [f64], what: &str) {
-        let started = Instant::now();
-        #[cfg(feature = "mpi")]
-        if let Some(comm) = &self.comm {
-            comm.sum_f64(values, what);
+            comm.sum(values, what);
         }
         let _ = (values, what);
         self.count_comm(started);

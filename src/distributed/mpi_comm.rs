@@ -7,6 +7,7 @@ use super::Ranks;
 use crate::error::{Error, Result};
 use mpi::Threading;
 use mpi::collective::SystemOperation;
+use mpi::datatype::Equivalence;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::*;
 use std::time::{Duration, Instant};
@@ -42,22 +43,8 @@ impl Comm {
         Ok((Self { world, timeout }, ranks))
     }
 
-    pub fn sum_f32(&self, values: &mut [f32], what: &str) {
-        for chunk in values.chunks_mut(MAX_COUNT) {
-            let send = chunk.to_vec();
-            mpi::request::scope(|scope| {
-                let request = self.world.immediate_all_reduce_into(
-                    scope,
-                    &send[..],
-                    chunk,
-                    SystemOperation::sum(),
-                );
-                self.wait(request, what);
-            });
-        }
-    }
-
-    pub fn sum_f64(&self, values: &mut [f64], what: &str) {
+    /// Sum `values` across ranks, in place.
+    pub fn sum<T: Equivalence + Copy>(&self, values: &mut [T], what: &str) {
         for chunk in values.chunks_mut(MAX_COUNT) {
             let send = chunk.to_vec();
             mpi::request::scope(|scope| {

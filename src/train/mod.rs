@@ -229,7 +229,7 @@ pub fn train<T: Task>(
         if eval_now {
             let part = task.validation_sum(&model, &ad, ranks.shard())?;
             let mut sums = [part.total, part.count];
-            ranks.sum_f64(
+            ranks.sum(
                 &mut sums,
                 &format!("the validation all-reduce of step {done}"),
             );

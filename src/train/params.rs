@@ -117,23 +117,29 @@ pub fn clip_grad_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_nor
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use burn::nn::{Linear, LinearConfig};
 
+    /// Two stacked linear layers, 3 -> 2 -> `out`, with stable ids: the smallest model with
+    /// weights, biases and a chain rule.
     #[derive(Module, Debug)]
-    struct Two {
-        a: Linear,
-        b: Linear,
+    pub(crate) struct Two {
+        pub a: Linear,
+        pub b: Linear,
+    }
+
+    pub(crate) fn two(device: &Device, out: usize) -> Two {
+        with_stable_ids(Two {
+            a: LinearConfig::new(3, 2).init(device),
+            b: LinearConfig::new(2, out).init(device),
+        })
     }
 
     #[test]
     fn global_norm_clipping_matches_torch_semantics() {
         let device = Device::flex().autodiff();
-        let model = with_stable_ids(Two {
-            a: LinearConfig::new(3, 2).init(&device),
-            b: LinearConfig::new(2, 1).init(&device),
-        });
+        let model = two(&device, 1);
         let x = Tensor::<2>::from_data([[1.0f32, -2.0, 3.0]], &device);
         let loss = model.b.forward(model.a.forward(x)).sum().mul_scalar(10.0);
         let mut grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -168,10 +174,7 @@ mod tests {
     #[test]
     fn stable_ids_follow_visiting_order_and_decay_skips_biases() {
         let device = Device::flex();
-        let model = with_stable_ids(Two {
-            a: LinearConfig::new(3, 2).init(&device),
-            b: LinearConfig::new(2, 1).init(&device),
-        });
+        let model = two(&device, 1);
         let names = named_params(&model);
         let ids: Vec<u64> = names.iter().map(|(_, id, _)| id.val()).collect();
         assert_eq!(ids, vec![1, 2, 3, 4]);
