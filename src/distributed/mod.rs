@@ -83,13 +83,11 @@ impl Ranks {
         #[cfg(feature = "mpi")]
         if launched.is_some() {
             let (comm, ranks) = mpi_comm::Comm::init(timeout)?;
-            if ranks.world == 1 && launched.is_some_and(|n| n > 1) {
+            if let Some(n) = launched.filter(|&n| n > 1 && ranks.world == 1) {
                 return Err(Error::Usage(format!(
-                    "the launcher started {} tasks but MPI sees only this one, so they would \
-                     train {} separate models into one folder; with srun pass --mpi=pmix (or \
-                     the MPI plug-in your cluster documents)",
-                    launched.unwrap_or(1),
-                    launched.unwrap_or(1)
+                    "the launcher started {n} tasks but MPI sees only this one, so they would \
+                     train {n} separate models into one folder; with srun pass --mpi=pmix (or \
+                     the MPI plug-in your cluster documents)"
                 )));
             }
             if ranks.world > 1 {
