@@ -49,12 +49,6 @@ impl TokenStream {
             .collect()
     }
 
-    /// `batch` windows at offsets drawn from `rng`.
-    pub fn random_batch(&self, rng: &mut SplitMix64, batch: usize, block: usize) -> LmBatch {
-        let starts = self.random_starts(rng, batch, block);
-        self.batch_at(&starts, block)
-    }
-
     /// Windows at the given offsets.
     pub fn batch_at(&self, starts: &[usize], block: usize) -> LmBatch {
         let mut inputs = Vec::with_capacity(starts.len() * block);
@@ -92,7 +86,7 @@ mod tests {
     #[test]
     fn targets_are_inputs_shifted_by_one() {
         let s = TokenStream::new("t", (0..100).collect());
-        let b = s.random_batch(&mut SplitMix64::new(3), 4, 8);
+        let b = s.batch_at(&s.random_starts(&mut SplitMix64::new(3), 4, 8), 8);
         assert_eq!(b.inputs.len(), 32);
         for row in 0..4 {
             for i in 0..8 {
