@@ -21,31 +21,15 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECIPE = os.path.join(ROOT, "recipes/shakespeare_char/conf/train.yaml")
+from recipe_run import ROOT, train_windows
+
 TOKENS_PER_STEP = 12 * 64
 
 
 def nlpkit_ms_per_step(binary, backend, steps, workdir):
-    out = os.path.join(workdir, f"exp_{backend}")
-    subprocess.run(["rm", "-rf", out], check=True)
-    cmd = [binary, "train", RECIPE, "--quiet",
-           "--set", f"backend.type={backend}",
-           "--set", f"output_dir={out}",
-           "--set", f"data.prepared_dir={os.path.join(workdir, 'prepared')}",
-           "--set", f"train.max_steps={steps}",
-           "--set", "train.log_interval=10",
-           "--set", "train.eval_interval=100000",
-           "--set", "train.save_interval=100000"]
-    subprocess.run(cmd, check=True, cwd=os.path.dirname(os.path.dirname(RECIPE)))
-    rates = []
-    with open(os.path.join(out, "metrics.jsonl")) as f:
-        for line in f:
-            record = json.loads(line)
-            if record["split"] == "train":
-                rates.append(record["tokens_per_s"])
-    # The first window includes start-up and the first (slow) steps.
-    return statistics.median(1000 * TOKENS_PER_STEP / r for r in rates[1:])
+    windows = train_windows([], binary, steps, workdir, backend,
+                            ["--set", f"backend.type={backend}"])
+    return statistics.median(1000 * TOKENS_PER_STEP / w["tokens_per_s"] for w in windows)
 
 
 def torch_ms_per_step(python, steps):

@@ -15,15 +15,13 @@ Needs OpenMPI's mpirun. On a machine with fewer cores than ranks x threads, the 
 the cores (each rank's thread pool gets cores / ranks threads), which bounds the scaling.
 """
 import argparse
-import json
 import os
 import platform
 import statistics
-import subprocess
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECIPE = os.path.join(ROOT, "recipes/shakespeare_char/conf/train.yaml")
+from recipe_run import ROOT, train_windows
+
 BLOCK = 64
 
 MODELS = {
@@ -35,26 +33,9 @@ MODELS = {
 
 
 def run(binary, ranks, scope, model_args, steps, workdir, tag):
-    out = os.path.join(workdir, f"exp_{tag}")
-    subprocess.run(["rm", "-rf", out], check=True)
-    cmd = [binary, "train", RECIPE, "--quiet",
-           "--set", f"output_dir={out}",
-           "--set", f"data.prepared_dir={os.path.join(workdir, 'prepared')}",
-           "--set", f"train.max_steps={steps}",
-           "--set", "train.log_interval=10",
-           "--set", "train.eval_interval=100000",
-           "--set", "train.save_interval=100000",
-           "--set", f"distributed.batch_size_is={scope}"] + model_args
-    if ranks > 1:
-        cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", str(ranks)] + cmd
-    subprocess.run(cmd, check=True, cwd=os.path.dirname(os.path.dirname(RECIPE)))
-    windows = []
-    with open(os.path.join(out, "metrics.jsonl")) as f:
-        for line in f:
-            record = json.loads(line)
-            if record["split"] == "train":
-                windows.append(record)
-    windows = windows[1:]
+    launcher = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", str(ranks)] if ranks > 1 else []
+    windows = train_windows(launcher, binary, steps, workdir, tag,
+                            ["--set", f"distributed.batch_size_is={scope}"] + model_args)
     return {
         "samples_per_s": statistics.median(w["tokens_per_s"] / BLOCK for w in windows),
         "step_ms": statistics.median(w["step_ms"] for w in windows),

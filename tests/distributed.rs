@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Scratch, max_weight_difference, same_weights, tiny_recipe};
+use common::{Scratch, max_weight_difference, same_weights, succeeded, tiny_recipe};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -26,14 +26,7 @@ fn succeed(mut command: Command) -> String {
     let out = command
         .output()
         .expect("mpirun runs (is OpenMPI installed?)");
-    assert!(
-        out.status.success(),
-        "{command:?} failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    succeeded(&format!("{command:?}"), out)
 }
 
 /// AdamW with clipping that bites and two accumulated micro-batches of 4 sequences per rank,

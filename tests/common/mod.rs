@@ -70,15 +70,7 @@ impl Scratch {
 
     /// Run and require success, returning stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "nlpkit {args:?} failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(&format!("nlpkit {args:?}"), self.run(args))
     }
 
     /// Train losses from `exp/metrics.jsonl`, in order.
@@ -94,6 +86,18 @@ impl Scratch {
             .map(|v| v["loss"].as_f64().expect("loss is a number"))
             .collect()
     }
+}
+
+/// Require that the command `what` succeeded, showing its output if not; returns stdout.
+pub fn succeeded(what: &str, out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Assert the loss fell clearly: the mean of the last five is below the mean of the first five
