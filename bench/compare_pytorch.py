@@ -1,16 +1,24 @@
 #!/usr/bin/env python3
-"""ms/step of the shakespeare_char recipe's training step: nlpkit on each backend vs PyTorch.
+"""Training-step speed and peak memory: nlpkit on each backend against PyTorch, side by side.
 
-Runs, alternating, `nlpkit train` on the real recipe (60 steps, a log line every 10) on each
-backend this binary has, and bench/torch_gpt.py (the same model and batch) in PyTorch, for
-several rounds; reports the median ms/step of each, tokens/s and the ratio to PyTorch.
+For each model, runs alternating, for several rounds: nlpkit on every backend asked for, then the
+same model and batch in PyTorch (bench/torch_gpt.py, bench/torch_encoder.py). Prints the median
+ms/step, tokens/s, peak RSS and the ratio to PyTorch as a Markdown table.
 
-    python3 bench/compare_pytorch.py [--rounds 3] [--backends flex ndarray tch] [--torch-python .venv-torch/bin/python]
+Models:
+  gpt        the shakespeare_char recipe's step (4 layers, 128 wide, batch 12 x 64 tokens)
+  gpt-256    the issue's probe: 4 layers, 256 wide, 4 heads, batch 16 x 128 tokens
+  encoder    2 BERT-base-shaped encoder layers (768 wide, 12 heads, ffn 3072), batch 8 x 128
 
-The tch backend runs with target/release/nlpkit-tch (built by tools/build_tch.sh) unless
---tch-binary says otherwise.
+    python3 bench/compare_pytorch.py [--models gpt gpt-256 encoder] [--backends flex ndarray tch]
+                                     [--rounds 3]
 
-PyTorch comes from a venv: `python3 -m venv .venv-torch && .venv-torch/bin/pip install torch==2.9.0`.
+nlpkit's GPT steps are timed by `nlpkit train` itself (metrics.jsonl, the first log window
+dropped); the encoder's by `examples/encoder_step.rs` (build it with
+`cargo build --release --example encoder_step`). The tch backend uses target/release/nlpkit-tch
+and target/release/examples/encoder_step-tch (tools/build_tch.sh builds both).
+PyTorch comes from .venv-torch (`python3 -m venv .venv-torch && .venv-torch/bin/pip install
+torch==2.9.0`).
 """
 import argparse
 import json
@@ -23,51 +31,103 @@ import tempfile
 
 from recipe_run import ROOT, train_windows
 
-TOKENS_PER_STEP = 12 * 64
+RELEASE = os.path.join(ROOT, "target/release")
+
+# name: (tokens per step, nlpkit recipe overrides, bench/torch_gpt.py arguments, steps)
+GPTS = {
+    "gpt": (12 * 64, [], [], 60),
+    "gpt-256": (16 * 128, ["--set", "model.n_embd=256", "--set", "model.block_size=128",
+                           "--set", "train.batch_size=16"],
+                ["--width", "256", "--block", "128", "--batch", "16"], 30),
+}
+ENCODER_ARGS = ["--layers", "2", "--batch", "8", "--seq", "128"]
+ENCODER_TOKENS = 8 * 128
 
 
-def nlpkit_ms_per_step(binary, backend, steps, workdir):
-    windows = train_windows([], binary, steps, workdir, backend,
-                            ["--set", f"backend.type={backend}"])
-    return statistics.median(1000 * TOKENS_PER_STEP / w["tokens_per_s"] for w in windows)
+def run_measured(cmd, **kwargs):
+    """Run `cmd`; return its stdout and its peak resident set size in MB."""
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, **kwargs)
+    stdout = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed with exit code {process.returncode}")
+    return stdout, usage.ru_maxrss / 1024
 
 
-def torch_ms_per_step(python, steps):
-    script = os.path.join(ROOT, "bench/torch_gpt.py")
-    result = subprocess.run([python, script, "--steps", str(steps)], check=True,
-                            capture_output=True, text=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
+def binary(name, backend):
+    suffix = "-tch" if backend == "tch" else ""
+    return os.path.join(RELEASE, name + suffix)
+
+
+def nlpkit_gpt(model, backend, workdir):
+    tokens, overrides, _, steps = GPTS[model]
+    peak = {}
+
+    def runner(cmd, **kwargs):
+        _, peak["rss"] = run_measured(cmd, **kwargs)
+
+    windows = train_windows([], binary("nlpkit", backend), steps, workdir, f"{model}_{backend}",
+                            ["--set", f"backend.type={backend}"] + overrides, run=runner)
+    ms = statistics.median(1000 * tokens / w["tokens_per_s"] for w in windows)
+    return ms, peak["rss"]
+
+
+def nlpkit_encoder(backend):
+    cmd = [binary("examples/encoder_step", backend), "--backend", backend] + ENCODER_ARGS
+    stdout, rss = run_measured(cmd)
+    return json.loads(stdout.strip().splitlines()[-1])["ms_per_step"], rss
+
+
+def torch_step(python, model):
+    if model == "encoder":
+        cmd = [python, os.path.join(ROOT, "bench/torch_encoder.py")] + ENCODER_ARGS
+    else:
+        _, _, args, steps = GPTS[model]
+        cmd = [python, os.path.join(ROOT, "bench/torch_gpt.py"), "--steps", str(steps - 10)] + args
+    stdout, rss = run_measured(cmd)
+    info = json.loads(stdout.strip().splitlines()[-1])
+    return info["ms_per_step"], rss, info
 
 
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--models", nargs="+", default=["gpt", "gpt-256", "encoder"],
+                   choices=["gpt", "gpt-256", "encoder"])
     p.add_argument("--backends", nargs="+", default=["flex", "ndarray"])
-    p.add_argument("--binary", default=os.path.join(ROOT, "target/release/nlpkit"))
-    p.add_argument("--tch-binary", default=os.path.join(ROOT, "target/release/nlpkit-tch"))
     p.add_argument("--torch-python", default=os.path.join(ROOT, ".venv-torch/bin/python"))
     args = p.parse_args()
-    results = {b: [] for b in args.backends + ["pytorch"]}
     torch_info = {}
-    with tempfile.TemporaryDirectory() as workdir:
-        for round_index in range(args.rounds):
-            for backend in args.backends:
-                binary = args.tch_binary if backend == "tch" else args.binary
-                results[backend].append(nlpkit_ms_per_step(binary, backend, args.steps, workdir))
-            torch_info = torch_ms_per_step(args.torch_python, args.steps - 10)
-            results["pytorch"].append(torch_info["ms_per_step"])
-            print(f"round {round_index + 1}: " + ", ".join(f"{k} {v[-1]:.1f} ms" for k, v in results.items()),
-                  file=sys.stderr)
-    torch_ms = statistics.median(results["pytorch"])
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-          f"torch {torch_info.get('torch')} with {torch_info.get('threads')} threads; "
-          f"median of {args.rounds} rounds")
-    print("| backend | ms/step | tokens/s | speed vs PyTorch |")
-    print("| --- | --- | --- | --- |")
-    for backend, values in results.items():
-        ms = statistics.median(values)
-        print(f"| {backend} | {ms:.1f} | {1000 * TOKENS_PER_STEP / ms:.0f} | {torch_ms / ms:.2f}x |")
+          f"median of {args.rounds} alternating rounds")
+    with tempfile.TemporaryDirectory() as workdir:
+        for model in args.models:
+            tokens = ENCODER_TOKENS if model == "encoder" else GPTS[model][0]
+            results = {b: [] for b in args.backends + ["pytorch"]}
+            for round_index in range(args.rounds):
+                for backend in args.backends:
+                    if model == "encoder":
+                        results[backend].append(nlpkit_encoder(backend))
+                    else:
+                        results[backend].append(nlpkit_gpt(model, backend, workdir))
+                ms, rss, torch_info = torch_step(args.torch_python, model)
+                results["pytorch"].append((ms, rss))
+                print(f"{model} round {round_index + 1}: " +
+                      ", ".join(f"{k} {v[-1][0]:.1f} ms" for k, v in results.items()),
+                      file=sys.stderr)
+            torch_ms = statistics.median(ms for ms, _ in results["pytorch"])
+            torch_rss = statistics.median(rss for _, rss in results["pytorch"])
+            print(f"\n{model}: torch {torch_info.get('torch')} with {torch_info.get('threads')} "
+                  f"threads, {torch_info.get('params')} parameters, {tokens} tokens per step\n")
+            print("| backend | ms/step | tokens/s | speed vs PyTorch | peak RSS MB | RSS vs PyTorch |")
+            print("| --- | ---: | ---: | ---: | ---: | ---: |")
+            for backend, values in results.items():
+                ms = statistics.median(v[0] for v in values)
+                rss = statistics.median(v[1] for v in values)
+                print(f"| {backend} | {ms:.1f} | {1000 * tokens / ms:.0f} | {torch_ms / ms:.2f}x "
+                      f"| {rss:.0f} | {rss / torch_rss:.2f}x |")
+            sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -22,12 +22,17 @@ fn main() {
         distributed::abort_job_after_panic();
     }));
     let cli = nlpkit::cli::Cli::parse();
-    match nlpkit::cli::run(cli) {
-        Ok(()) => distributed::exit(0),
-        Err(error) => {
-            eprintln!("error: {}{error}", distributed::message_prefix());
-            // With several ranks this aborts the whole job, which would otherwise wait for us.
-            distributed::exit(error.exit_code());
-        }
-    }
+    // The whole command runs on one thread of the CPU pool, MPI included: it is set up, used and
+    // ended (`exit`) on that thread, as its funneled threading level requires.
+    nlpkit::backend::run_with_cpu_defaults(distributed::launcher_local_size(), || {
+        let code = match nlpkit::cli::run(cli) {
+            Ok(()) => 0,
+            Err(error) => {
+                eprintln!("error: {}{error}", distributed::message_prefix());
+                error.exit_code()
+            }
+        };
+        // With several ranks a failure aborts the whole job, which would otherwise wait for us.
+        distributed::exit(code)
+    })
 }

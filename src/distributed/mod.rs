@@ -92,7 +92,6 @@ impl Ranks {
             }
             if ranks.world > 1 {
                 let _ = JOB.set((ranks.rank, ranks.world));
-                share_cores(ranks.local_world);
             }
             return Ok(Self {
                 comm: Some(comm),
@@ -175,19 +174,25 @@ impl Ranks {
     }
 }
 
-/// Ranks on one machine share its cores: unless the user set `RAYON_NUM_THREADS`, each CPU
-/// rank's thread pool gets its share instead of all of them.
-#[cfg(feature = "mpi")]
-fn share_cores(local_world: usize) {
-    if std::env::var_os("RAYON_NUM_THREADS").is_some() {
-        return;
-    }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = (cores / local_world.max(1)).max(1);
-    // Fails only when the pool was already built; then it keeps its size.
-    let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global();
+/// The number of processes the launcher started on this machine, from the variables mpirun
+/// (OpenMPI, MPICH) or srun set; 1 when this process was started directly. Read before MPI is up
+/// because the CPU thread pool is sized from it first thing
+/// ([`crate::backend::run_with_cpu_defaults`]).
+pub fn launcher_local_size() -> usize {
+    let var = |name: &str| std::env::var(name).ok()?.parse::<usize>().ok();
+    [
+        "OMPI_COMM_WORLD_LOCAL_SIZE",
+        "MPI_LOCALNRANKS",
+        "SLURM_NTASKS_PER_NODE",
+    ]
+    .iter()
+    .find_map(|name| var(name))
+    .or_else(|| {
+        // srun without --ntasks-per-node: its tasks spread evenly over the step's nodes.
+        Some(var("SLURM_STEP_NUM_TASKS")?.div_ceil(var("SLURM_STEP_NUM_NODES")?.max(1)))
+    })
+    .unwrap_or(1)
+    .max(1)
 }
 
 /// The number of processes a launcher started, from the variables mpirun (OpenMPI, MPICH) or

@@ -2,13 +2,14 @@
 //! a GELU MLP, dropout, and the output head tied to the token embedding (Radford et al. 2019,
 //! in nanoGPT's shapes and initialisation).
 
+use super::gelu::gelu;
 use crate::error::{Error, Result};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
     Linear, LinearConfig,
 };
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,182 @@
+//! A Transformer encoder: layers of bidirectional self-attention and a GELU feed-forward, each
+//! with a residual connection and LayerNorm after it (BERT, Vaswani et al.) or before it
+//! (pre-norm), with a padding mask. BERT-base is 12 layers of width 768, 12 heads, feed-forward
+//! 3072.
+
+use super::gelu::gelu;
+use burn::nn::{
+    Dropout, DropoutConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+};
+use burn::prelude::*;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncoderConfig {
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub width: usize,
+    pub ffn_width: usize,
+    pub dropout: f64,
+    /// LayerNorm before each sub-layer (pre-norm) instead of after the residual sum (BERT).
+    pub pre_norm: bool,
+}
+
+impl EncoderConfig {
+    /// BERT-base's shape: 12 layers, width 768, 12 heads, feed-forward 3072, post-norm.
+    pub fn bert_base() -> Self {
+        Self {
+            n_layer: 12,
+            n_head: 12,
+            width: 768,
+            ffn_width: 3072,
+            dropout: 0.1,
+            pre_norm: false,
+        }
+    }
+
+    pub fn init(&self, device: &Device) -> Encoder {
+        // BERT's initialisation: N(0, 0.02) weights, zero biases.
+        let linear = |d_in, d_out| {
+            LinearConfig::new(d_in, d_out)
+                .with_initializer(Initializer::Normal {
+                    mean: 0.0,
+                    std: 0.02,
+                })
+                .init(device)
+        };
+        let norm = || {
+            LayerNormConfig::new(self.width)
+                .with_epsilon(1e-12)
+                .init(device)
+        };
+        let layers = (0..self.n_layer)
+            .map(|_| EncoderLayer {
+                qkv: linear(self.width, 3 * self.width),
+                out: linear(self.width, self.width),
+                norm_1: norm(),
+                ffn_in: linear(self.width, self.ffn_width),
+                ffn_out: linear(self.ffn_width, self.width),
+                norm_2: norm(),
+                dropout: DropoutConfig::new(self.dropout).init(),
+                n_head: self.n_head,
+                pre_norm: self.pre_norm,
+            })
+            .collect();
+        Encoder { layers }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Encoder {
+    layers: Vec<EncoderLayer>,
+}
+
+#[derive(Module, Debug)]
+pub struct EncoderLayer {
+    qkv: Linear,
+    out: Linear,
+    norm_1: LayerNorm,
+    ffn_in: Linear,
+    ffn_out: Linear,
+    norm_2: LayerNorm,
+    dropout: Dropout,
+    n_head: usize,
+    pre_norm: bool,
+}
+
+impl Encoder {
+    /// Hidden states `[batch, time, width]` for `x` `[batch, time, width]`; `padding`
+    /// `[batch, time]` is true at padded positions, which no position attends to.
+    pub fn forward(&self, x: Tensor<3>, padding: Option<Tensor<2, Bool>>) -> Tensor<3> {
+        let [batch, time, _] = x.dims();
+        let heads = self.layers.first().map_or(1, |l| l.n_head);
+        // The attention op wants the mask at the scores' shape; built once for every layer.
+        let mask = padding.map(|p| {
+            p.reshape([batch, 1, 1, time])
+                .expand([batch, heads, time, time])
+        });
+        self.layers
+            .iter()
+            .fold(x, |x, layer| layer.forward(x, mask.clone()))
+    }
+}
+
+impl EncoderLayer {
+    fn forward(&self, x: Tensor<3>, mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
+        if self.pre_norm {
+            let x = x.clone() + self.attention(self.norm_1.forward(x), mask);
+            x.clone() + self.feed_forward(self.norm_2.forward(x))
+        } else {
+            let x = self.norm_1.forward(x.clone() + self.attention(x, mask));
+            self.norm_2.forward(x.clone() + self.feed_forward(x))
+        }
+    }
+
+    fn attention(&self, x: Tensor<3>, mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
+        let [batch, time, width] = x.dims();
+        let heads = self.n_head;
+        let qkv = self.qkv.forward(x);
+        let split = |i: usize| {
+            qkv.clone()
+                .narrow(2, i * width, width)
+                .reshape([batch, time, heads, width / heads])
+                .swap_dims(1, 2)
+        };
+        let options = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: false,
+        };
+        let y = attention(split(0), split(1), split(2), mask, None, options);
+        let y = y.swap_dims(1, 2).reshape([batch, time, width]);
+        self.dropout.forward(self.out.forward(y))
+    }
+
+    fn feed_forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let hidden = gelu(self.ffn_in.forward(x));
+        self.dropout.forward(self.ffn_out.forward(hidden))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small(pre_norm: bool) -> EncoderConfig {
+        EncoderConfig {
+            n_layer: 2,
+            n_head: 2,
+            width: 8,
+            ffn_width: 16,
+            dropout: 0.0,
+            pre_norm,
+        }
+    }
+
+    /// Padding must not change what the real positions compute: a sequence of 3 padded to 5
+    /// gives, at its 3 positions, the unpadded sequence's output.
+    #[test]
+    fn padded_positions_are_invisible() {
+        let device = Device::flex();
+        for pre_norm in [false, true] {
+            let encoder = small(pre_norm).init(&device);
+            let x = Tensor::<3>::random(
+                [1, 5, 8],
+                burn::tensor::Distribution::Normal(0.0, 1.0),
+                &device,
+            );
+            let padding =
+                Tensor::<2, Bool>::from_data([[false, false, false, true, true]], &device);
+            let padded = encoder.forward(x.clone(), Some(padding)).narrow(1, 0, 3);
+            let alone = encoder.forward(x.clone().narrow(1, 0, 3), None);
+            let difference: f32 = (padded - alone).abs().max().into_scalar();
+            assert!(difference < 1e-5, "pre_norm {pre_norm}: {difference}");
+            // Without the mask the padded positions do leak in, so the test can fail.
+            let leaked = encoder.forward(x.clone(), None).narrow(1, 0, 3);
+            let alone = encoder.forward(x.narrow(1, 0, 3), None);
+            let difference: f32 = (leaked - alone).abs().max().into_scalar();
+            assert!(difference > 1e-3);
+        }
+    }
+}
