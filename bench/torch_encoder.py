@@ -6,13 +6,12 @@ dropout, input `[batch, seq, width]` drawn once; the loss is the mean squared ou
 Prints one JSON line: median milliseconds per step over the timed steps.
 """
 import argparse
-import json
-import statistics
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from torch_timing import report_step_time
 
 
 class EncoderLayer(nn.Module):
@@ -51,20 +50,15 @@ def main():
     model = nn.Sequential(*(EncoderLayer(args.width, args.heads, args.ffn) for _ in range(args.layers)))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     x = torch.randn(args.batch, args.seq, args.width)
-    times = []
-    for step in range(args.warmup + args.steps):
-        start = time.perf_counter()
+
+    def step():
         loss = model(x).square().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        loss.item()
-        if step >= args.warmup:
-            times.append((time.perf_counter() - start) * 1000)
-    print(json.dumps({"backend": "pytorch", "ms_per_step": statistics.median(times),
-                      "threads": torch.get_num_threads(), "torch": torch.__version__,
-                      "params": sum(q.numel() for q in model.parameters())}))
+        return loss
 
+    report_step_time(model, step, args.warmup, args.steps)
 
 if __name__ == "__main__":
     main()

@@ -5,14 +5,12 @@ head, no bias, no dropout), same batch (12 x 64 tokens, vocabulary 65), AdamW wi
 clipping at 1.0. Prints one JSON line: median milliseconds per step over the timed steps.
 """
 import argparse
-import json
-import math
-import statistics
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from torch_timing import report_step_time
 
 
 class Block(nn.Module):
@@ -71,22 +69,17 @@ def main():
                             lr=1e-3, betas=(0.9, 0.99))
     data = torch.randint(0, args.vocab, (args.batch, args.block + 1))
     x, y = data[:, :-1], data[:, 1:]
-    times = []
-    for step in range(args.warmup + args.steps):
-        start = time.perf_counter()
+
+    def step():
         logits = model(x)
         loss = F.cross_entropy(logits.view(-1, args.vocab), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        loss.item()
-        if step >= args.warmup:
-            times.append((time.perf_counter() - start) * 1000)
-    print(json.dumps({"backend": "pytorch", "ms_per_step": statistics.median(times),
-                      "threads": torch.get_num_threads(), "torch": torch.__version__,
-                      "params": sum(q.numel() for q in model.parameters())}))
+        return loss
 
+    report_step_time(model, step, args.warmup, args.steps)
 
 if __name__ == "__main__":
     main()

@@ -126,7 +126,7 @@ mod flex_kernel {
     }
 
     /// `e^x` for `x ≤ 0`, within a few f32 ulps. Plain arithmetic, unlike libm's `expf`, so
-    /// the loops above vectorise; it was a tenth of a training step's CPU time as a call.
+    /// the loops vectorise; as a libm call it was about 5% of a GPT step's CPU time.
     #[inline(always)]
     fn exp_nonpositive(x: f32) -> f32 {
         // Below -87 the result leaves f32's normal range: GELU needs nothing that small.
@@ -160,12 +160,12 @@ mod flex_kernel {
         }
     }
 
+    /// A new tensor of `shape`, its chunks filled in parallel by `fill(first index, chunk)`.
     fn map_parallel(
         shape: burn::tensor::Shape,
-        len: usize,
         fill: impl Fn(usize, &mut [f32]) + Sync,
     ) -> FlexTensor {
-        let mut output = vec![0.0f32; len];
+        let mut output = vec![0.0f32; shape.num_elements()];
         output
             .par_chunks_mut(CHUNK)
             .enumerate()
@@ -179,7 +179,7 @@ mod flex_kernel {
                 return Self::gelu(x);
             }
             let input = contiguous(&x);
-            map_parallel(x.layout().shape().clone(), input.len(), |start, out| {
+            map_parallel(x.layout().shape().clone(), |start, out| {
                 for (y, &x) in out.iter_mut().zip(&input[start..]) {
                     *y = x * cdf_and_density(x).0;
                 }
@@ -191,7 +191,7 @@ mod flex_kernel {
                 return Self::gelu_backward(x, grad);
             }
             let (input, upstream) = (contiguous(&x), contiguous(&grad));
-            map_parallel(x.layout().shape().clone(), input.len(), |start, out| {
+            map_parallel(x.layout().shape().clone(), |start, out| {
                 let pairs = input[start..].iter().zip(&upstream[start..]);
                 for (dx, (&x, &g)) in out.iter_mut().zip(pairs) {
                     let (cdf, density) = cdf_and_density(x);
