@@ -26,7 +26,7 @@ def recipe_text(input_path, prepared, tokenizer, vocab_size):
     return (f"output_dir: {prepared}_exp\n"
             f"data:\n  train: {input_path}\n  split: {{train: 0.9, valid: 0.05, test: 0.05}}\n"
             f"  prepared_dir: {prepared}\n  tokenizer: {tok}\n"
-            "model: {type: gpt2, preset: gpt2-tiny}\n")
+            "model: {type: gpt2, preset: gpt2-tiny}\ntrain: {max_steps: 1}\n")
 
 
 def timed(cmd):

@@ -7,6 +7,7 @@ for comparing builds (e.g. before and after a change, each built from its commit
 Prints the median over rounds of the median log window (10 steps, the first window dropped).
 """
 import argparse
+import os
 import statistics
 import tempfile
 
@@ -24,7 +25,7 @@ def main():
     with tempfile.TemporaryDirectory() as workdir:
         for _ in range(args.rounds):
             for index, binary in enumerate(args.binaries):
-                windows = train_windows([], binary, args.steps, workdir, str(index),
+                windows = train_windows([], os.path.abspath(binary), args.steps, workdir, str(index),
                                         ["--set", f"backend.type={args.backend}"])
                 times[binary].append(statistics.median(w["step_ms"] for w in windows))
     print("| binary | ms/step (median) | rounds |")
