@@ -26,8 +26,6 @@ pub struct Ranks {
     pub world: usize,
     /// The rank among the ranks on this machine (picks the device).
     pub local_rank: usize,
-    /// Ranks on this machine (share its cores).
-    pub local_world: usize,
     /// Seconds spent in collectives since the last [`Ranks::take_comm_seconds`].
     comm_seconds: Cell<f64>,
     #[cfg(feature = "mpi")]
@@ -69,7 +67,6 @@ impl Ranks {
             rank: 0,
             world: 1,
             local_rank: 0,
-            local_world: 1,
             comm_seconds: Cell::new(0.0),
             #[cfg(feature = "mpi")]
             comm: None,

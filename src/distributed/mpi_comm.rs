@@ -36,7 +36,6 @@ impl Comm {
             rank: world.rank() as usize,
             world: world.size() as usize,
             local_rank: node.rank() as usize,
-            local_world: node.size() as usize,
             comm_seconds: Default::default(),
             comm: None,
         };
