@@ -17,8 +17,8 @@ nlpkit's GPT steps are timed by `nlpkit train` itself (metrics.jsonl, the first 
 dropped); the encoder's by `examples/encoder_step.rs` (build it with
 `cargo build --release --example encoder_step`). The tch backend uses target/release/nlpkit-tch
 and target/release/examples/encoder_step-tch (tools/build_tch.sh builds both).
-PyTorch comes from .venv-torch (`python3 -m venv .venv-torch && .venv-torch/bin/pip install
-torch==2.9.0`).
+PyTorch comes from .venv-torch, which the script creates on first use (bench/torch_venv.py);
+`--torch-python` names another interpreter with torch instead.
 """
 import argparse
 import json
@@ -30,6 +30,7 @@ import sys
 import tempfile
 
 from recipe_run import ROOT, train_windows
+from torch_venv import torch_python
 
 RELEASE = os.path.join(ROOT, "target/release")
 
@@ -96,8 +97,10 @@ def main():
     p.add_argument("--models", nargs="+", default=["gpt", "gpt-256", "encoder"],
                    choices=["gpt", "gpt-256", "encoder"])
     p.add_argument("--backends", nargs="+", default=["flex", "ndarray"])
-    p.add_argument("--torch-python", default=os.path.join(ROOT, ".venv-torch/bin/python"))
+    p.add_argument("--torch-python", help="a python with torch (default: .venv-torch, set up "
+                                            "on first use)")
     args = p.parse_args()
+    args.torch_python = torch_python(args.torch_python)
     torch_info = {}
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"median of {args.rounds} alternating rounds")

@@ -17,6 +17,7 @@ import tempfile
 import time
 
 from recipe_run import ROOT
+from torch_venv import torch_python
 
 SOURCE = os.path.join(ROOT, "data/tinyshakespeare/input.txt")
 
@@ -42,8 +43,10 @@ def main():
     p.add_argument("--vocab-size", type=int, default=4096)
     p.add_argument("--tokenizers", nargs="+", default=["bpe", "char"])
     p.add_argument("--binary", default=os.path.join(ROOT, "target/release/nlpkit"))
-    p.add_argument("--python", default=os.path.join(ROOT, ".venv-torch/bin/python"))
+    p.add_argument("--python", help="a python with tokenizers and numpy (default: .venv-torch, "
+                                     "set up on first use)")
     args = p.parse_args()
+    args.python = torch_python(args.python)
     with tempfile.TemporaryDirectory() as work:
         input_path = os.path.join(work, "input.txt")
         with open(SOURCE, encoding="utf-8") as f:
