@@ -115,20 +115,13 @@ impl EncoderLayer {
 
     fn attention(&self, x: Tensor<3>, mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
         let [batch, time, width] = x.dims();
-        let heads = self.n_head;
-        let qkv = self.qkv.forward(x);
-        let split = |i: usize| {
-            qkv.clone()
-                .narrow(2, i * width, width)
-                .reshape([batch, time, heads, width / heads])
-                .swap_dims(1, 2)
-        };
+        let (q, k, v) = super::split_qkv_heads(self.qkv.forward(x), self.n_head);
         let options = AttentionModuleOptions {
             scale: None,
             softcap: None,
             is_causal: false,
         };
-        let y = attention(split(0), split(1), split(2), mask, None, options);
+        let y = attention(q, k, v, mask, None, options);
         let y = y.swap_dims(1, 2).reshape([batch, time, width]);
         self.dropout.forward(self.out.forward(y))
     }

@@ -338,16 +338,7 @@ impl CausalSelfAttention {
         cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
     ) -> Tensor<3> {
         let [batch, time, width] = x.dims();
-        let heads = self.n_head;
-        let head_dim = width / heads;
-        let qkv = self.c_attn.forward(x);
-        let split = |i: usize| {
-            qkv.clone()
-                .narrow(2, i * width, width)
-                .reshape([batch, time, heads, head_dim])
-                .swap_dims(1, 2)
-        };
-        let (q, mut k, mut v) = (split(0), split(1), split(2));
+        let (q, mut k, mut v) = super::split_qkv_heads(self.c_attn.forward(x), self.n_head);
         if let Some(cache) = cache {
             if let Some((past_k, past_v)) = cache.take() {
                 k = Tensor::cat(vec![past_k, k], 2);
