@@ -3,7 +3,8 @@
 //! ```text
 //! EXP_DIR/
 //!   recipe.yaml          the resolved recipe (defaults filled, overrides applied)
-//!   tokenizer.json       a copy of the prepared tokenizer
+//!   tokenizer.json       a copy of the prepared tokenizer (language models)
+//!   source_tokenizer.json, target_tokenizer.json   (translation)
 //!   metrics.jsonl        one JSON object per logged figure
 //!   checkpoints/step_*/  model.safetensors, optimizer.bpk, trainer_state.json
 //!   eval_*.json          reports written by `nlpkit eval`
@@ -42,6 +43,16 @@ impl Experiment {
 
     pub fn tokenizer_path(&self) -> PathBuf {
         self.dir.join("tokenizer.json")
+    }
+
+    /// Translation experiments keep one tokenizer per side (the same file twice for a joint
+    /// vocabulary).
+    pub fn source_tokenizer_path(&self) -> PathBuf {
+        self.dir.join("source_tokenizer.json")
+    }
+
+    pub fn target_tokenizer_path(&self) -> PathBuf {
+        self.dir.join("target_tokenizer.json")
     }
 
     pub fn metrics_path(&self) -> PathBuf {

@@ -1,11 +1,14 @@
 //! The command line: one file per verb; parsing and exit codes only.
 
+mod average;
 mod completions;
+mod decode_args;
 mod eval;
 mod generate;
 mod prepare_data;
 mod recipe;
 mod train;
+mod translate;
 
 use crate::error::Result;
 use crate::recipe::{Recipe, load_recipe};
@@ -38,7 +41,8 @@ impl RecipeArgs {
     long_about = "Train NLP models from YAML recipes.\n\nA recipe says which backend, data, tokenizer, \
                   model, loss, optimiser, schedule and training budget to use. Typical use:\n  \
                   nlpkit prepare-data conf/train.yaml\n  nlpkit train conf/train.yaml\n  \
-                  nlpkit eval exp/my_run\n  nlpkit generate exp/my_run --prompt 'ROMEO:'"
+                  nlpkit eval exp/my_run\n  nlpkit generate exp/my_run --prompt 'ROMEO:'\n  \
+                  nlpkit translate exp/my_mt < sentences.txt\n  nlpkit average exp/my_mt --best 5 -o exp/my_mt/avg"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -51,6 +55,8 @@ enum Command {
     Train(train::Args),
     Eval(eval::Args),
     Generate(generate::Args),
+    Translate(translate::Args),
+    Average(average::Args),
     Recipe(recipe::Args),
     Completions(completions::Args),
 }
@@ -61,6 +67,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Translate(args) => translate::run(args),
+        Command::Average(args) => average::run(args),
         Command::Recipe(args) => recipe::run(args),
         Command::Completions(args) => completions::run(args),
     }

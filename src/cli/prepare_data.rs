@@ -1,6 +1,8 @@
 use crate::data::Split;
+use crate::data::parallel::{PreparedPairs, prepare_pairs};
 use crate::data::prepare::{Prepared, prepare};
 use crate::error::Result;
+use crate::recipe::DataFormat;
 
 /// Read the recipe's raw data, split it into train/valid/test, train (or load) the tokenizer and
 /// encode every split into a compact token file. Skips the work when the inputs are unchanged.
@@ -16,9 +18,62 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let recipe = args.recipe.load()?;
     let started = std::time::Instant::now();
-    let prepared = prepare(&recipe, args.force)?;
-    report(&prepared, started.elapsed().as_secs_f64());
+    match recipe.data.format {
+        DataFormat::Text => {
+            let prepared = prepare(&recipe, args.force)?;
+            report(&prepared, started.elapsed().as_secs_f64());
+        }
+        DataFormat::Parallel => {
+            let prepared = prepare_pairs(&recipe, args.force)?;
+            report_pairs(&prepared, started.elapsed().as_secs_f64());
+        }
+    }
     Ok(())
+}
+
+pub fn report_pairs(prepared: &PreparedPairs, seconds: f64) {
+    let meta = &prepared.meta;
+    if prepared.up_to_date {
+        println!(
+            "data in {} is up to date (inputs unchanged; --force redoes it)",
+            prepared.dir.display()
+        );
+    } else {
+        println!("prepared {} in {seconds:.1}s", prepared.dir.display());
+    }
+    println!(
+        "vocabulary: source {} tokens, target {} tokens{}",
+        meta.source_vocab_size,
+        meta.target_vocab_size,
+        if meta.joint_vocabulary {
+            " (joint)"
+        } else {
+            ""
+        }
+    );
+    if meta.skipped_lines > 0 {
+        println!("skipped {} malformed line(s):", meta.skipped_lines);
+        for line in &prepared.skipped_examples {
+            println!("  {line}");
+        }
+    }
+    println!(
+        "{:<6} {:>8} {:>9} {:>7} {:>8} {:>11} {:>11}",
+        "split", "read", "too long", "ratio", "pairs", "src tokens", "tgt tokens"
+    );
+    for split in Split::ALL {
+        let c = meta.counts(split);
+        println!(
+            "{:<6} {:>8} {:>9} {:>7} {:>8} {:>11} {:>11}",
+            split.name(),
+            c.read,
+            c.too_long,
+            c.ratio,
+            c.pairs,
+            c.source_tokens,
+            c.target_tokens
+        );
+    }
 }
 
 pub fn report(prepared: &Prepared, seconds: f64) {

@@ -1,11 +1,19 @@
 use crate::backend::device_for;
+use crate::data::parallel::{
+    load_pair_meta, prepare_pairs, source_tokenizer_path, target_tokenizer_path,
+};
 use crate::data::prepare::{load_meta, prepare, tokenizer_path};
 use crate::distributed::{Ranks, expand_device};
 use crate::error::{IoContext, Result, write_atomic};
 use crate::experiment::Experiment;
-use crate::recipe::ModelSection;
+use crate::recipe::{DataFormat, ModelSection, Recipe};
+use crate::tasks::Task;
 use crate::tasks::lm::LmTask;
+use crate::tasks::translation::{self, TranslationConfig, TranslationTask};
 use crate::train::{TrainOptions, refuse_to_overwrite, total_steps, train};
+use burn::module::Module;
+use burn::prelude::Device;
+use std::path::Path;
 use std::time::Duration;
 
 /// Train the recipe's model. Prepares the data first if needed (as `prepare-data` would), writes
@@ -36,8 +44,20 @@ pub fn run(args: Args) -> Result<()> {
     let exp = Experiment::new(recipe.output_dir());
     // Refuse to overwrite an experiment before touching anything in it.
     refuse_to_overwrite(&exp, args.resume)?;
-    let quiet = args.quiet || !ranks.is_main();
+    match recipe.data.format {
+        DataFormat::Text => train_language_model(recipe, &args, &exp, &device, &ranks),
+        DataFormat::Parallel => train_translation(recipe, &args, &exp, &device, &ranks),
+    }
+}
 
+fn train_language_model(
+    mut recipe: Recipe,
+    args: &Args,
+    exp: &Experiment,
+    device: &Device,
+    ranks: &Ranks,
+) -> Result<()> {
+    let quiet = args.quiet || !ranks.is_main();
     // Rank 0 prepares the data (once, into the shared folder) while the others wait.
     let started = std::time::Instant::now();
     let (meta, prepared_dir) = if ranks.is_main() {
@@ -54,27 +74,88 @@ pub fn run(args: Args) -> Result<()> {
     };
     let task = LmTask::new(&recipe, &meta, &prepared_dir, ranks.shard())?;
     // The resolved recipe states the model completely, vocabulary included.
-    match &mut recipe.model {
-        ModelSection::Gpt2(options) => options.vocab_size = Some(task.config.vocab_size),
+    if let ModelSection::Gpt2(options) = &mut recipe.model {
+        options.vocab_size = Some(task.config.vocab_size);
     }
-
     if ranks.is_main() {
-        write_experiment_files(&recipe.to_yaml(), &exp, &prepared_dir, args.resume)?;
+        write_experiment_files(&recipe.to_yaml(), exp, args.resume)?;
+        copy_into(&tokenizer_path(&prepared_dir), &exp.tokenizer_path())?;
     }
-    let steps = total_steps(&recipe, &task);
+    run_task(&recipe, &task, args, exp, device, ranks)
+}
+
+fn train_translation(
+    mut recipe: Recipe,
+    args: &Args,
+    exp: &Experiment,
+    device: &Device,
+    ranks: &Ranks,
+) -> Result<()> {
+    let quiet = args.quiet || !ranks.is_main();
+    let started = std::time::Instant::now();
+    let (meta, prepared_dir) = if ranks.is_main() {
+        let prepared = prepare_pairs(&recipe, false)?;
+        if !quiet {
+            super::prepare_data::report_pairs(&prepared, started.elapsed().as_secs_f64());
+        }
+        ranks.wait_for_main();
+        (prepared.meta, prepared.dir)
+    } else {
+        ranks.wait_for_main();
+        let dir = recipe.prepared_dir();
+        (load_pair_meta(&dir)?, dir)
+    };
+    let config = translation::model_config(&recipe, &meta)?;
+    translation::record_vocab_sizes(&mut recipe, &meta);
+    if ranks.is_main() {
+        write_experiment_files(&recipe.to_yaml(), exp, args.resume)?;
+        copy_into(
+            &source_tokenizer_path(&prepared_dir),
+            &exp.source_tokenizer_path(),
+        )?;
+        copy_into(
+            &target_tokenizer_path(&prepared_dir),
+            &exp.target_tokenizer_path(),
+        )?;
+    }
+    let shard = ranks.shard();
+    match config {
+        TranslationConfig::Rnn(c) => {
+            let task = TranslationTask::new(&recipe, c, &meta, &prepared_dir, shard)?;
+            run_task(&recipe, &task, args, exp, device, ranks)
+        }
+        TranslationConfig::Transformer(c) => {
+            let task = TranslationTask::new(&recipe, c, &meta, &prepared_dir, shard)?;
+            run_task(&recipe, &task, args, exp, device, ranks)
+        }
+    }
+}
+
+/// Train `task` and report how it went.
+fn run_task<T: Task>(
+    recipe: &Recipe,
+    task: &T,
+    args: &Args,
+    exp: &Experiment,
+    device: &Device,
+    ranks: &Ranks,
+) -> Result<()> {
+    let quiet = args.quiet || !ranks.is_main();
+    let steps = total_steps(recipe, task);
     if !quiet {
-        let (per_rank, global) = crate::distributed::batch_sizes(&recipe, ranks.world)?;
         let ranks_note = if ranks.world > 1 {
-            format!(", {} ranks of {per_rank} sequences", ranks.world)
+            format!(" on {} ranks", ranks.world)
         } else {
             String::new()
         };
+        let params = task.init_model(&device.clone()).num_params();
         println!(
-            "model: gpt2, {:.2}M parameters; backend {} ({}); {steps} steps of {} tokens{ranks_note}",
-            task.config.num_params() as f64 / 1e6,
+            "model: {}, {:.2}M parameters; backend {} ({}); {steps} steps of {}{ranks_note}",
+            recipe.model.name(),
+            params as f64 / 1e6,
             recipe.backend.kind.name(),
             recipe.backend.device,
-            global * recipe.train.accum_grad * task.config.block_size,
+            task.step_description(ranks.world, recipe.train.accum_grad),
         );
         println!("experiment: {}", exp.dir.display());
     }
@@ -82,7 +163,7 @@ pub fn run(args: Args) -> Result<()> {
         resume: args.resume,
         quiet: args.quiet,
     };
-    let summary = train(&recipe, &task, &exp, &device, &ranks, &options)?;
+    let summary = train(recipe, task, exp, device, ranks, &options)?;
     if !quiet {
         if let Some(loss) = summary.final_valid_loss {
             println!("final valid loss {loss:.4} (ppl {:.2})", loss.exp());
@@ -98,13 +179,13 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// The resolved recipe and the tokenizer, so the experiment folder stands on its own.
-fn write_experiment_files(
-    resolved: &str,
-    exp: &Experiment,
-    prepared_dir: &std::path::Path,
-    resume: bool,
-) -> Result<()> {
+fn copy_into(from: &Path, to: &Path) -> Result<()> {
+    let bytes = std::fs::read(from).with_path("read", from)?;
+    write_atomic(to, &bytes)
+}
+
+/// The resolved recipe, so the experiment folder stands on its own.
+fn write_experiment_files(resolved: &str, exp: &Experiment, resume: bool) -> Result<()> {
     std::fs::create_dir_all(&exp.dir).with_path("create", &exp.dir)?;
     if resume
         && let Ok(previous) = std::fs::read_to_string(exp.recipe_path())
@@ -116,7 +197,5 @@ fn write_experiment_files(
             exp.recipe_path().display()
         );
     }
-    write_atomic(&exp.recipe_path(), resolved.as_bytes())?;
-    let tokenizer = std::fs::read(tokenizer_path(prepared_dir)).with_path("read", prepared_dir)?;
-    write_atomic(&exp.tokenizer_path(), &tokenizer)
+    write_atomic(&exp.recipe_path(), resolved.as_bytes())
 }

@@ -2,6 +2,8 @@
 //! streams compactly, and cutting training windows from them.
 
 pub mod lm_batches;
+pub mod pair_batches;
+pub mod parallel;
 pub mod prepare;
 pub mod split;
 pub mod text;

@@ -64,7 +64,7 @@ pub struct Prepared {
 /// Prepare the recipe's data unless it is already prepared from the same inputs.
 pub fn prepare(recipe: &Recipe, force: bool) -> Result<Prepared> {
     let dir = recipe.prepared_dir();
-    let fingerprint = fingerprint(recipe)?;
+    let fingerprint = fingerprint(recipe, &text_inputs(recipe))?;
     if !force
         && let Ok(meta) = load_meta(&dir)
         && meta.fingerprint == fingerprint
@@ -152,8 +152,26 @@ pub fn load_split(dir: &Path, meta: &PreparedMeta, split: Split) -> Result<Vec<u
     read_tokens(&split_path(dir, split), meta.token_width)
 }
 
+/// The files plain-text preparation reads, with the recipe keys that name them.
+fn text_inputs(recipe: &Recipe) -> Vec<(PathBuf, String)> {
+    let data = &recipe.data;
+    [
+        Some((data.train.clone(), "data.train")),
+        data.valid.clone().map(|p| (p, "data.valid")),
+        data.test.clone().map(|p| (p, "data.test")),
+        data.tokenizer
+            .path
+            .clone()
+            .map(|p| (p, "data.tokenizer.path")),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|(p, k)| (p, k.to_string()))
+    .collect()
+}
+
 /// What the prepared data depends on: the data section and the bytes of every input file.
-fn fingerprint(recipe: &Recipe) -> Result<String> {
+pub(super) fn fingerprint(recipe: &Recipe, inputs: &[(PathBuf, String)]) -> Result<String> {
     let mut data = recipe.data.clone();
     data.prepared_dir = None;
     let mut hasher = Sha256::new();
@@ -161,16 +179,7 @@ fn fingerprint(recipe: &Recipe) -> Result<String> {
     if data.split.shuffle {
         hasher.update(recipe.seed.to_le_bytes());
     }
-    let inputs = [
-        Some((&data.train, "data.train")),
-        data.valid.as_ref().map(|p| (p, "data.valid")),
-        data.test.as_ref().map(|p| (p, "data.test")),
-        data.tokenizer
-            .path
-            .as_ref()
-            .map(|p| (p, "data.tokenizer.path")),
-    ];
-    for (path, key) in inputs.into_iter().flatten() {
+    for (path, key) in inputs {
         hasher.update(crate::error::read_file(path, key)?);
     }
     Ok(format!("{:x}", hasher.finalize()))

@@ -18,6 +18,7 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::{AddedToken, Tokenizer};
 
+#[derive(Clone)]
 pub struct TextTokenizer {
     inner: Tokenizer,
 }
@@ -40,13 +41,19 @@ impl TextTokenizer {
         let mut tokenizer = match section.kind {
             TokenizerKind::Char => {
                 let alphabet: BTreeSet<char> = all_text.chars().collect();
-                let vocab: Vocab = alphabet
+                let mut vocab: Vocab = alphabet
                     .iter()
                     .enumerate()
                     .map(|(i, c)| (c.to_string(), i as u32))
                     .collect();
-                // BPE with no merges is exactly a character vocabulary.
-                let model = BPE::builder()
+                // BPE with no merges is exactly a character vocabulary. With an `<unk>` special,
+                // characters outside the alphabet become it instead of vanishing.
+                let mut builder = BPE::builder();
+                if section.special_tokens.iter().any(|t| t == "<unk>") {
+                    vocab.insert("<unk>".into(), vocab.len() as u32);
+                    builder = builder.unk_token("<unk>".into());
+                }
+                let model = builder
                     .vocab_and_merges(vocab, vec![])
                     .build()
                     .map_err(|e| tk_error("building the char vocabulary", e))?;
@@ -138,6 +145,29 @@ impl TextTokenizer {
 
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Encode sentences one by one (in parallel), without special tokens.
+    pub fn encode_lines(&self, lines: &[&str]) -> Result<Vec<Vec<u32>>> {
+        let encodings = self
+            .inner
+            .encode_batch_fast(lines.to_vec(), false)
+            .map_err(|e| tk_error("encoding failed", e))?;
+        Ok(encodings
+            .into_iter()
+            .map(|e| e.get_ids().to_vec())
+            .collect())
+    }
+
+    /// Decode ids to text, leaving out special tokens (padding, sentence marks, added ones).
+    pub fn decode_text(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| tk_error("decoding failed", e))
     }
 
     /// Encode a long text, in pieces encoded in parallel.

@@ -1,4 +1,7 @@
-//! Evaluation and decoding: perplexity reports and sampling.
+//! Evaluation and decoding: sampling and generation for language models, greedy and beam
+//! search for translation, BLEU and chrF.
 
+pub mod bleu;
 pub mod generate;
 pub mod sampling;
+pub mod translate;

@@ -3,6 +3,10 @@
 pub mod encoder;
 pub mod gelu;
 pub mod gpt2;
+pub mod recurrent;
+pub mod rnn_seq2seq;
+pub mod seq2seq;
+pub mod transformer_seq2seq;
 
 use burn::prelude::*;
 

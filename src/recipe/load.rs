@@ -34,6 +34,7 @@ pub fn parse_recipe(text: &str, origin: &str) -> Result<Recipe> {
 fn resolve(mut recipe: Recipe) -> Result<Recipe> {
     match &mut recipe.model {
         super::ModelSection::Gpt2(options) => options.resolve()?,
+        super::ModelSection::RnnSeq2seq(_) | super::ModelSection::TransformerSeq2seq(_) => {}
     }
     let cwd = std::env::current_dir().map_err(|e| Error::io("cannot read current directory", e))?;
     let absolute = |p: &mut PathBuf| {
@@ -52,6 +53,9 @@ fn resolve(mut recipe: Recipe) -> Result<Recipe> {
         .get_or_insert_with(|| recipe.output_dir.clone().unwrap_or_default().join("data"));
     absolute(prepared);
     recipe.data.tokenizer.path.as_mut().map(absolute);
+    if let Some(target) = recipe.data.target_tokenizer.as_mut() {
+        target.path.as_mut().map(absolute);
+    }
     super::validate::validate(&recipe)?;
     Ok(recipe)
 }

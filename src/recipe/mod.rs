@@ -98,6 +98,8 @@ pub enum DataFormat {
     /// Plain UTF-8 text for language modelling: one contiguous token stream.
     #[default]
     Text,
+    /// Sentence pairs for translation (`data.parallel` says how they are laid out).
+    Parallel,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -117,7 +119,66 @@ pub struct DataSection {
     /// (default: `<output_dir>/data`).
     #[serde(default)]
     pub prepared_dir: Option<PathBuf>,
+    /// The tokenizer (for parallel data: the source side's, or both sides' when
+    /// `target_tokenizer` is absent, i.e. a joint vocabulary).
     pub tokenizer: TokenizerSection,
+    /// Parallel data only: a separate tokenizer for the target side.
+    #[serde(default)]
+    pub target_tokenizer: Option<TokenizerSection>,
+    /// Parallel data only: languages, layout, bad lines and length filters.
+    #[serde(default)]
+    pub parallel: Option<ParallelSection>,
+}
+
+/// Sentence pairs: a TSV (`source<TAB>target[<TAB>ignored...]`, columns named by
+/// `tsv_columns`) or two aligned files `<path>.<source_lang>` and `<path>.<target_lang>`
+/// (fairseq's `--trainpref` with `--source-lang`/`--target-lang`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ParallelSection {
+    pub source_lang: String,
+    pub target_lang: String,
+    #[serde(default)]
+    pub layout: ParallelLayout,
+    /// The languages of the TSV's first columns, in order (default: source, target). Naming
+    /// them lets one corpus be trained in either direction by swapping the two `*_lang` keys.
+    #[serde(default)]
+    pub tsv_columns: Option<Vec<String>>,
+    /// What a malformed line (missing tab, empty side) does: `skip` it (counted and reported,
+    /// the first few with file:line) or `error` (stop at the first, with file:line).
+    #[serde(default)]
+    pub on_bad_line: BadLinePolicy,
+    /// Training pairs longer than this many source tokens are dropped (counted).
+    #[serde(default = "default_max_pair_tokens")]
+    pub max_source_tokens: usize,
+    /// Training pairs longer than this many target tokens are dropped (counted).
+    #[serde(default = "default_max_pair_tokens")]
+    pub max_target_tokens: usize,
+    /// Training pairs whose token lengths differ by more than this ratio either way are
+    /// dropped (Moses' clean-corpus `-ratio`); 0 keeps all.
+    #[serde(default)]
+    pub max_length_ratio: f64,
+}
+
+fn default_max_pair_tokens() -> usize {
+    128
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ParallelLayout {
+    #[default]
+    Tsv,
+    /// Two line-aligned files, `<path>.<lang>` for each side.
+    Files,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BadLinePolicy {
+    #[default]
+    Skip,
+    Error,
 }
 
 /// How one raw file is cut into train/valid/test, always at line boundaries.
@@ -202,6 +263,23 @@ fn default_min_frequency() -> u64 {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ModelSection {
     Gpt2(crate::models::gpt2::Gpt2Options),
+    RnnSeq2seq(crate::models::rnn_seq2seq::RnnSeq2SeqOptions),
+    TransformerSeq2seq(crate::models::transformer_seq2seq::TransformerSeq2SeqOptions),
+}
+
+impl ModelSection {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ModelSection::Gpt2(_) => "gpt2",
+            ModelSection::RnnSeq2seq(_) => "rnn_seq2seq",
+            ModelSection::TransformerSeq2seq(_) => "transformer_seq2seq",
+        }
+    }
+
+    /// Encoder-decoder models, which train on parallel data.
+    pub fn is_seq2seq(&self) -> bool {
+        !matches!(self, ModelSection::Gpt2(_))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -310,9 +388,13 @@ pub struct TrainSection {
     /// Number of passes over the training tokens, turned into steps.
     #[serde(default)]
     pub max_epochs: Option<usize>,
-    /// Sequences per micro-batch.
+    /// Sequences per micro-batch (for translation: the most sentence pairs in one).
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Translation: a micro-batch holds pairs of similar length up to this many tokens,
+    /// padding included (the longer side times the pairs, as fairseq's `--max-tokens`).
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
     /// Micro-batches whose gradients are averaged into one optimiser step.
     #[serde(default = "default_one")]
     pub accum_grad: usize,
@@ -367,6 +449,7 @@ impl Default for TrainSection {
             max_steps: None,
             max_epochs: None,
             batch_size: default_batch_size(),
+            max_tokens: None,
             accum_grad: 1,
             grad_clip: default_grad_clip(),
             log_interval: default_log_interval(),

@@ -1,6 +1,6 @@
 //! Checks that serde's types cannot express: ranges, relations between keys, required pairs.
 
-use super::{Recipe, SchedulerKind, TokenizerKind};
+use super::{DataFormat, ModelSection, Recipe, SchedulerKind, TokenizerKind, TokenizerSection};
 use crate::error::{Error, Result};
 
 pub fn validate(recipe: &Recipe) -> Result<()> {
@@ -141,20 +141,58 @@ pub fn validate(recipe: &Recipe) -> Result<()> {
         "must be at least 1".into(),
     );
 
-    let tk = &recipe.data.tokenizer;
-    match tk.kind {
-        TokenizerKind::Bpe | TokenizerKind::Wordpiece | TokenizerKind::Unigram => check(
-            tk.vocab_size.is_some_and(|v| v > 0),
-            "data.tokenizer.vocab_size",
-            "must be given (and positive) for a trained tokenizer".into(),
-        ),
-        TokenizerKind::File => check(
-            tk.path.is_some(),
-            "data.tokenizer.path",
-            "must name a tokenizer.json when `type: file`".into(),
-        ),
-        TokenizerKind::Char => {}
+    check_tokenizer(&mut problems, &recipe.data.tokenizer, "data.tokenizer");
+    if let Some(target) = &recipe.data.target_tokenizer {
+        check_tokenizer(&mut problems, target, "data.target_tokenizer");
     }
+    let mut check = |ok: bool, key: &str, what: String| {
+        if !ok {
+            problems.push(format!("`{key}` {what}"));
+        }
+    };
+    let parallel = recipe.data.format == DataFormat::Parallel;
+    check(
+        parallel == recipe.model.is_seq2seq(),
+        "data.format",
+        format!(
+            "({}) does not suit `model.type: {}`: translation models (rnn_seq2seq, \
+             transformer_seq2seq) train on `format: parallel`, gpt2 on `format: text`",
+            if parallel { "parallel" } else { "text" },
+            recipe.model.name()
+        ),
+    );
+    check(
+        !parallel || recipe.data.parallel.is_some(),
+        "data.parallel",
+        "must be given for `format: parallel` (at least `source_lang` and `target_lang`)".into(),
+    );
+    check(
+        parallel || (recipe.data.parallel.is_none() && recipe.data.target_tokenizer.is_none()),
+        "data.parallel",
+        "and `data.target_tokenizer` are for `format: parallel` only".into(),
+    );
+    if let Some(p) = &recipe.data.parallel {
+        check(
+            p.source_lang != p.target_lang,
+            "data.parallel.target_lang",
+            format!("must differ from `source_lang` (both `{}`)", p.source_lang),
+        );
+        check(
+            p.max_source_tokens > 0 && p.max_target_tokens > 0,
+            "data.parallel.max_source_tokens",
+            "and `max_target_tokens` must be at least 1".into(),
+        );
+        check(
+            p.max_length_ratio == 0.0 || p.max_length_ratio >= 1.0,
+            "data.parallel.max_length_ratio",
+            format!("must be 0 (off) or at least 1, got {}", p.max_length_ratio),
+        );
+    }
+    check(
+        recipe.train.max_tokens != Some(0),
+        "train.max_tokens",
+        "must be at least 1".into(),
+    );
 
     let d = &recipe.distributed;
     check(
@@ -175,7 +213,9 @@ pub fn validate(recipe: &Recipe) -> Result<()> {
     }
 
     match &recipe.model {
-        super::ModelSection::Gpt2(m) => m.validate(&mut problems),
+        ModelSection::Gpt2(m) => m.validate(&mut problems),
+        ModelSection::RnnSeq2seq(m) => m.validate(&mut problems),
+        ModelSection::TransformerSeq2seq(m) => m.validate(&mut problems),
     }
 
     if problems.is_empty() {
@@ -185,5 +225,21 @@ pub fn validate(recipe: &Recipe) -> Result<()> {
             "invalid recipe:\n  - {}",
             problems.join("\n  - ")
         )))
+    }
+}
+
+fn check_tokenizer(problems: &mut Vec<String>, tk: &TokenizerSection, key: &str) {
+    match tk.kind {
+        TokenizerKind::Bpe | TokenizerKind::Wordpiece | TokenizerKind::Unigram
+            if tk.vocab_size.is_none_or(|v| v == 0) =>
+        {
+            problems.push(format!(
+                "`{key}.vocab_size` must be given (and positive) for a trained tokenizer"
+            ))
+        }
+        TokenizerKind::File if tk.path.is_none() => problems.push(format!(
+            "`{key}.path` must name a tokenizer.json when `type: file`"
+        )),
+        _ => {}
     }
 }

@@ -32,6 +32,10 @@ pub struct LmTask {
 pub fn model_config(recipe: &Recipe, vocab_size: usize) -> Result<Gpt2Config> {
     match &recipe.model {
         ModelSection::Gpt2(options) => options.config(vocab_size),
+        other => Err(crate::error::Error::Recipe(format!(
+            "`model.type: {}` is a translation model; language modelling needs `type: gpt2`",
+            other.name()
+        ))),
     }
 }
 
@@ -76,7 +80,12 @@ impl LmTask {
         let (inputs, targets) = batch_tensors(batch, device);
         let logits = model.forward(inputs);
         let [b, t, v] = logits.dims();
-        cross_entropy(logits.reshape([b * t, v]), targets, self.label_smoothing)
+        cross_entropy(
+            logits.reshape([b * t, v]),
+            targets,
+            self.label_smoothing,
+            None,
+        )
     }
 }
 
@@ -124,7 +133,7 @@ fn nll_sum(
         let (inputs, targets) = batch_tensors(&batch, device);
         let logits = model.forward(inputs);
         let [b, t, v] = logits.dims();
-        let (_, nll) = cross_entropy(logits.reshape([b * t, v]), targets, 0.0);
+        let (_, nll) = cross_entropy(logits.reshape([b * t, v]), targets, 0.0, None);
         total += nll.into_scalar::<f64>() * (b * t) as f64;
         tokens += b * t;
     }
@@ -141,7 +150,13 @@ impl Task for LmTask {
         self.config.init(device)
     }
 
-    fn train_loss(&self, model: &Gpt2, step: usize, micro: usize, device: &Device) -> Tensor<1> {
+    fn train_loss(
+        &self,
+        model: &Gpt2,
+        step: usize,
+        micro: usize,
+        device: &Device,
+    ) -> (Tensor<1>, Tensor<1>) {
         // Every rank draws the same global batch and keeps its slice, so the ranks together
         // see exactly what one process with the global batch would.
         let mut rng = SplitMix64::for_step(self.seed, step as u64, micro as u64);
@@ -149,7 +164,7 @@ impl Task for LmTask {
         let starts = self.train.random_starts(&mut rng, self.global_batch, block);
         let mine = &starts[self.shard.index * self.batch_size..][..self.batch_size];
         let batch = self.train.batch_at(mine, block);
-        self.batch_loss(model, &batch, device).0
+        self.batch_loss(model, &batch, device)
     }
 
     fn validation_sum(&self, model: &Gpt2, device: &Device, shard: Shard) -> Result<LossSum> {
@@ -175,5 +190,12 @@ impl Task for LmTask {
 
     fn model_width(&self) -> usize {
         self.config.n_embd
+    }
+
+    fn step_description(&self, _ranks: usize, accum_grad: usize) -> String {
+        format!(
+            "{} tokens",
+            self.global_batch * accum_grad * self.config.block_size
+        )
     }
 }

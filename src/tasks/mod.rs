@@ -2,6 +2,7 @@
 //! through [`Task`], so it never names a concrete model.
 
 pub mod lm;
+pub mod translation;
 
 use crate::distributed::Shard;
 use crate::error::Result;
@@ -15,15 +16,17 @@ pub trait Task {
     /// A freshly initialised model on `device` (seeded by the caller).
     fn init_model(&self, device: &Device) -> Self::Model;
 
-    /// The loss of micro-batch `micro` of optimiser step `step`. The batch must be a pure
-    /// function of `(step, micro)` so a resumed run sees the same data.
+    /// `(loss, nll)` of micro-batch `micro` of optimiser step `step`: the loss that is
+    /// optimised (label-smoothed, weighted) and the plain negative log-likelihood that is
+    /// reported beside it. The batch must be a pure function of `(step, micro)` so a resumed run
+    /// sees the same data.
     fn train_loss(
         &self,
         model: &Self::Model,
         step: usize,
         micro: usize,
         device: &Device,
-    ) -> Tensor<1>;
+    ) -> (Tensor<1>, Tensor<1>);
 
     /// The summed loss over `shard`'s part of a fixed validation sample (fixed so evaluations
     /// are comparable); the parts of all shards add up to the whole sample's.
@@ -38,6 +41,9 @@ pub trait Task {
 
     /// The model width, for schedules that scale by it (noam).
     fn model_width(&self) -> usize;
+
+    /// What one step trains on, for the start-up line.
+    fn step_description(&self, ranks: usize, accum_grad: usize) -> String;
 }
 
 /// A loss summed over items (tokens, sentences) with their count, so that parts computed on

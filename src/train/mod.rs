@@ -2,6 +2,7 @@
 //! with averaged gradient accumulation, clipping by the global norm, periodic evaluation,
 //! atomic checkpoints and exact resume.
 
+pub mod average;
 pub mod checkpoint;
 pub mod optim;
 pub mod params;
@@ -159,10 +160,11 @@ pub fn train<T: Task>(
         ad.seed(step_seed(recipe.seed, step, ranks.rank));
 
         let mut accumulator = GradientsAccumulator::new();
-        let mut losses = Vec::with_capacity(accum);
+        let (mut losses, mut nlls) = (Vec::with_capacity(accum), Vec::with_capacity(accum));
         for micro in 0..accum {
-            let loss = task.train_loss(&model, step, micro, &ad);
+            let (loss, nll) = task.train_loss(&model, step, micro, &ad);
             losses.push(loss.clone().inner());
+            nlls.push(nll.inner());
             // Dividing each micro-batch's loss makes the summed gradients their average.
             let grads = loss.div_scalar(accum as f64).backward();
             accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
@@ -170,12 +172,15 @@ pub fn train<T: Task>(
         let grads = accumulator.grads();
         // With several ranks, gradients and the loss are averaged across them here, before
         // clipping, so every rank clips by the same norm and applies the same update.
-        let mut loss = [Tensor::cat(losses, 0).mean().into_scalar::<f32>()];
+        let mut loss = [
+            Tensor::cat(losses, 0).mean().into_scalar::<f32>(),
+            Tensor::cat(nlls, 0).mean().into_scalar::<f32>(),
+        ];
         // Validation's collectives are not part of the step: leave them out of the share.
         ranks.take_comm_seconds();
         let mut grads = average_gradients(&model, grads, &mut loss, ranks, step + 1);
         window_allreduce_s += ranks.take_comm_seconds();
-        let train_loss = loss[0] as f64;
+        let (train_loss, train_nll) = (loss[0] as f64, loss[1] as f64);
         let grad_norm = params::clip_grad_norm(&model, &mut grads, cfg.grad_clip);
         if !train_loss.is_finite() || !grad_norm.is_finite() {
             progress.finish();
@@ -199,8 +204,11 @@ pub fn train<T: Task>(
         if done % cfg.log_interval == 0 || done == total {
             let window_s = window_start.elapsed().as_secs_f64();
             let tokens_per_s = window_tokens as f64 / window_s;
-            progress.train_line(done, train_loss, lr_value, grad_norm, tokens_per_s);
+            // The plain NLL is shown beside a loss that differs from it (label smoothing).
+            let nll = (train_nll != train_loss).then_some(train_nll);
+            progress.train_line(done, train_loss, nll, lr_value, grad_norm, tokens_per_s);
             let mut line = record(done, "train", train_loss, lr_value);
+            line.insert("nll".into(), json!(train_nll));
             line.insert("grad_norm".into(), json!(grad_norm));
             line.insert("tokens_per_s".into(), json!(tokens_per_s));
             line.insert(

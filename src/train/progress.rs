@@ -80,12 +80,14 @@ impl Progress {
         &mut self,
         step: usize,
         loss: f64,
+        nll: Option<f64>,
         lr: f64,
         grad_norm: f64,
         tokens_per_s: f64,
     ) {
+        let nll = nll.map_or(String::new(), |n| format!(" | nll {n:.4}"));
         let text = format!(
-            "step {step} | loss {loss:.4} | lr {lr:.3e} | grad_norm {grad_norm:.3} | {tokens_per_s:.0} tok/s"
+            "step {step} | loss {loss:.4}{nll} | lr {lr:.3e} | grad_norm {grad_norm:.3} | {tokens_per_s:.0} tok/s"
         );
         match &self.display {
             Display::Bar(bar) => bar.set_message(text),

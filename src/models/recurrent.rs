@@ -1,0 +1,175 @@
+//! GRU and LSTM layers with PyTorch's equations, in the layout that runs fast under autodiff:
+//! the input projection of every time step is one matmul, and each step adds one matmul of the
+//! state (Burn's `Gru` does six per step and writes the output by `slice_assign`). Steps take a
+//! keep-mask, so padded positions leave the state as it was.
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::sigmoid;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CellKind {
+    #[default]
+    Gru,
+    Lstm,
+}
+
+impl CellKind {
+    fn gates(self) -> usize {
+        match self {
+            CellKind::Gru => 3,
+            CellKind::Lstm => 4,
+        }
+    }
+}
+
+/// One recurrent layer (one direction).
+#[derive(Module, Debug)]
+pub struct Recurrent {
+    /// Input to gates, `[d_in, gates * width]` (GRU: r, z, n; LSTM: i, f, g, o).
+    input: Linear,
+    /// State to gates, `[width, gates * width]`.
+    hidden: Linear,
+    lstm: bool,
+    width: usize,
+}
+
+/// A layer's state `[rows, width]`; LSTMs also carry the cell.
+#[derive(Debug, Clone)]
+pub struct RnnState {
+    pub h: Tensor<2>,
+    pub c: Option<Tensor<2>>,
+}
+
+impl RnnState {
+    pub fn select(self, rows: Tensor<1, Int>) -> Self {
+        Self {
+            h: self.h.select(0, rows.clone()),
+            c: self.c.map(|c| c.select(0, rows)),
+        }
+    }
+}
+
+impl Recurrent {
+    pub fn new(kind: CellKind, d_in: usize, width: usize, device: &Device) -> Self {
+        let gates = kind.gates() * width;
+        Self {
+            input: LinearConfig::new(d_in, gates).init(device),
+            hidden: LinearConfig::new(width, gates).init(device),
+            lstm: kind == CellKind::Lstm,
+            width,
+        }
+    }
+
+    pub fn zero_state(&self, rows: usize, device: &Device) -> RnnState {
+        let zeros = Tensor::zeros([rows, self.width], device);
+        RnnState {
+            c: self.lstm.then(|| zeros.clone()),
+            h: zeros,
+        }
+    }
+
+    /// The input projections of all steps at once: `[batch, time, d_in]` to
+    /// `[batch, time, gates * width]`.
+    pub fn project(&self, x: Tensor<3>) -> Tensor<3> {
+        self.input.forward(x)
+    }
+
+    pub fn project_step(&self, x: Tensor<2>) -> Tensor<2> {
+        self.input.forward(x)
+    }
+
+    /// One step from the projected input `[rows, gates * width]`. Where `keep` `[rows, 1]` is 0
+    /// the state stays as it was (padding).
+    pub fn step(&self, projected: Tensor<2>, state: RnnState, keep: Option<Tensor<2>>) -> RnnState {
+        let w = self.width;
+        let from_state = self.hidden.forward(state.h.clone());
+        let new = if self.lstm {
+            let gates = projected + from_state;
+            let i = sigmoid(gates.clone().narrow(1, 0, w));
+            let f = sigmoid(gates.clone().narrow(1, w, w));
+            let g = gates.clone().narrow(1, 2 * w, w).tanh();
+            let o = sigmoid(gates.narrow(1, 3 * w, w));
+            let c = f * state.c.clone().expect("an LSTM state has a cell") + i * g;
+            RnnState {
+                h: o * c.clone().tanh(),
+                c: Some(c),
+            }
+        } else {
+            let r = sigmoid(projected.clone().narrow(1, 0, w) + from_state.clone().narrow(1, 0, w));
+            let z = sigmoid(projected.clone().narrow(1, w, w) + from_state.clone().narrow(1, w, w));
+            let n = (projected.narrow(1, 2 * w, w) + r * from_state.narrow(1, 2 * w, w)).tanh();
+            // h' = (1 - z) n + z h = n + z (h - n)
+            let h = n.clone() + z * (state.h.clone() - n);
+            RnnState { h, c: None }
+        };
+        match keep {
+            None => new,
+            Some(keep) => RnnState {
+                h: state.h.clone() + keep.clone() * (new.h - state.h),
+                c: match (state.c, new.c) {
+                    (Some(old), Some(c)) => Some(old.clone() + keep * (c - old)),
+                    _ => None,
+                },
+            },
+        }
+    }
+
+    /// Run over `x` `[batch, time, d_in]` forwards or backwards from zeros, holding the state
+    /// through padding (`keep` `[batch, time]`, 1 for real positions). Returns every step's
+    /// output `[batch, time, width]` (in time order) and the final state.
+    pub fn run(&self, x: Tensor<3>, keep: Tensor<2>, backwards: bool) -> (Tensor<3>, RnnState) {
+        let [batch, time, _] = x.dims();
+        let projected = self.project(x);
+        let mut state = self.zero_state(batch, &projected.device());
+        let mut outputs = Vec::with_capacity(time);
+        let steps: Vec<usize> = if backwards {
+            (0..time).rev().collect()
+        } else {
+            (0..time).collect()
+        };
+        for t in steps {
+            let p = projected.clone().narrow(1, t, 1).squeeze_dim(1);
+            let k = keep.clone().narrow(1, t, 1);
+            state = self.step(p, state, Some(k));
+            outputs.push(state.h.clone());
+        }
+        if backwards {
+            outputs.reverse();
+        }
+        (Tensor::stack(outputs, 1), state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    /// A sequence padded at the end gives, at its real positions and in its final state, what the
+    /// unpadded sequence gives; also backwards, where the padding comes first.
+    #[test]
+    fn padding_leaves_the_state_untouched() {
+        let device = Device::flex();
+        for kind in [CellKind::Gru, CellKind::Lstm] {
+            let layer = Recurrent::new(kind, 3, 4, &device);
+            let x = Tensor::<3>::random([1, 5, 3], Distribution::Normal(0.0, 1.0), &device);
+            let keep = Tensor::<2>::from_data([[1.0f32, 1.0, 1.0, 0.0, 0.0]], &device);
+            for backwards in [false, true] {
+                let (padded, padded_state) = layer.run(x.clone(), keep.clone(), backwards);
+                let (alone, alone_state) = layer.run(
+                    x.clone().narrow(1, 0, 3),
+                    Tensor::ones([1, 3], &device),
+                    backwards,
+                );
+                let diff: f32 = (padded.narrow(1, 0, 3) - alone).abs().max().into_scalar();
+                assert!(diff < 1e-6, "{kind:?} backwards {backwards}: {diff}");
+                let diff: f32 = (padded_state.h - alone_state.h).abs().max().into_scalar();
+                assert!(diff < 1e-6, "{kind:?} backwards {backwards}: final {diff}");
+            }
+        }
+    }
+}
