@@ -33,14 +33,7 @@ pub fn run(args: Args) -> Result<()> {
 
 pub fn report_pairs(prepared: &PreparedPairs, seconds: f64) {
     let meta = &prepared.meta;
-    if prepared.up_to_date {
-        println!(
-            "data in {} is up to date (inputs unchanged; --force redoes it)",
-            prepared.dir.display()
-        );
-    } else {
-        println!("prepared {} in {seconds:.1}s", prepared.dir.display());
-    }
+    report_header(&prepared.dir, prepared.up_to_date, seconds);
     println!(
         "vocabulary: source {} tokens, target {} tokens{}",
         meta.source_vocab_size,
@@ -78,14 +71,7 @@ pub fn report_pairs(prepared: &PreparedPairs, seconds: f64) {
 
 pub fn report(prepared: &Prepared, seconds: f64) {
     let meta = &prepared.meta;
-    if prepared.up_to_date {
-        println!(
-            "data in {} is up to date (inputs unchanged; --force redoes it)",
-            prepared.dir.display()
-        );
-    } else {
-        println!("prepared {} in {seconds:.1}s", prepared.dir.display());
-    }
+    report_header(&prepared.dir, prepared.up_to_date, seconds);
     println!(
         "vocabulary: {} tokens, stored as {:?}",
         meta.vocab_size, meta.token_width
@@ -103,5 +89,16 @@ pub fn report(prepared: &Prepared, seconds: f64) {
             c.chars,
             c.tokens
         );
+    }
+}
+
+fn report_header(dir: &std::path::Path, up_to_date: bool, seconds: f64) {
+    if up_to_date {
+        println!(
+            "data in {} is up to date (inputs unchanged; --force redoes it)",
+            dir.display()
+        );
+    } else {
+        println!("prepared {} in {seconds:.1}s", dir.display());
     }
 }

@@ -58,20 +58,18 @@ fn train_language_model(
     ranks: &Ranks,
 ) -> Result<()> {
     let quiet = args.quiet || !ranks.is_main();
-    // Rank 0 prepares the data (once, into the shared folder) while the others wait.
     let started = std::time::Instant::now();
-    let (meta, prepared_dir) = if ranks.is_main() {
-        let prepared = prepare(&recipe, false)?;
-        if !quiet {
-            super::prepare_data::report(&prepared, started.elapsed().as_secs_f64());
-        }
-        ranks.wait_for_main();
-        (prepared.meta, prepared.dir)
-    } else {
-        ranks.wait_for_main();
-        let dir = recipe.prepared_dir();
-        (load_meta(&dir)?, dir)
-    };
+    let (meta, prepared_dir) = prepared_by_main(
+        ranks,
+        || {
+            let prepared = prepare(&recipe, false)?;
+            if !quiet {
+                super::prepare_data::report(&prepared, started.elapsed().as_secs_f64());
+            }
+            Ok((prepared.meta, prepared.dir))
+        },
+        || Ok((load_meta(&recipe.prepared_dir())?, recipe.prepared_dir())),
+    )?;
     let task = LmTask::new(&recipe, &meta, &prepared_dir, ranks.shard())?;
     // The resolved recipe states the model completely, vocabulary included.
     if let ModelSection::Gpt2(options) = &mut recipe.model {
@@ -93,18 +91,22 @@ fn train_translation(
 ) -> Result<()> {
     let quiet = args.quiet || !ranks.is_main();
     let started = std::time::Instant::now();
-    let (meta, prepared_dir) = if ranks.is_main() {
-        let prepared = prepare_pairs(&recipe, false)?;
-        if !quiet {
-            super::prepare_data::report_pairs(&prepared, started.elapsed().as_secs_f64());
-        }
-        ranks.wait_for_main();
-        (prepared.meta, prepared.dir)
-    } else {
-        ranks.wait_for_main();
-        let dir = recipe.prepared_dir();
-        (load_pair_meta(&dir)?, dir)
-    };
+    let (meta, prepared_dir) = prepared_by_main(
+        ranks,
+        || {
+            let prepared = prepare_pairs(&recipe, false)?;
+            if !quiet {
+                super::prepare_data::report_pairs(&prepared, started.elapsed().as_secs_f64());
+            }
+            Ok((prepared.meta, prepared.dir))
+        },
+        || {
+            Ok((
+                load_pair_meta(&recipe.prepared_dir())?,
+                recipe.prepared_dir(),
+            ))
+        },
+    )?;
     let config = translation::model_config(&recipe, &meta)?;
     translation::record_vocab_sizes(&mut recipe, &meta);
     if ranks.is_main() {
@@ -177,6 +179,23 @@ fn run_task<T: Task>(
         );
     }
     Ok(())
+}
+
+/// Rank 0 prepares the data (once, into the shared folder) while the others wait, then read
+/// what it wrote.
+fn prepared_by_main<P>(
+    ranks: &Ranks,
+    prepare: impl FnOnce() -> Result<P>,
+    load: impl FnOnce() -> Result<P>,
+) -> Result<P> {
+    if ranks.is_main() {
+        let prepared = prepare()?;
+        ranks.wait_for_main();
+        Ok(prepared)
+    } else {
+        ranks.wait_for_main();
+        load()
+    }
 }
 
 fn copy_into(from: &Path, to: &Path) -> Result<()> {

@@ -16,7 +16,6 @@ use crate::recipe::{
     BadLinePolicy, ParallelLayout, ParallelSection, Recipe, SplitSection, TokenizerKind,
     TokenizerSection,
 };
-use crate::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -196,27 +195,8 @@ fn reject(out: &mut ReadPairs, origin: &str, what: String, policy: BadLinePolicy
 /// `shuffle` is set, cut by the ratios counted in pairs.
 pub fn split_pairs(pairs: Vec<Pair>, split: &SplitSection, seed: u64) -> [Vec<Pair>; 3] {
     let unit = if split.shuffle { split.chunk_lines } else { 1 };
-    let mut chunks: Vec<Vec<Pair>> = pairs.chunks(unit).map(|c| c.to_vec()).collect();
-    let total = pairs.len();
-    if split.shuffle {
-        SplitMix64::new(seed ^ 0x5b1d_da7a).shuffle(&mut chunks);
-    }
-    let train_end = (total as f64 * split.train).round() as usize;
-    let valid_end = (total as f64 * (split.train + split.valid)).round() as usize;
-    let mut out: [Vec<Pair>; 3] = Default::default();
-    let mut seen = 0;
-    for chunk in chunks {
-        let index = if seen < train_end {
-            0
-        } else if seen < valid_end {
-            1
-        } else {
-            2
-        };
-        seen += chunk.len();
-        out[index].extend(chunk);
-    }
-    out
+    let chunks: Vec<Vec<Pair>> = pairs.chunks(unit).map(|c| c.to_vec()).collect();
+    super::split::deal(chunks, split, seed, Vec::len).map(|parts| parts.concat())
 }
 
 /// Pairs of one split, as counted while preparing.

@@ -11,17 +11,28 @@ use crate::rng::SplitMix64;
 pub fn split_text(text: &str, split: &SplitSection, seed: u64) -> [String; 3] {
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let unit = if split.shuffle { split.chunk_lines } else { 1 };
-    let mut chunks: Vec<String> = lines.chunks(unit).map(|c| c.concat()).collect();
-    if split.shuffle {
-        SplitMix64::new(seed ^ 0x5b1d_da7a).shuffle(&mut chunks);
-    }
+    let chunks: Vec<String> = lines.chunks(unit).map(|c| c.concat()).collect();
     // Cut by character count so the ratios hold for text, not for line counts.
-    let total: usize = chunks.iter().map(|c| c.len()).sum();
+    deal(chunks, split, seed, String::len).map(|parts| parts.concat())
+}
+
+/// Deal `units` to (train, valid, test) in order, or after a seeded shuffle when
+/// `split.shuffle`, cutting where the running sum of `weight` passes each ratio.
+pub fn deal<T>(
+    mut units: Vec<T>,
+    split: &SplitSection,
+    seed: u64,
+    weight: impl Fn(&T) -> usize,
+) -> [Vec<T>; 3] {
+    if split.shuffle {
+        SplitMix64::new(seed ^ 0x5b1d_da7a).shuffle(&mut units);
+    }
+    let total: usize = units.iter().map(&weight).sum();
     let train_end = (total as f64 * split.train).round() as usize;
     let valid_end = (total as f64 * (split.train + split.valid)).round() as usize;
-    let mut out: [String; 3] = Default::default();
+    let mut out: [Vec<T>; 3] = Default::default();
     let mut seen = 0;
-    for chunk in chunks {
+    for unit in units {
         let index = if seen < train_end {
             0
         } else if seen < valid_end {
@@ -29,8 +40,8 @@ pub fn split_text(text: &str, split: &SplitSection, seed: u64) -> [String; 3] {
         } else {
             2
         };
-        seen += chunk.len();
-        out[index].push_str(&chunk);
+        seen += weight(&unit);
+        out[index].push(unit);
     }
     out
 }

@@ -88,6 +88,27 @@ pub fn translate_all<M: Seq2Seq>(
     out
 }
 
+/// The encoder's memory for `sources`, padded into one batch (each closed by `</s>`).
+fn encode_sources<M: Seq2Seq>(
+    model: &M,
+    sources: &[Vec<u32>],
+    source_ids: SpecialIds,
+    device: &Device,
+) -> M::Memory {
+    let n = sources.len();
+    let set = PairSet {
+        sources: sources.to_vec(),
+        targets: vec![Vec::new(); n],
+    };
+    let indices: Vec<usize> = (0..n).collect();
+    // The target side is empty; its specials do not matter here.
+    let batch = collate(&set, &indices, source_ids, source_ids);
+    let source =
+        Tensor::<2, Int>::from_data(TensorData::new(batch.source, [n, batch.source_len]), device);
+    let padding = source.clone().equal_elem(source_ids.pad as i64);
+    model.encode(source, padding)
+}
+
 /// One live hypothesis: where its state is, its tokens and its summed log-probability.
 #[derive(Debug, Clone)]
 struct Live {
@@ -106,16 +127,7 @@ pub fn translate_batch<M: Seq2Seq>(
 ) -> Vec<Vec<u32>> {
     let n = sources.len();
     let beam = options.beam.max(1);
-    let set = PairSet {
-        sources: sources.to_vec(),
-        targets: vec![Vec::new(); n],
-    };
-    let indices: Vec<usize> = (0..n).collect();
-    let batch = collate(&set, &indices, source_ids, target_ids);
-    let source =
-        Tensor::<2, Int>::from_data(TensorData::new(batch.source, [n, batch.source_len]), device);
-    let padding = source.clone().equal_elem(source_ids.pad as i64);
-    let memory = model.encode(source, padding);
+    let memory = encode_sources(model, sources, source_ids, device);
     // Row s * beam + k holds hypothesis k of sentence s.
     let repeat: Vec<i64> = (0..n * beam).map(|r| (r / beam) as i64).collect();
     let memory = model.select_memory(
@@ -252,16 +264,7 @@ pub fn greedy_batch<M: Seq2Seq>(
     device: &Device,
 ) -> Vec<Vec<u32>> {
     let n = sources.len();
-    let set = PairSet {
-        sources: sources.to_vec(),
-        targets: vec![Vec::new(); n],
-    };
-    let indices: Vec<usize> = (0..n).collect();
-    let batch = collate(&set, &indices, source_ids, target_ids);
-    let source =
-        Tensor::<2, Int>::from_data(TensorData::new(batch.source, [n, batch.source_len]), device);
-    let padding = source.clone().equal_elem(source_ids.pad as i64);
-    let memory = model.encode(source, padding);
+    let memory = encode_sources(model, sources, source_ids, device);
     let mut state = model.start(&memory);
     let mut out = vec![Vec::new(); n];
     let mut done = vec![false; n];

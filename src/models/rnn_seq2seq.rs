@@ -343,6 +343,7 @@ impl Seq2Seq for RnnSeq2Seq {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::seq2seq::assert_steps_equal_forward;
 
     fn tiny(cell: CellKind, bidirectional: bool) -> RnnSeq2Seq {
         let options = RnnSeq2SeqOptions {
@@ -359,27 +360,14 @@ mod tests {
         options.config(11, 13).unwrap().init(&Device::flex())
     }
 
-    /// Stepping the decoder token by token gives the teacher-forced logits, so decoding scores
-    /// what training optimised.
+    /// Stepping the decoder token by token gives the teacher-forced logits.
     #[test]
     fn stepwise_decoding_equals_the_teacher_forced_pass() {
         let device = Device::flex();
         for (cell, bi) in [(CellKind::Gru, true), (CellKind::Lstm, false)] {
-            let model = tiny(cell, bi);
             let source = Tensor::<2, Int>::from_data([[3, 4, 5, 2], [6, 2, 0, 0]], &device);
-            let padding = source.clone().equal_elem(0);
             let target = Tensor::<2, Int>::from_data([[1, 7, 8], [1, 9, 0]], &device);
-            let full = model.forward(source.clone(), padding.clone(), target.clone());
-            let memory = model.encode(source, padding);
-            let mut state = model.start(&memory);
-            for t in 0..3 {
-                let tokens = target.clone().narrow(1, t, 1).reshape([2]);
-                let (logits, next) = model.step(&memory, state, tokens);
-                state = next;
-                let expected = full.clone().narrow(1, t, 1).reshape([2, 13]);
-                let diff: f32 = (logits - expected).abs().max().into_scalar();
-                assert!(diff < 1e-5, "{cell:?} step {t}: {diff}");
-            }
+            assert_steps_equal_forward(&tiny(cell, bi), source, target, 1e-5);
         }
     }
 }

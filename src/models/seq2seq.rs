@@ -90,6 +90,30 @@ pub fn sinusoidal_positions(start: usize, len: usize, width: usize, device: &Dev
     Tensor::from_data(TensorData::new(table, [len, width]), device)
 }
 
+/// Test helper: stepping the decoder token by token from `start` gives the teacher-forced
+/// logits of `forward`, so decoding scores what training optimised.
+#[cfg(test)]
+pub(crate) fn assert_steps_equal_forward<M: Seq2Seq>(
+    model: &M,
+    source: Tensor<2, Int>,
+    target: Tensor<2, Int>,
+    tolerance: f32,
+) {
+    let padding = source.clone().equal_elem(0);
+    let full = model.forward(source.clone(), padding.clone(), target.clone());
+    let [rows, time, vocab] = full.dims();
+    let memory = model.encode(source, padding);
+    let mut state = model.start(&memory);
+    for t in 0..time {
+        let tokens = target.clone().narrow(1, t, 1).reshape([rows]);
+        let (logits, next) = model.step(&memory, state, tokens);
+        state = next;
+        let expected = full.clone().narrow(1, t, 1).reshape([rows, vocab]);
+        let diff: f32 = (logits - expected).abs().max().into_scalar();
+        assert!(diff < tolerance, "step {t}: {diff}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

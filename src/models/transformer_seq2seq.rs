@@ -457,6 +457,7 @@ impl Seq2Seq for TransformerSeq2Seq {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::seq2seq::assert_steps_equal_forward;
 
     fn tiny(pre_norm: bool, share: bool) -> TransformerSeq2Seq {
         let options = TransformerSeq2SeqOptions {
@@ -482,19 +483,9 @@ mod tests {
         for (pre_norm, share) in [(false, false), (true, true)] {
             let model = tiny(pre_norm, share);
             let source = Tensor::<2, Int>::from_data([[3, 4, 5, 2], [6, 2, 0, 0]], &device);
-            let padding = source.clone().equal_elem(0);
             let target = Tensor::<2, Int>::from_data([[1, 7, 8], [1, 9, 10]], &device);
-            let full = model.forward(source.clone(), padding.clone(), target.clone());
-            let memory = model.encode(source, padding);
-            let mut state = model.start(&memory);
-            for t in 0..3 {
-                let tokens = target.clone().narrow(1, t, 1).reshape([2]);
-                let (logits, next) = model.step(&memory, state, tokens);
-                state = next;
-                let expected = full.clone().narrow(1, t, 1).reshape([2, 13]);
-                let diff: f32 = (logits - expected).abs().max().into_scalar();
-                assert!(diff < 1e-4, "pre_norm {pre_norm} step {t}: {diff}");
-            }
+            assert_steps_equal_forward(&model, source.clone(), target.clone(), 1e-4);
+            let full = model.forward(source.clone(), source.equal_elem(0), target.clone());
             // The second sentence alone, unpadded, gives the same logits.
             let alone_src = Tensor::<2, Int>::from_data([[6, 2]], &device);
             let alone = model.forward(
