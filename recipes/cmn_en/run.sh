@@ -77,14 +77,14 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
     shift 2
     for beam in 1 5; do
       "$nlpkit" eval "$exp" --split test --beam "$beam" "$@" > "$exp/last_eval.json"
-      summary+=("$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(f"{sys.argv[2]:<28} beam {r["beam"]}  BLEU {r["bleu"]:5.2f}  chrF {r["chrf"]:5.2f}  loss {r["loss"]:.3f}")' "$exp/last_eval.json" "$label")")
+      summary+=("$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("{:<28} beam {}  BLEU {:5.2f}  chrF {:5.2f}  loss {:.3f}  {:.1f} s".format(sys.argv[2], r["beam"], r["bleu"], r["chrf"], r["loss"], r["decode_seconds"]))' "$exp/last_eval.json" "$label")")
     done
   }
   score "$rnn" "rnn + attention"
   score "$transformer" "transformer"
   score "$transformer" "transformer, best-5 average" --checkpoint "$transformer/average_best5"
   printf '%s\n' "${summary[@]}" | tee "$transformer/test_scores.txt"
-  echo "sample translations (transformer, averaged, beam 5):"
+  echo "sample translations (transformer, best checkpoint, beam 5):"
   if [ "$direction" = en-zh ]; then
     samples=("Tom is reading a book." "I don't want to go to school tomorrow."
       "Where is the station?" "She has lived in Paris for ten years.")
@@ -92,6 +92,6 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
     samples=("汤姆在看书。" "我明天不想去上学。" "车站在哪里？" "她在巴黎住了十年了。")
   fi
   printf '%s\n' "${samples[@]}" |
-    "$nlpkit" translate "$transformer" --checkpoint "$transformer/average_best5" --beam 5 |
+    "$nlpkit" translate "$transformer" --beam 5 |
     tee "$transformer/sample_translations.txt"
 fi
