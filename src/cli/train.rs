@@ -11,7 +11,6 @@ use crate::tasks::Task;
 use crate::tasks::lm::LmTask;
 use crate::tasks::translation::{self, TranslationConfig, TranslationTask};
 use crate::train::{TrainOptions, refuse_to_overwrite, total_steps, train};
-use burn::module::Module;
 use burn::prelude::Device;
 use std::path::Path;
 use std::time::Duration;
@@ -150,11 +149,9 @@ fn run_task<T: Task>(
         } else {
             String::new()
         };
-        let params = task.init_model(&device.clone()).num_params();
         println!(
-            "model: {}, {:.2}M parameters; backend {} ({}); {steps} steps of {}{ranks_note}",
+            "model: {}; backend {} ({}); {steps} steps of {}{ranks_note}",
             recipe.model.name(),
-            params as f64 / 1e6,
             recipe.backend.kind.name(),
             recipe.backend.device,
             task.step_description(ranks.world, recipe.train.accum_grad),

@@ -109,6 +109,26 @@ fn encode_sources<M: Seq2Seq>(
     model.encode(source, padding)
 }
 
+/// One decoder step for the tokens `inputs` (one a row): the log-probabilities `[rows, vocab]`
+/// read back to the host, the vocabulary size and the new state.
+fn step_log_probs<M: Seq2Seq>(
+    model: &M,
+    memory: &M::Memory,
+    state: M::State,
+    inputs: &[i64],
+    device: &Device,
+) -> (Vec<f32>, usize, M::State) {
+    let tokens =
+        Tensor::<1, Int>::from_data(TensorData::new(inputs.to_vec(), [inputs.len()]), device);
+    let (logits, state) = model.step(memory, state, tokens);
+    let vocab = logits.dims()[1];
+    let log_probs = log_softmax(logits, 1)
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("logits are f32");
+    (log_probs, vocab, state)
+}
+
 /// One live hypothesis: where its state is, its tokens and its summed log-probability.
 #[derive(Debug, Clone)]
 struct Live {
@@ -149,14 +169,7 @@ pub fn translate_batch<M: Seq2Seq>(
     let mut finished: Vec<Vec<(f64, Vec<u32>)>> = vec![Vec::new(); n];
     let mut inputs = vec![target_ids.bos as i64; n * beam];
     for step in 0.. {
-        let tokens =
-            Tensor::<1, Int>::from_data(TensorData::new(inputs.clone(), [n * beam]), device);
-        let (logits, next_state) = model.step(&memory, state, tokens);
-        let vocab = logits.dims()[1];
-        let log_probs: Vec<f32> = log_softmax(logits, 1)
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("f32 logits");
+        let (log_probs, vocab, next_state) = step_log_probs(model, &memory, state, &inputs, device);
         // Which old row each new row continues (rows of finished sentences stay put).
         let mut origin: Vec<i64> = (0..(n * beam) as i64).collect();
         for s in 0..n {
@@ -270,15 +283,9 @@ pub fn greedy_batch<M: Seq2Seq>(
     let mut done = vec![false; n];
     let mut inputs = vec![target_ids.bos as i64; n];
     for step in 0.. {
-        let tokens = Tensor::<1, Int>::from_data(TensorData::new(inputs.clone(), [n]), device);
-        let (logits, next) = model.step(&memory, state, tokens);
-        state = next;
-        let vocab = logits.dims()[1];
         // The same log-probabilities beam search ranks, so ties break the same way.
-        let scores: Vec<f32> = log_softmax(logits, 1)
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("f32 logits");
+        let (scores, vocab, next) = step_log_probs(model, &memory, state, &inputs, device);
+        state = next;
         for s in 0..n {
             if done[s] {
                 continue;
@@ -294,7 +301,7 @@ pub fn greedy_batch<M: Seq2Seq>(
                     best = Some((token, v));
                 }
             }
-            let token = best.expect("a vocabulary beyond the specials").0;
+            let token = best.expect("</s> is always a candidate").0;
             if token == target_ids.eos || step + 1 >= options.max_len(sources[s].len()) {
                 done[s] = true;
             } else {

@@ -29,17 +29,12 @@ pub fn select(root: &Path, selection: Selection) -> Result<Vec<Checkpoint>> {
             "checkpoints",
         ),
         Selection::Best(n) => {
-            let mut scored: Vec<Checkpoint> = all
-                .iter()
-                .filter(|c| c.state.valid_loss.is_some_and(f64::is_finite))
-                .cloned()
-                .collect();
-            scored.sort_by(|a, b| {
-                let (la, lb) = (a.state.valid_loss.unwrap(), b.state.valid_loss.unwrap());
-                la.total_cmp(&lb).then(b.state.step.cmp(&a.state.step))
-            });
-            scored.truncate(n);
-            (scored, n, "checkpoints with a validation loss")
+            let ranked = checkpoint::ranked_by_validation_loss(all);
+            (
+                ranked.into_iter().take(n).collect(),
+                n,
+                "checkpoints with a validation loss",
+            )
         }
     };
     if wanted == 0 || chosen.len() < wanted {
@@ -57,6 +52,9 @@ pub fn select(root: &Path, selection: Selection) -> Result<Vec<Checkpoint>> {
 /// trainer_state.json of the newest, averaged_from.json). Float tensors are averaged in f64;
 /// any other tensor must be equal in all of them.
 pub fn average(checkpoints: &[Checkpoint], out: &Path) -> Result<PathBuf> {
+    let Some(newest) = checkpoints.iter().max_by_key(|c| c.state.step) else {
+        return Err(Error::Usage("no checkpoints to average".into()));
+    };
     if out
         .file_name()
         .and_then(|n| n.to_str())
@@ -149,10 +147,6 @@ pub fn average(checkpoints: &[Checkpoint], out: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(out).with_path("create", out)?;
     let model_path = out.join("model.safetensors");
     write_atomic(&model_path, &bytes)?;
-    let newest = checkpoints
-        .iter()
-        .max_by_key(|c| c.state.step)
-        .expect("at least one checkpoint");
     let state = TrainerState {
         valid_loss: None,
         ..newest.state.clone()

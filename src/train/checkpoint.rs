@@ -134,15 +134,19 @@ pub fn latest(root: &Path) -> Result<Option<Checkpoint>> {
     Ok(list(root)?.pop())
 }
 
+/// Checkpoints with a finite validation loss, lowest first (ties: the later one first).
+pub fn ranked_by_validation_loss(checkpoints: Vec<Checkpoint>) -> Vec<Checkpoint> {
+    let mut scored: Vec<(f64, Checkpoint)> = checkpoints
+        .into_iter()
+        .filter_map(|c| c.state.valid_loss.filter(|l| l.is_finite()).map(|l| (l, c)))
+        .collect();
+    scored.sort_by(|(la, a), (lb, b)| la.total_cmp(lb).then(b.state.step.cmp(&a.state.step)));
+    scored.into_iter().map(|(_, c)| c).collect()
+}
+
 /// The checkpoint with the lowest validation loss (ties: the later one).
 pub fn best(root: &Path) -> Result<Option<Checkpoint>> {
-    Ok(list(root)?
-        .into_iter()
-        .filter(|c| c.state.valid_loss.is_some_and(f64::is_finite))
-        .min_by(|a, b| {
-            let (la, lb) = (a.state.valid_loss.unwrap(), b.state.valid_loss.unwrap());
-            la.total_cmp(&lb).then(b.state.step.cmp(&a.state.step))
-        }))
+    Ok(ranked_by_validation_loss(list(root)?).into_iter().next())
 }
 
 /// Delete checkpoints that are neither among the last `keep_last` nor the best `keep_best`.
@@ -154,16 +158,7 @@ pub fn prune(root: &Path, keep_last: usize, keep_best: usize) -> Result<()> {
         .take(keep_last)
         .map(|c| c.state.step)
         .collect();
-    let mut by_loss: Vec<&Checkpoint> = all
-        .iter()
-        .filter(|c| c.state.valid_loss.is_some_and(f64::is_finite))
-        .collect();
-    by_loss.sort_by(|a, b| {
-        a.state
-            .valid_loss
-            .unwrap()
-            .total_cmp(&b.state.valid_loss.unwrap())
-    });
+    let by_loss = ranked_by_validation_loss(all.clone());
     keep.extend(by_loss.iter().take(keep_best).map(|c| c.state.step));
     for c in all.iter().filter(|c| !keep.contains(&c.state.step)) {
         std::fs::remove_dir_all(&c.dir).with_path("remove old checkpoint", &c.dir)?;

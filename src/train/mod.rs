@@ -74,6 +74,9 @@ pub fn train<T: Task>(
     let ad = device.clone().autodiff();
     ad.seed(recipe.seed);
     let mut model = params::with_stable_ids(task.init_model(&ad));
+    if !options.quiet && ranks.is_main() {
+        println!("{:.2}M parameters", model.num_params() as f64 / 1e6);
+    }
     let mut optimizer = optim::build(&recipe.optim, &model);
     let mut schedule = schedule::build(
         &recipe.scheduler,
