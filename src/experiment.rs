@@ -3,7 +3,9 @@
 //! ```text
 //! EXP_DIR/
 //!   recipe.yaml          the resolved recipe (defaults filled, overrides applied)
-//!   tokenizer.json       a copy of the prepared tokenizer (language models)
+//!   tokenizer.json       a copy of the prepared tokenizer (language models, classification,
+//!                        tagging, pretraining)
+//!   labels.json          class labels or tags in id order (classification, tagging)
 //!   source_tokenizer.json, target_tokenizer.json   (translation)
 //!   metrics.jsonl        one JSON object per logged figure
 //!   checkpoints/step_*/  model.safetensors, optimizer.bpk, trainer_state.json
@@ -53,6 +55,11 @@ impl Experiment {
 
     pub fn target_tokenizer_path(&self) -> PathBuf {
         self.dir.join("target_tokenizer.json")
+    }
+
+    /// Class labels or tags in id order (classification and tagging).
+    pub fn labels_path(&self) -> PathBuf {
+        self.dir.join("labels.json")
     }
 
     pub fn metrics_path(&self) -> PathBuf {

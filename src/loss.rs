@@ -17,8 +17,18 @@ pub fn cross_entropy(
     smoothing: f64,
     ignore: Option<u32>,
 ) -> (Tensor<1>, Tensor<1>) {
-    let log_probs = log_softmax(logits, 1);
     let keep = ignore.map(|pad| targets.clone().not_equal_elem(pad as i64).float());
+    cross_entropy_kept(logits, targets, smoothing, keep)
+}
+
+/// [`cross_entropy`] counting only the positions where `keep` `[n]` is 1 (all when `None`).
+pub fn cross_entropy_kept(
+    logits: Tensor<2>,
+    targets: Tensor<1, Int>,
+    smoothing: f64,
+    keep: Option<Tensor<1>>,
+) -> (Tensor<1>, Tensor<1>) {
+    let log_probs = log_softmax(logits, 1);
     let nll_each = log_probs
         .clone()
         .gather(1, targets.unsqueeze_dim(1))

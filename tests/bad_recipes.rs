@@ -190,3 +190,33 @@ fn launched_by_mpirun_without_the_mpi_feature() {
     assert!(stderr.contains("--features mpi"), "{stderr}");
     assert!(!s.path().join("exp").exists(), "nothing may be written");
 }
+
+#[test]
+fn a_model_that_does_not_suit_the_data_format_is_named() {
+    // A CNN classifier on plain text.
+    let recipe = recipe_with(
+        "  type: gpt2\n  n_layer: 1\n  n_head: 2\n  n_embd: 32\n  block_size: 16\n",
+        "  type: cnn\n",
+    );
+    rejects(
+        &recipe,
+        None,
+        &[
+            "`data.format` (text) does not suit `model.type: cnn`",
+            "cnn on `csv`",
+        ],
+    );
+}
+
+#[test]
+fn uncertainty_weighting_needs_several_losses() {
+    let recipe = format!(
+        "{}loss:\n  weighting: uncertainty\n",
+        tiny_recipe("flex", 5)
+    );
+    rejects(
+        &recipe,
+        None,
+        &["`loss.weighting: uncertainty` needs a task with several losses"],
+    );
+}

@@ -80,6 +80,17 @@ pub fn run(args: Args) -> Result<()> {
         recipe.backend.device = "default".into();
     }
     let device = device_for(&recipe.backend)?;
+    if crate::data::labelled::handles(&recipe) {
+        let chosen = choose_checkpoint(&exp, args.checkpoint.as_deref())?;
+        return super::eval_labelled::run(super::eval_labelled::EvalRequest {
+            exp: &exp,
+            recipe: &recipe,
+            checkpoint: &chosen,
+            split,
+            batch_size: args.batch_size.unwrap_or(recipe.train.batch_size).max(1),
+            device: &device,
+        });
+    }
     let dir = recipe.prepared_dir();
     let meta = load_meta(&dir)?;
     let config = model_config(&recipe, meta.vocab_size)?;

@@ -4,6 +4,7 @@ mod average;
 mod completions;
 mod decode_args;
 mod eval;
+mod eval_labelled;
 mod generate;
 mod prepare_data;
 mod recipe;

@@ -1,4 +1,5 @@
 use crate::data::Split;
+use crate::data::labelled::{PreparedLabelled, handles as prepare_labelled_data, prepare_labelled};
 use crate::data::parallel::{PreparedPairs, prepare_pairs};
 use crate::data::prepare::{Prepared, prepare};
 use crate::error::Result;
@@ -18,7 +19,13 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let recipe = args.recipe.load()?;
     let started = std::time::Instant::now();
+    if prepare_labelled_data(&recipe) {
+        let prepared = prepare_labelled(&recipe, args.force)?;
+        report_labelled(&prepared, started.elapsed().as_secs_f64());
+        return Ok(());
+    }
     match recipe.data.format {
+        DataFormat::Csv | DataFormat::Tagging => unreachable!("labelled data"),
         DataFormat::Text => {
             let prepared = prepare(&recipe, args.force)?;
             report(&prepared, started.elapsed().as_secs_f64());
@@ -29,6 +36,20 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+pub fn report_labelled(prepared: &PreparedLabelled, seconds: f64) {
+    let meta = &prepared.meta;
+    report_header(&prepared.dir, prepared.up_to_date, seconds);
+    let [train, valid, test] = meta.counts;
+    println!(
+        "vocabulary: {} tokens; {} examples: train {train}, valid {valid}, test {test}",
+        meta.vocab_size,
+        meta.format.name()
+    );
+    if !meta.labels.is_empty() {
+        println!("labels ({}): {}", meta.labels.len(), meta.labels.join(" "));
+    }
 }
 
 pub fn report_pairs(prepared: &PreparedPairs, seconds: f64) {

@@ -1,14 +1,20 @@
 use crate::backend::device_for;
+use crate::data::labelled::{self, load_labelled_meta, prepare_labelled};
 use crate::data::parallel::{
     load_pair_meta, prepare_pairs, source_tokenizer_path, target_tokenizer_path,
 };
 use crate::data::prepare::{load_meta, prepare, tokenizer_path};
+use crate::data::tokenizer::TextTokenizer;
 use crate::distributed::{Ranks, expand_device};
 use crate::error::{IoContext, Result, write_atomic};
 use crate::experiment::Experiment;
+use crate::models::bert::BertHead;
 use crate::recipe::{DataFormat, ModelSection, Recipe};
 use crate::tasks::Task;
+use crate::tasks::classify::ClassifyTask;
 use crate::tasks::lm::LmTask;
+use crate::tasks::pretrain::PretrainTask;
+use crate::tasks::tagging::TaggingTask;
 use crate::tasks::translation::{self, TranslationConfig, TranslationTask};
 use crate::train::{TrainOptions, refuse_to_overwrite, total_steps, train};
 use burn::prelude::Device;
@@ -43,9 +49,86 @@ pub fn run(args: Args) -> Result<()> {
     let exp = Experiment::new(recipe.output_dir());
     // Refuse to overwrite an experiment before touching anything in it.
     refuse_to_overwrite(&exp, args.resume)?;
+    if labelled::handles(&recipe) {
+        return train_labelled(recipe, &args, &exp, &device, &ranks);
+    }
     match recipe.data.format {
         DataFormat::Text => train_language_model(recipe, &args, &exp, &device, &ranks),
         DataFormat::Parallel => train_translation(recipe, &args, &exp, &device, &ranks),
+        DataFormat::Csv | DataFormat::Tagging => unreachable!("labelled data"),
+    }
+}
+
+/// Classification, tagging and BERT pretraining: labelled texts, tagged sentences or documents.
+fn train_labelled(
+    mut recipe: Recipe,
+    args: &Args,
+    exp: &Experiment,
+    device: &Device,
+    ranks: &Ranks,
+) -> Result<()> {
+    let quiet = args.quiet || !ranks.is_main();
+    let started = std::time::Instant::now();
+    let (meta, prepared_dir) = prepared_by_main(
+        ranks,
+        || {
+            let prepared = prepare_labelled(&recipe, false)?;
+            if !quiet {
+                super::prepare_data::report_labelled(&prepared, started.elapsed().as_secs_f64());
+            }
+            Ok((prepared.meta, prepared.dir))
+        },
+        || {
+            Ok((
+                load_labelled_meta(&recipe.prepared_dir())?,
+                recipe.prepared_dir(),
+            ))
+        },
+    )?;
+    let tokenizer = TextTokenizer::load(&labelled::tokenizer_path(&prepared_dir))?;
+    crate::tasks::classify::record_sizes(&mut recipe, &meta, &tokenizer)?;
+    if ranks.is_main() {
+        write_experiment_files(&recipe.to_yaml(), exp, args.resume)?;
+        copy_into(
+            &labelled::tokenizer_path(&prepared_dir),
+            &exp.tokenizer_path(),
+        )?;
+        write_atomic(
+            &exp.labels_path(),
+            serde_json::to_string_pretty(&meta.labels)
+                .expect("labels serialise")
+                .as_bytes(),
+        )?;
+    }
+    let shard = ranks.shard();
+    let dir = prepared_dir.as_path();
+    match &recipe.model {
+        ModelSection::Cnn(o) => {
+            let task = ClassifyTask::new(&recipe, o.config()?, &meta, dir, &tokenizer, shard)?;
+            run_task(&recipe, &task, args, exp, device, ranks)
+        }
+        ModelSection::Bert(o) => {
+            let config = o.config()?;
+            match o.head {
+                BertHead::SequenceClassification => {
+                    let task = ClassifyTask::new(&recipe, config, &meta, dir, &tokenizer, shard)?;
+                    run_task(&recipe, &task, args, exp, device, ranks)
+                }
+                BertHead::TokenClassification => {
+                    let task = TaggingTask::new(&recipe, config, &meta, dir, &tokenizer, shard)?;
+                    run_task(&recipe, &task, args, exp, device, ranks)
+                }
+                BertHead::Pretraining => {
+                    let task = PretrainTask::new(&recipe, config, dir, &tokenizer, shard)?;
+                    let summary = run_task(&recipe, &task, args, exp, device, ranks);
+                    if !quiet && summary.is_ok() {
+                        super::eval_labelled::report_log_variances(exp)?;
+                    }
+                    summary
+                }
+            }
+        }
+        _ => unreachable!("validated: labelled data trains cnn or bert"),
     }
 }
 
@@ -165,7 +248,8 @@ fn run_task<T: Task>(
     let summary = train(recipe, task, exp, device, ranks, &options)?;
     if !quiet {
         if let Some(loss) = summary.final_valid_loss {
-            println!("final valid loss {loss:.4} (ppl {:.2})", loss.exp());
+            let ppl = crate::train::progress::perplexity_note(loss, task.loss_is_token_nll());
+            println!("final valid loss {loss:.4}{ppl}");
         }
         if let Some((step, loss)) = summary.best {
             println!("best checkpoint: step {step}, valid loss {loss:.4}");

@@ -1,12 +1,18 @@
 //! Data: reading raw text, splitting it, tokenizing it with HF `tokenizers`, storing token
 //! streams compactly, and cutting training windows from them.
 
+pub mod batching;
+pub mod labelled;
 pub mod lm_batches;
 pub mod pair_batches;
 pub mod parallel;
 pub mod prepare;
+pub mod pretraining;
 pub mod split;
+pub mod table;
+pub mod tagging;
 pub mod text;
+pub mod token_batches;
 pub mod token_file;
 pub mod tokenizer;
 

@@ -2,8 +2,9 @@
 //! included) and by sentences, as fairseq's `batch_by_size`; padded, with the decoder's inputs
 //! shifted right behind `<s>` and `</s>` closing the source and the target.
 
+pub use super::batching::batch_at;
+use super::batching::batches_by_length;
 use super::parallel::{PairSet, SpecialIds};
-use crate::rng::SplitMix64;
 
 /// One padded batch of pairs, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,37 +37,14 @@ pub fn bucket_batches(
     max_sentences: usize,
     seed: u64,
 ) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..set.len()).collect();
-    SplitMix64::new(seed ^ 0xb0c3_7e75).shuffle(&mut order);
-    order.sort_by_key(|&i| (set.targets[i].len(), set.sources[i].len()));
-    let mut batches = Vec::new();
-    let mut current: Vec<usize> = Vec::new();
-    let mut longest = 0;
-    for i in order {
-        let size = pair_size(set, i);
-        let grown = longest.max(size);
-        let fits_tokens = max_tokens.is_none_or(|cap| grown * (current.len() + 1) <= cap);
-        if !current.is_empty() && (current.len() == max_sentences || !fits_tokens) {
-            batches.push(std::mem::take(&mut current));
-            longest = 0;
-        }
-        longest = longest.max(size);
-        current.push(i);
-    }
-    if !current.is_empty() {
-        batches.push(current);
-    }
-    batches
-}
-
-/// Which batch the `index`-th drawn micro-batch is: epochs visit every batch once, each epoch
-/// in its own seeded order, so the data of any step is known without replaying the run.
-pub fn batch_at(batches: usize, index: usize, seed: u64) -> usize {
-    let (epoch, position) = (index / batches, index % batches);
-    let mut order: Vec<usize> = (0..batches).collect();
-    SplitMix64::new(seed ^ (epoch as u64 + 1).wrapping_mul(0xa076_1d64_78bd_642f))
-        .shuffle(&mut order);
-    order[position]
+    batches_by_length(
+        set.len(),
+        |i| (set.targets[i].len(), set.sources[i].len()),
+        |i| pair_size(set, i),
+        max_tokens,
+        max_sentences,
+        seed,
+    )
 }
 
 /// Pad the pairs at `indices` into a batch.

@@ -46,12 +46,15 @@ impl TextTokenizer {
                     .enumerate()
                     .map(|(i, c)| (c.to_string(), i as u32))
                     .collect();
-                // BPE with no merges is exactly a character vocabulary. With an `<unk>` special,
+                // BPE with no merges is exactly a character vocabulary. With an `<unk>` or `[UNK]` special,
                 // characters outside the alphabet become it instead of vanishing.
                 let mut builder = BPE::builder();
-                if section.special_tokens.iter().any(|t| t == "<unk>") {
-                    vocab.insert("<unk>".into(), vocab.len() as u32);
-                    builder = builder.unk_token("<unk>".into());
+                let unk = ["<unk>", "[UNK]"]
+                    .into_iter()
+                    .find(|u| section.special_tokens.iter().any(|t| t == u));
+                if let Some(unk) = unk {
+                    vocab.insert(unk.into(), vocab.len() as u32);
+                    builder = builder.unk_token(unk.into());
                 }
                 let model = builder
                     .vocab_and_merges(vocab, vec![])

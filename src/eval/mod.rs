@@ -2,6 +2,8 @@
 //! search for translation, BLEU and chrF.
 
 pub mod bleu;
+pub mod classification;
+pub mod entities;
 pub mod generate;
 pub mod sampling;
 pub mod translate;

@@ -20,6 +20,8 @@ pub struct EncoderConfig {
     pub dropout: f64,
     /// LayerNorm before each sub-layer (pre-norm) instead of after the residual sum (BERT).
     pub pre_norm: bool,
+    /// One layer's weights applied `n_layer` times (ALBERT's cross-layer sharing).
+    pub share_layers: bool,
 }
 
 impl EncoderConfig {
@@ -32,6 +34,7 @@ impl EncoderConfig {
             ffn_width: 3072,
             dropout: 0.1,
             pre_norm: false,
+            share_layers: false,
         }
     }
 
@@ -50,7 +53,8 @@ impl EncoderConfig {
                 .with_epsilon(1e-12)
                 .init(device)
         };
-        let layers = (0..self.n_layer)
+        let distinct = if self.share_layers { 1 } else { self.n_layer };
+        let layers = (0..distinct)
             .map(|_| EncoderLayer {
                 qkv: linear(self.width, 3 * self.width),
                 out: linear(self.width, self.width),
@@ -63,13 +67,18 @@ impl EncoderConfig {
                 pre_norm: self.pre_norm,
             })
             .collect();
-        Encoder { layers }
+        Encoder {
+            layers,
+            passes: self.n_layer / distinct,
+        }
     }
 }
 
 #[derive(Module, Debug)]
 pub struct Encoder {
     layers: Vec<EncoderLayer>,
+    /// How many times the stack of `layers` is applied (n_layer with shared weights, else 1).
+    passes: usize,
 }
 
 #[derive(Module, Debug)]
@@ -96,9 +105,8 @@ impl Encoder {
             p.reshape([batch, 1, 1, time])
                 .expand([batch, heads, time, time])
         });
-        self.layers
-            .iter()
-            .fold(x, |x, layer| layer.forward(x, mask.clone()))
+        let applied = std::iter::repeat_n(&self.layers, self.passes).flatten();
+        applied.fold(x, |x, layer| layer.forward(x, mask.clone()))
     }
 }
 
@@ -144,6 +152,7 @@ mod tests {
             ffn_width: 16,
             dropout: 0.0,
             pre_norm,
+            share_layers: false,
         }
     }
 

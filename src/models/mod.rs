@@ -1,11 +1,14 @@
 //! Model families, one file each. Models know Burn and nothing of recipes' files or the CLI.
 
+pub mod bert;
+pub mod crf;
 pub mod encoder;
 pub mod gelu;
 pub mod gpt2;
 pub mod recurrent;
 pub mod rnn_seq2seq;
 pub mod seq2seq;
+pub mod textcnn;
 pub mod transformer_seq2seq;
 
 use burn::prelude::*;

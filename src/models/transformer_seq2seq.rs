@@ -157,6 +157,7 @@ impl TransformerSeq2SeqConfig {
             ffn_width: o.ffn_dim,
             dropout: o.dropout,
             pre_norm: o.pre_norm,
+            share_layers: false,
         }
         .init(device);
         let decoder = (0..o.decoder_layers)

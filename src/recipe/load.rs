@@ -32,10 +32,6 @@ pub fn parse_recipe(text: &str, origin: &str) -> Result<Recipe> {
 
 /// Fill the model preset and defaults, make paths absolute, then validate.
 fn resolve(mut recipe: Recipe) -> Result<Recipe> {
-    match &mut recipe.model {
-        super::ModelSection::Gpt2(options) => options.resolve()?,
-        super::ModelSection::RnnSeq2seq(_) | super::ModelSection::TransformerSeq2seq(_) => {}
-    }
     let cwd = std::env::current_dir().map_err(|e| Error::io("cannot read current directory", e))?;
     let absolute = |p: &mut PathBuf| {
         if p.is_relative() {
@@ -55,6 +51,35 @@ fn resolve(mut recipe: Recipe) -> Result<Recipe> {
     recipe.data.tokenizer.path.as_mut().map(absolute);
     if let Some(target) = recipe.data.target_tokenizer.as_mut() {
         target.path.as_mut().map(absolute);
+    }
+    recipe.init_from.as_mut().map(absolute);
+    match &mut recipe.model {
+        super::ModelSection::Gpt2(options) => options.resolve()?,
+        super::ModelSection::Bert(options) => {
+            // A fine-tuning recipe takes the encoder's shape from the pretrained experiment.
+            // A resolved recipe (an experiment's) already has them: then the pretrained folder
+            // is only read if it is still there.
+            let resolved = options.n_layer.is_some() && options.width.is_some();
+            if let Some(dir) = recipe
+                .init_from
+                .as_ref()
+                .filter(|d| !resolved || d.exists())
+            {
+                let (_, pretrained) = crate::experiment::Experiment::open(dir)?;
+                let super::ModelSection::Bert(base) = &pretrained.model else {
+                    return Err(Error::Recipe(format!(
+                        "`init_from: {}` is a {} experiment; fine-tuning starts from a bert one",
+                        dir.display(),
+                        pretrained.model.name()
+                    )));
+                };
+                options.inherit(base)?;
+            }
+            options.resolve();
+        }
+        super::ModelSection::RnnSeq2seq(_)
+        | super::ModelSection::TransformerSeq2seq(_)
+        | super::ModelSection::Cnn(_) => {}
     }
     super::validate::validate(&recipe)?;
     Ok(recipe)

@@ -39,6 +39,10 @@ pub struct Recipe {
     /// Data-parallel training over MPI (ignored by a single process).
     #[serde(default)]
     pub distributed: DistributedSection,
+    /// Fine-tuning: start from the encoder of this pretraining experiment (its best
+    /// checkpoint), with its tokenizer; the new head is initialised fresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
 }
 
 fn default_seed() -> u64 {
@@ -100,6 +104,22 @@ pub enum DataFormat {
     Text,
     /// Sentence pairs for translation (`data.parallel` says how they are laid out).
     Parallel,
+    /// A CSV/TSV table of labelled texts for classification (`data.csv` names the columns); a
+    /// BERT pretraining recipe takes its text column as documents.
+    Csv,
+    /// Token classification: `token<TAB>tag` lines, a blank line between sentences (BIO/BIOES).
+    Tagging,
+}
+
+impl DataFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            DataFormat::Text => "text",
+            DataFormat::Parallel => "parallel",
+            DataFormat::Csv => "csv",
+            DataFormat::Tagging => "tagging",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -128,6 +148,108 @@ pub struct DataSection {
     /// Parallel data only: languages, layout, bad lines and length filters.
     #[serde(default)]
     pub parallel: Option<ParallelSection>,
+    /// CSV data only: the delimiter, header and columns.
+    #[serde(default)]
+    pub csv: Option<CsvSection>,
+    /// BERT pretraining only: masking and how sentences are packed into sequences.
+    #[serde(default)]
+    pub mlm: Option<MlmSection>,
+}
+
+/// A table of labelled texts: RFC 4180 CSV (quoted fields may hold delimiters, doubled quotes and
+/// line breaks) or TSV.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CsvSection {
+    /// The field separator (default: a tab for `*.tsv` files, else a comma).
+    #[serde(default)]
+    pub delimiter: Option<char>,
+    /// The first row names the columns; without a header, columns are named by 0-based index.
+    #[serde(default = "default_true")]
+    pub header: bool,
+    #[serde(default = "default_text_column")]
+    pub text_column: String,
+    #[serde(default = "default_label_column")]
+    pub label_column: String,
+    /// The labels, in id order. Absent: those of the training split, sorted (numerically when
+    /// all are numbers); a held-out label the training split lacks is then an error.
+    #[serde(default)]
+    pub labels: Option<Vec<String>>,
+}
+
+impl Default for CsvSection {
+    fn default() -> Self {
+        Self {
+            delimiter: None,
+            header: true,
+            text_column: default_text_column(),
+            label_column: default_label_column(),
+            labels: None,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_text_column() -> String {
+    "text".into()
+}
+fn default_label_column() -> String {
+    "label".into()
+}
+
+/// BERT's data creation: 15% of the non-special tokens are picked for prediction, of which 80%
+/// become `[MASK]`, 10% a random token and 10% stay; sequences are packed from whole sentences of
+/// one document, a shorter target length drawn with `short_seq_prob`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MlmSection {
+    #[serde(default = "default_mask_prob")]
+    pub mask_prob: f64,
+    #[serde(default = "default_mask_token_prob")]
+    pub mask_token_prob: f64,
+    #[serde(default = "default_random_token_prob")]
+    pub random_token_prob: f64,
+    #[serde(default = "default_short_seq_prob")]
+    pub short_seq_prob: f64,
+    /// `static`: one masking per sequence, drawn once (BERT); `dynamic`: re-drawn every epoch
+    /// (RoBERTa).
+    #[serde(default)]
+    pub masking: Masking,
+}
+
+fn default_mask_prob() -> f64 {
+    0.15
+}
+fn default_mask_token_prob() -> f64 {
+    0.8
+}
+fn default_random_token_prob() -> f64 {
+    0.1
+}
+fn default_short_seq_prob() -> f64 {
+    0.1
+}
+
+impl Default for MlmSection {
+    fn default() -> Self {
+        Self {
+            mask_prob: default_mask_prob(),
+            mask_token_prob: default_mask_token_prob(),
+            random_token_prob: default_random_token_prob(),
+            short_seq_prob: default_short_seq_prob(),
+            masking: Masking::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Masking {
+    #[default]
+    Static,
+    Dynamic,
 }
 
 /// Sentence pairs: a TSV (`source<TAB>target[<TAB>ignored...]`, columns named by
@@ -265,6 +387,8 @@ pub enum ModelSection {
     Gpt2(crate::models::gpt2::Gpt2Options),
     RnnSeq2seq(crate::models::rnn_seq2seq::RnnSeq2SeqOptions),
     TransformerSeq2seq(crate::models::transformer_seq2seq::TransformerSeq2SeqOptions),
+    Cnn(crate::models::textcnn::TextCnnOptions),
+    Bert(crate::models::bert::BertOptions),
 }
 
 impl ModelSection {
@@ -273,21 +397,93 @@ impl ModelSection {
             ModelSection::Gpt2(_) => "gpt2",
             ModelSection::RnnSeq2seq(_) => "rnn_seq2seq",
             ModelSection::TransformerSeq2seq(_) => "transformer_seq2seq",
+            ModelSection::Cnn(_) => "cnn",
+            ModelSection::Bert(_) => "bert",
         }
     }
 
     /// Encoder-decoder models, which train on parallel data.
     pub fn is_seq2seq(&self) -> bool {
-        !matches!(self, ModelSection::Gpt2(_))
+        matches!(
+            self,
+            ModelSection::RnnSeq2seq(_) | ModelSection::TransformerSeq2seq(_)
+        )
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LossSection {
     /// Label smoothing for cross-entropy (0 = plain cross-entropy).
     #[serde(default)]
     pub label_smoothing: f64,
+    /// How a task with several losses (BERT pretraining: `mlm` and `nsp`/`sop`) adds them up.
+    #[serde(default)]
+    pub weighting: WeightingKind,
+    /// `static`: each loss's weight by name (default 1).
+    #[serde(default)]
+    pub task_weights: std::collections::BTreeMap<String, f64>,
+    /// `dwa`: the softmax temperature T over the losses' rates of descent (Liu et al.: 2).
+    #[serde(default = "default_dwa_temperature")]
+    pub temperature: f64,
+    /// `dwa`: steps in one averaging window (the paper's epoch; default: one epoch).
+    #[serde(default)]
+    pub window_steps: Option<usize>,
+    /// `dtp`: the focusing parameter gamma of `-(1 - kpi)^gamma * log(kpi)`.
+    #[serde(default = "default_dtp_gamma")]
+    pub focal_gamma: f64,
+    /// `dtp`: the KPI (accuracy) is smoothed as `kpi = m * kpi + (1 - m) * batch_kpi`.
+    #[serde(default = "default_kpi_momentum")]
+    pub kpi_momentum: f64,
+}
+
+fn default_dwa_temperature() -> f64 {
+    2.0
+}
+fn default_dtp_gamma() -> f64 {
+    1.0
+}
+fn default_kpi_momentum() -> f64 {
+    0.9
+}
+
+impl Default for LossSection {
+    fn default() -> Self {
+        Self {
+            label_smoothing: 0.0,
+            weighting: WeightingKind::default(),
+            task_weights: Default::default(),
+            temperature: default_dwa_temperature(),
+            window_steps: None,
+            focal_gamma: default_dtp_gamma(),
+            kpi_momentum: default_kpi_momentum(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightingKind {
+    /// Fixed weights (`task_weights`).
+    #[default]
+    Static,
+    /// Kendall, Gal & Cipolla 2018: `sum(exp(-s_i) * L_i + s_i)`, the s_i learned.
+    Uncertainty,
+    /// Dynamic weight average (Liu, Johns & Davison 2019).
+    Dwa,
+    /// Dynamic task prioritisation (Guo et al. 2018).
+    Dtp,
+}
+
+impl WeightingKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightingKind::Static => "static",
+            WeightingKind::Uncertainty => "uncertainty",
+            WeightingKind::Dwa => "dwa",
+            WeightingKind::Dtp => "dtp",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]

@@ -2,6 +2,7 @@
 
 use super::{DataFormat, ModelSection, Recipe, SchedulerKind, TokenizerKind, TokenizerSection};
 use crate::error::{Error, Result};
+use crate::models::bert::BertHead;
 
 pub fn validate(recipe: &Recipe) -> Result<()> {
     let mut problems = Vec::new();
@@ -151,16 +152,75 @@ pub fn validate(recipe: &Recipe) -> Result<()> {
         }
     };
     let parallel = recipe.data.format == DataFormat::Parallel;
+    let head = match &recipe.model {
+        ModelSection::Bert(b) => Some(b.head),
+        _ => None,
+    };
+    let suits = match recipe.data.format {
+        DataFormat::Text => {
+            matches!(recipe.model, ModelSection::Gpt2(_)) || head == Some(BertHead::Pretraining)
+        }
+        DataFormat::Parallel => recipe.model.is_seq2seq(),
+        DataFormat::Csv => {
+            matches!(recipe.model, ModelSection::Cnn(_))
+                || matches!(
+                    head,
+                    Some(BertHead::Pretraining | BertHead::SequenceClassification)
+                )
+        }
+        DataFormat::Tagging => {
+            matches!(
+                head,
+                Some(BertHead::Pretraining | BertHead::TokenClassification)
+            )
+        }
+    };
     check(
-        parallel == recipe.model.is_seq2seq(),
+        suits,
         "data.format",
         format!(
-            "({}) does not suit `model.type: {}`: translation models (rnn_seq2seq, \
-             transformer_seq2seq) train on `format: parallel`, gpt2 on `format: text`",
-            if parallel { "parallel" } else { "text" },
+            "({}) does not suit `model.type: {}`: gpt2 trains on `text`; rnn_seq2seq and \
+             transformer_seq2seq on `parallel`; cnn on `csv`; bert with `head: pretraining` on \
+             `text`, `csv` or `tagging`, `sequence_classification` on `csv`, `token_classification` on \
+             `tagging`",
+            recipe.data.format.name(),
             recipe.model.name()
         ),
     );
+    check(
+        recipe.data.csv.is_none() || recipe.data.format == DataFormat::Csv,
+        "data.csv",
+        "is for `format: csv` only".into(),
+    );
+    check(
+        recipe.data.mlm.is_none() || head == Some(BertHead::Pretraining),
+        "data.mlm",
+        "is for bert with `head: pretraining` only".into(),
+    );
+    check(
+        recipe.init_from.is_none()
+            || matches!(
+                head,
+                Some(BertHead::SequenceClassification | BertHead::TokenClassification)
+            ),
+        "init_from",
+        "is for fine-tuning bert (`head: sequence_classification` or `token_classification`)"
+            .into(),
+    );
+    if let Some(mlm) = &recipe.data.mlm {
+        check(
+            mlm.mask_prob > 0.0
+                && mlm.mask_prob < 1.0
+                && mlm.mask_token_prob >= 0.0
+                && mlm.random_token_prob >= 0.0
+                && mlm.mask_token_prob + mlm.random_token_prob <= 1.0
+                && (0.0..=1.0).contains(&mlm.short_seq_prob),
+            "data.mlm",
+            "probabilities must lie in [0, 1], `mask_prob` above 0, and `mask_token_prob + \
+             random_token_prob` at most 1"
+                .into(),
+        );
+    }
     check(
         !parallel || recipe.data.parallel.is_some(),
         "data.parallel",
@@ -216,6 +276,8 @@ pub fn validate(recipe: &Recipe) -> Result<()> {
         ModelSection::Gpt2(m) => m.validate(&mut problems),
         ModelSection::RnnSeq2seq(m) => m.validate(&mut problems),
         ModelSection::TransformerSeq2seq(m) => m.validate(&mut problems),
+        ModelSection::Cnn(m) => m.validate(&mut problems),
+        ModelSection::Bert(m) => m.validate(&mut problems),
     }
 
     if problems.is_empty() {

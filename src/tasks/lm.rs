@@ -1,6 +1,6 @@
 //! Causal language modelling (GPT-2 on a token stream), as nanoGPT trains it.
 
-use super::{LossSum, Task};
+use super::{LossSum, StepLoss, Task};
 use crate::data::Split;
 use crate::data::lm_batches::{LmBatch, TokenStream};
 use crate::data::prepare::{PreparedMeta, load_split};
@@ -146,17 +146,11 @@ fn nll_sum(
 impl Task for LmTask {
     type Model = Gpt2;
 
-    fn init_model(&self, device: &Device) -> Gpt2 {
-        self.config.init(device)
+    fn init_model(&self, device: &Device) -> Result<Gpt2> {
+        Ok(self.config.init(device))
     }
 
-    fn train_loss(
-        &self,
-        model: &Gpt2,
-        step: usize,
-        micro: usize,
-        device: &Device,
-    ) -> (Tensor<1>, Tensor<1>) {
+    fn train_loss(&self, model: &Gpt2, step: usize, micro: usize, device: &Device) -> StepLoss {
         // Every rank draws the same global batch and keeps its slice, so the ranks together
         // see exactly what one process with the global batch would.
         let mut rng = SplitMix64::for_step(self.seed, step as u64, micro as u64);
@@ -164,7 +158,8 @@ impl Task for LmTask {
         let starts = self.train.random_starts(&mut rng, self.global_batch, block);
         let mine = &starts[self.shard.index * self.batch_size..][..self.batch_size];
         let batch = self.train.batch_at(mine, block);
-        self.batch_loss(model, &batch, device)
+        let (loss, nll) = self.batch_loss(model, &batch, device);
+        StepLoss::single(loss, nll)
     }
 
     fn validation_sum(&self, model: &Gpt2, device: &Device, shard: Shard) -> Result<LossSum> {

@@ -1,9 +1,10 @@
 //! Translation: an encoder-decoder model on sentence pairs, batched by length and capped by
 //! tokens, with label-smoothed cross-entropy over the target tokens (padding ignored).
 
-use super::{LossSum, Task};
+use super::{LossSum, StepLoss, Task};
 use crate::data::Split;
-use crate::data::pair_batches::{PairBatch, batch_at, bucket_batches, collate};
+use crate::data::batching::EpochBatches;
+use crate::data::pair_batches::{PairBatch, bucket_batches, collate};
 use crate::data::parallel::{PairSet, ParallelMeta, SpecialIds, load_pair_split};
 use crate::distributed::Shard;
 use crate::error::{Error, Result};
@@ -37,8 +38,8 @@ fn config_for(recipe: &Recipe, src: usize, tgt: usize, joint: bool) -> Result<Tr
         ModelSection::TransformerSeq2seq(o) => {
             Ok(TranslationConfig::Transformer(o.config(src, tgt, joint)?))
         }
-        ModelSection::Gpt2(_) => Err(Error::Recipe(
-            "gpt2 is a language model; translation needs `model.type: rnn_seq2seq` or \
+        ModelSection::Gpt2(_) | ModelSection::Cnn(_) | ModelSection::Bert(_) => Err(Error::Recipe(
+            "this model does not translate; translation needs `model.type: rnn_seq2seq` or \
              `transformer_seq2seq`"
                 .into(),
         )),
@@ -62,7 +63,7 @@ pub fn with_trained_model<J: WithTranslationModel>(
     let sizes = match &recipe.model {
         ModelSection::RnnSeq2seq(o) => (o.source_vocab_size, o.target_vocab_size),
         ModelSection::TransformerSeq2seq(o) => (o.source_vocab_size, o.target_vocab_size),
-        ModelSection::Gpt2(_) => (None, None),
+        _ => (None, None),
     };
     let (Some(src), Some(tgt)) = sizes else {
         return Err(Error::Usage(
@@ -92,7 +93,7 @@ pub fn record_vocab_sizes(recipe: &mut Recipe, meta: &ParallelMeta) {
             o.source_vocab_size = o.source_vocab_size.or(sizes.0);
             o.target_vocab_size = o.target_vocab_size.or(sizes.1);
         }
-        ModelSection::Gpt2(_) => {}
+        _ => {}
     }
 }
 
@@ -100,12 +101,9 @@ pub struct TranslationTask<C: Seq2SeqConfig> {
     pub config: C,
     pub meta: ParallelMeta,
     train: PairSet,
-    train_batches: Vec<Vec<usize>>,
+    train_batches: EpochBatches,
     valid: PairSet,
     valid_batches: Vec<Vec<usize>>,
-    seed: u64,
-    accum_grad: usize,
-    shard: Shard,
     label_smoothing: f64,
 }
 
@@ -138,18 +136,20 @@ impl<C: Seq2SeqConfig> TranslationTask<C> {
             config,
             meta: meta.clone(),
             train,
-            train_batches,
+            train_batches: EpochBatches::new(
+                train_batches,
+                recipe.seed,
+                recipe.train.accum_grad,
+                shard,
+            ),
             valid,
             valid_batches,
-            seed: recipe.seed,
-            accum_grad: recipe.train.accum_grad,
-            shard,
             label_smoothing: recipe.loss.label_smoothing,
         })
     }
 
     pub fn train_batch_count(&self) -> usize {
-        self.train_batches.len()
+        self.train_batches.batches.len()
     }
 
     fn specials(&self) -> (SpecialIds, SpecialIds) {
@@ -226,24 +226,18 @@ pub fn batch_tensors(
 impl<C: Seq2SeqConfig> Task for TranslationTask<C> {
     type Model = C::Model;
 
-    fn init_model(&self, device: &Device) -> C::Model {
-        self.config.init(device)
+    fn init_model(&self, device: &Device) -> Result<C::Model> {
+        Ok(self.config.init(device))
     }
 
-    fn train_loss(
-        &self,
-        model: &C::Model,
-        step: usize,
-        micro: usize,
-        device: &Device,
-    ) -> (Tensor<1>, Tensor<1>) {
+    fn train_loss(&self, model: &C::Model, step: usize, micro: usize, device: &Device) -> StepLoss {
         // Every rank takes its own batch of the step: the ranks' batches follow one another in
         // the epoch's order, so together they cover the data as one process would.
-        let drawn = (step * self.accum_grad + micro) * self.shard.count + self.shard.index;
-        let index = batch_at(self.train_batches.len(), drawn, self.seed);
+        let (indices, _) = self.train_batches.at(step, micro);
         let ids = self.specials();
-        let batch = collate(&self.train, &self.train_batches[index], ids.0, ids.1);
-        pair_loss(model, &batch, ids, self.label_smoothing, device)
+        let batch = collate(&self.train, indices, ids.0, ids.1);
+        let (loss, nll) = pair_loss(model, &batch, ids, self.label_smoothing, device);
+        StepLoss::single(loss, nll)
     }
 
     fn validation_sum(&self, model: &C::Model, device: &Device, shard: Shard) -> Result<LossSum> {
@@ -262,11 +256,11 @@ impl<C: Seq2SeqConfig> Task for TranslationTask<C> {
     fn tokens_per_micro_batch(&self) -> usize {
         // Batches vary in size; their mean makes the throughput exact over an epoch.
         let tokens = self.meta.train.target_tokens + self.meta.train.pairs;
-        tokens / self.train_batches.len().max(1)
+        tokens / self.train_batches.batches.len().max(1)
     }
 
     fn micro_batches_per_epoch(&self) -> usize {
-        (self.train_batches.len() / self.shard.count).max(1)
+        self.train_batches.per_rank_epoch()
     }
 
     fn model_width(&self) -> usize {

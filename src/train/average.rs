@@ -180,6 +180,7 @@ mod tests {
             lr: 0.0,
             tokens_seen: 0,
             elapsed_s: 0.0,
+            loss_weighting: None,
         };
         std::fs::write(
             dir.join("trainer_state.json"),

@@ -28,6 +28,9 @@ pub struct TrainerState {
     pub tokens_seen: u64,
     /// Wall time spent training before this checkpoint, summed over resumed runs.
     pub elapsed_s: f64,
+    /// What the dynamic loss weighting (DWA, DTP) has observed, for an exact resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_weighting: Option<super::weighting::WeightingState>,
 }
 
 #[derive(Debug, Clone)]
@@ -187,6 +190,83 @@ pub fn load_model<M: ModuleSnapshot + Module>(mut model: M, path: &Path) -> Resu
     Ok(model)
 }
 
+/// Load the tensors under `prefix` (e.g. `bert.`) from a checkpoint of another model into
+/// `model`, leaving the rest (a new head) as initialised. Every tensor under `prefix` must be
+/// found with its shape.
+pub fn load_part<M: ModuleSnapshot + Module>(mut model: M, path: &Path, prefix: &str) -> Result<M> {
+    if !path.exists() {
+        return Err(Error::Usage(format!(
+            "pretrained weights {} do not exist",
+            path.display()
+        )));
+    }
+    let mut store = SafetensorsStore::from_file(path)
+        .with_regex(format!("^{}", regex_escape(prefix)))
+        .allow_partial(true);
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| Error::Run(format!("cannot read {}: {e}", path.display())))?;
+    let missing: Vec<&str> = result
+        .missing
+        .iter()
+        .map(|(p, _)| p.as_str())
+        .filter(|p| p.starts_with(prefix))
+        .collect();
+    if !result.errors.is_empty() || !missing.is_empty() || result.applied.is_empty() {
+        return Err(Error::Run(format!(
+            "{} does not fit this model's `{prefix}*` tensors (was it pretrained with another \
+             shape?): {result}",
+            path.display()
+        )));
+    }
+    Ok(model)
+}
+
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let special = ".^$|?*+()[]{}\\".contains(c);
+            special.then_some('\\').into_iter().chain([c])
+        })
+        .collect()
+}
+
+/// The pretrained weights of a fine-tuning recipe (`init_from`), when it has one.
+pub fn init_from_weights(recipe: &crate::recipe::Recipe) -> Result<Option<PathBuf>> {
+    recipe
+        .init_from
+        .as_deref()
+        .map(pretrained_weights)
+        .transpose()
+}
+
+/// `model` with the `bert.*` tensors of `pretrained` loaded, when given.
+pub fn with_pretrained_encoder<M: ModuleSnapshot + Module>(
+    model: M,
+    pretrained: Option<&Path>,
+) -> Result<M> {
+    match pretrained {
+        Some(path) => load_part(model, path, "bert."),
+        None => Ok(model),
+    }
+}
+
+/// The weights a fine-tuning run starts from: the pretraining experiment's best checkpoint by
+/// validation loss, else its latest.
+pub fn pretrained_weights(experiment_dir: &Path) -> Result<PathBuf> {
+    let root = crate::experiment::Experiment::new(experiment_dir).checkpoints_dir();
+    let chosen = match best(&root)? {
+        Some(c) => Some(c),
+        None => latest(&root)?,
+    };
+    chosen.map(|c| c.model_path()).ok_or_else(|| {
+        Error::Usage(format!(
+            "`init_from: {}` has no checkpoints; train the pretraining recipe first",
+            experiment_dir.display()
+        ))
+    })
+}
+
 pub fn load_optimizer(optimizer: ModuleOptimizer, path: &Path) -> Result<ModuleOptimizer> {
     optimizer.load(path).map_err(|e| {
         Error::Run(format!(
@@ -232,6 +312,7 @@ mod tests {
             lr: 0.0,
             tokens_seen: 0,
             elapsed_s: 0.0,
+            loss_weighting: None,
         };
         std::fs::write(dir.join(STATE_FILE), serde_json::to_string(&state).unwrap()).unwrap();
     }

@@ -8,6 +8,7 @@ pub mod optim;
 pub mod params;
 pub mod progress;
 pub mod schedule;
+pub mod weighting;
 
 use crate::distributed::Ranks;
 use crate::distributed::grads::{average_gradients, weights_checksum};
@@ -18,9 +19,10 @@ use crate::tasks::{LossSum, Task};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use checkpoint::TrainerState;
-use progress::{Progress, record};
+use progress::{Progress, TrainLine, perplexity_note, record};
 use serde_json::json;
 use std::time::Instant;
+use weighting::LossWeighting;
 
 #[derive(Debug, Clone, Default)]
 pub struct TrainOptions {
@@ -73,7 +75,9 @@ pub fn train<T: Task>(
     let accum = cfg.accum_grad;
     let ad = device.clone().autodiff();
     ad.seed(recipe.seed);
-    let mut model = params::with_stable_ids(task.init_model(&ad));
+    let mut model = params::with_stable_ids(task.init_model(&ad)?);
+    let steps_per_epoch = (task.micro_batches_per_epoch() / accum).max(1);
+    let mut weighting = LossWeighting::new(&recipe.loss, &task.loss_names(), steps_per_epoch)?;
     if !options.quiet && ranks.is_main() {
         println!("{:.2}M parameters", model.num_params() as f64 / 1e6);
     }
@@ -104,6 +108,9 @@ pub fn train<T: Task>(
                 model = checkpoint::load_model(model, &last.model_path())?;
                 optimizer = checkpoint::load_optimizer(optimizer, &last.optimizer_path())?;
                 start = last.state.step;
+                if let Some(state) = last.state.loss_weighting.clone() {
+                    weighting.restore(state);
+                }
                 tokens_seen = last.state.tokens_seen;
                 elapsed_before = last.state.elapsed_s;
                 // Schedules are pure functions of the step: replay them to where we stopped.
@@ -163,27 +170,50 @@ pub fn train<T: Task>(
         ad.seed(step_seed(recipe.seed, step, ranks.rank));
 
         let mut accumulator = GradientsAccumulator::new();
+        // The weights of this step, from what the steps before it observed.
+        let weights = weighting.weights(task.log_variances(&model).as_ref());
+        let parts = weighting.names().len();
         let (mut losses, mut nlls) = (Vec::with_capacity(accum), Vec::with_capacity(accum));
+        let mut part_values: Vec<Vec<Tensor<1>>> = vec![Vec::new(); 2 * parts];
         for micro in 0..accum {
-            let (loss, nll) = task.train_loss(&model, step, micro, &ad);
+            let out = task.train_loss(&model, step, micro, &ad);
+            debug_assert!(parts == 0 || (out.losses.len() == parts && out.kpis.len() == parts));
+            for (i, part) in out
+                .losses
+                .iter()
+                .chain(&out.kpis)
+                .enumerate()
+                .take(2 * parts)
+            {
+                part_values[i].push(part.clone().inner());
+            }
+            let loss = weighting.combine(&out.losses, &weights, task.log_variances(&model));
             losses.push(loss.clone().inner());
-            nlls.push(nll.inner());
+            nlls.push(out.nll.inner());
             // Dividing each micro-batch's loss makes the summed gradients their average.
             let grads = loss.div_scalar(accum as f64).backward();
             accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
         }
         let grads = accumulator.grads();
-        // With several ranks, gradients and the loss are averaged across them here, before
+        // With several ranks, gradients and the losses are averaged across them here, before
         // clipping, so every rank clips by the same norm and applies the same update.
-        let mut loss = [
+        let mut loss = vec![
             Tensor::cat(losses, 0).mean().into_scalar::<f32>(),
             Tensor::cat(nlls, 0).mean().into_scalar::<f32>(),
         ];
+        loss.extend(
+            part_values
+                .into_iter()
+                .map(|values| Tensor::cat(values, 0).mean().into_scalar::<f32>()),
+        );
         // Validation's collectives are not part of the step: leave them out of the share.
         ranks.take_comm_seconds();
         let mut grads = average_gradients(&model, grads, &mut loss, ranks, step + 1);
         window_allreduce_s += ranks.take_comm_seconds();
         let (train_loss, train_nll) = (loss[0] as f64, loss[1] as f64);
+        let part_losses: Vec<f64> = loss[2..2 + parts].iter().map(|&v| v as f64).collect();
+        let part_kpis: Vec<f64> = loss[2 + parts..].iter().map(|&v| v as f64).collect();
+        weighting.observe(&part_losses, &part_kpis);
         let grad_norm = params::clip_grad_norm(&model, &mut grads, cfg.grad_clip);
         if !train_loss.is_finite() || !grad_norm.is_finite() {
             progress.finish();
@@ -209,8 +239,36 @@ pub fn train<T: Task>(
             let tokens_per_s = window_tokens as f64 / window_s;
             // The plain NLL is shown beside a loss that differs from it (label smoothing).
             let nll = (train_nll != train_loss).then_some(train_nll);
-            progress.train_line(done, train_loss, nll, lr_value, grad_norm, tokens_per_s);
+            let named: Vec<(&str, f64, f64)> = weighting
+                .names()
+                .iter()
+                .zip(&part_losses)
+                .zip(&weights)
+                .map(|((name, l), w)| (*name, *l, *w))
+                .collect();
+            progress.train_line(&TrainLine {
+                step: done,
+                loss: train_loss,
+                nll,
+                parts: &named,
+                lr: lr_value,
+                grad_norm,
+                tokens_per_s,
+            });
             let mut line = record(done, "train", train_loss, lr_value);
+            for (i, (name, part_loss, weight)) in named.iter().enumerate() {
+                line.insert(format!("{name}_loss"), json!(part_loss));
+                line.insert(format!("{name}_weight"), json!(weight));
+                if let Some(kpi) = part_kpis.get(i) {
+                    line.insert(format!("{name}_accuracy"), json!(kpi));
+                }
+            }
+            if let Some(s) = task.log_variances(&model) {
+                let s: Vec<f64> = s.try_into_vec_as::<f64>().expect("f64");
+                for (name, s) in weighting.names().iter().zip(s) {
+                    line.insert(format!("{name}_log_variance"), json!(s));
+                }
+            }
             line.insert("nll".into(), json!(train_nll));
             line.insert("grad_norm".into(), json!(grad_norm));
             line.insert("tokens_per_s".into(), json!(tokens_per_s));
@@ -251,12 +309,14 @@ pub fn train<T: Task>(
             .mean();
             valid_loss = Some(loss);
             final_valid = Some(loss);
+            let ppl = perplexity_note(loss, task.loss_is_token_nll());
             progress.println(&format!(
-                "step {done}: valid loss {loss:.4} (ppl {:.2}), train loss {train_loss:.4}",
-                loss.exp()
+                "step {done}: valid loss {loss:.4}{ppl}, train loss {train_loss:.4}"
             ));
             let mut line = record(done, "valid", loss, lr_value);
-            line.insert("ppl".into(), json!(loss.exp()));
+            if task.loss_is_token_nll() {
+                line.insert("ppl".into(), json!(loss.exp()));
+            }
             progress.record(line)?;
         }
         if save_now && ranks.world > 1 {
@@ -273,6 +333,7 @@ pub fn train<T: Task>(
                 lr: lr_value,
                 tokens_seen,
                 elapsed_s: elapsed_before + run_start.elapsed().as_secs_f64(),
+                loss_weighting: Some(weighting.state().clone()),
             };
             checkpoint::save(&checkpoints, &model, &optimizer, &state)?;
             checkpoint::prune(&checkpoints, cfg.keep_last, cfg.keep_best)?;

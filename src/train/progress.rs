@@ -76,18 +76,24 @@ impl Progress {
     }
 
     /// A training log line: to the bar's message on a terminal, to stdout otherwise.
-    pub fn train_line(
-        &mut self,
-        step: usize,
-        loss: f64,
-        nll: Option<f64>,
-        lr: f64,
-        grad_norm: f64,
-        tokens_per_s: f64,
-    ) {
+    pub fn train_line(&mut self, line: &TrainLine) {
+        let TrainLine {
+            step,
+            loss,
+            nll,
+            parts,
+            lr,
+            grad_norm,
+            tokens_per_s,
+        } = line;
         let nll = nll.map_or(String::new(), |n| format!(" | nll {n:.4}"));
+        // Each loss of a multi-task objective with its current weight.
+        let parts: String = parts
+            .iter()
+            .map(|(name, l, w)| format!(" | {name} {l:.4} (w {w:.3})"))
+            .collect();
         let text = format!(
-            "step {step} | loss {loss:.4}{nll} | lr {lr:.3e} | grad_norm {grad_norm:.3} | {tokens_per_s:.0} tok/s"
+            "step {step} | loss {loss:.4}{nll}{parts} | lr {lr:.3e} | grad_norm {grad_norm:.3} | {tokens_per_s:.0} tok/s"
         );
         match &self.display {
             Display::Bar(bar) => bar.set_message(text),
@@ -137,6 +143,28 @@ fn forget_after(metrics_path: &Path, step: usize) -> Result<()> {
         crate::error::write_atomic(metrics_path, kept.as_bytes())?;
     }
     Ok(())
+}
+
+/// The figures of one training log line.
+pub struct TrainLine<'a> {
+    pub step: usize,
+    pub loss: f64,
+    /// The plain NLL, when it differs from the optimised loss.
+    pub nll: Option<f64>,
+    /// `(name, loss, weight)` of each loss of a multi-task objective.
+    pub parts: &'a [(&'a str, f64, f64)],
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens_per_s: f64,
+}
+
+/// ` (ppl X)` after a per-token validation loss; nothing after other losses.
+pub fn perplexity_note(loss: f64, per_token: bool) -> String {
+    if per_token {
+        format!(" (ppl {:.2})", loss.exp())
+    } else {
+        String::new()
+    }
 }
 
 /// A metrics record with the fields every line has.

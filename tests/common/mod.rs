@@ -79,7 +79,14 @@ impl Scratch {
     }
 
     pub fn metric_values(&self, split: &str) -> Vec<f64> {
-        let text = std::fs::read_to_string(self.path().join("exp/metrics.jsonl")).expect("metrics");
+        self.metric_values_of("exp", split)
+    }
+
+    /// The losses of `split` in experiment folder `exp`'s metrics, in order.
+    #[allow(dead_code)]
+    pub fn metric_values_of(&self, exp: &str, split: &str) -> Vec<f64> {
+        let path = self.path().join(exp).join("metrics.jsonl");
+        let text = std::fs::read_to_string(path).expect("metrics");
         text.lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("one JSON object a line"))
             .filter(|v| v["split"] == split)

@@ -1,0 +1,404 @@
+//! Preparing labelled texts (CSV/TSV classification), tagged sentences (BIO/BIOES) and BERT
+//! pretraining documents: read with file:line errors, split with the recipe's seed, build the
+//! tokenizer (or take a pretrained experiment's), and write `tokenizer.json`, `labels.json` and
+//! `{train,valid,test}.jsonl` (the raw examples, readable and diffable; encoding them again is
+//! fast). As for text, `labels.json` is written last with a fingerprint of the inputs.
+
+use super::Split;
+use super::split::deal;
+use super::table::{LabelledText, label_list, read_labelled};
+use super::tagging::{TaggedSentence, read_tagged, tag_list};
+use super::text::read_text;
+use super::tokenizer::TextTokenizer;
+use crate::error::{Error, IoContext, Result, write_atomic};
+use crate::recipe::{CsvSection, DataFormat, Recipe, SplitSection};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The special tokens every labelled-data tokenizer has, BERT's.
+pub const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+
+/// One example of any labelled format, as stored in the `.jsonl` files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Example {
+    Labelled {
+        text: String,
+        label: String,
+    },
+    Tagged {
+        tokens: Vec<String>,
+        tags: Vec<String>,
+    },
+    Document {
+        text: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelledMeta {
+    pub fingerprint: String,
+    pub format: DataFormat,
+    /// Class labels or tags in id order (empty for pretraining documents).
+    pub labels: Vec<String>,
+    pub vocab_size: usize,
+    /// Examples per split: train, valid, test.
+    pub counts: [usize; 3],
+}
+
+pub fn labels_path(dir: &Path) -> PathBuf {
+    dir.join("labels.json")
+}
+
+pub fn examples_path(dir: &Path, split: Split) -> PathBuf {
+    dir.join(format!("{}.jsonl", split.name()))
+}
+
+pub fn tokenizer_path(dir: &Path) -> PathBuf {
+    dir.join("tokenizer.json")
+}
+
+/// The pretrained experiment's tokenizer, when fine-tuning.
+fn pretrained_tokenizer(recipe: &Recipe) -> Option<PathBuf> {
+    recipe
+        .init_from
+        .as_ref()
+        .map(|dir| crate::experiment::Experiment::new(dir).tokenizer_path())
+}
+
+/// Is this recipe one whose data `prepare_labelled` handles?
+pub fn handles(recipe: &Recipe) -> bool {
+    matches!(recipe.data.format, DataFormat::Csv | DataFormat::Tagging)
+        || matches!(recipe.model, crate::recipe::ModelSection::Bert(_))
+}
+
+/// BERT pretraining reads documents (texts without labels) instead of labelled examples.
+fn is_pretraining(recipe: &Recipe) -> bool {
+    matches!(
+        &recipe.model,
+        crate::recipe::ModelSection::Bert(b) if b.head == crate::models::bert::BertHead::Pretraining
+    )
+}
+
+pub struct PreparedLabelled {
+    pub meta: LabelledMeta,
+    pub dir: PathBuf,
+    pub up_to_date: bool,
+}
+
+/// Which files the split comes from and how to deal one file into three.
+fn read_splits<T>(
+    recipe: &Recipe,
+    read: impl Fn(&Path, &str) -> Result<Vec<T>>,
+) -> Result<[Vec<T>; 3]> {
+    let data = &recipe.data;
+    let train = read(&data.train, "data.train")?;
+    match (&data.valid, &data.test) {
+        (None, None) => Ok(deal_rows(train, &data.split, recipe.seed)),
+        (Some(valid), Some(test)) => {
+            Ok([train, read(valid, "data.valid")?, read(test, "data.test")?])
+        }
+        _ => Err(Error::Recipe(
+            "give both `data.valid` and `data.test`, or neither (then `data.train` is split by \
+             `data.split`)"
+                .into(),
+        )),
+    }
+}
+
+/// Rows (texts, sentences, documents) are dealt one by one, by count.
+fn deal_rows<T>(rows: Vec<T>, split: &SplitSection, seed: u64) -> [Vec<T>; 3] {
+    deal(rows, split, seed, |_| 1)
+}
+
+/// Read and check the examples of every split; the labels in id order.
+fn read_examples(recipe: &Recipe) -> Result<([Vec<Example>; 3], Vec<String>)> {
+    let bert_pretraining = is_pretraining(recipe);
+    match recipe.data.format {
+        DataFormat::Csv => {
+            let section = recipe.data.csv.clone().unwrap_or_default();
+            let splits = read_splits(recipe, |p, k| read_labelled(p, k, &section))?;
+            if bert_pretraining {
+                let docs = splits.map(|rows| {
+                    rows.into_iter()
+                        .map(|r| Example::Document { text: r.text })
+                        .collect()
+                });
+                return Ok((docs, vec![]));
+            }
+            let labels = label_list(&section, &splits[0]);
+            let files = [
+                Some(&recipe.data.train),
+                recipe.data.valid.as_ref(),
+                recipe.data.test.as_ref(),
+            ];
+            for (rows, file) in splits.iter().zip(files) {
+                check_labels(rows, &labels, file.unwrap_or(&recipe.data.train), &section)?;
+            }
+            let examples = splits.map(|rows| {
+                rows.into_iter()
+                    .map(|r| Example::Labelled {
+                        text: r.text,
+                        label: r.label,
+                    })
+                    .collect()
+            });
+            Ok((examples, labels))
+        }
+        DataFormat::Tagging => {
+            let splits = read_splits(recipe, read_tagged)?;
+            if bert_pretraining {
+                // Pretraining reads the sentences' text; the tags are not used.
+                let docs = splits.map(|sentences| {
+                    sentences
+                        .into_iter()
+                        .map(|s| Example::Document {
+                            text: join_tokens(&s.tokens),
+                        })
+                        .collect()
+                });
+                return Ok((docs, vec![]));
+            }
+            let tags = tag_list(&splits[0]);
+            for (split, sentences) in splits.iter().enumerate().skip(1) {
+                check_tags(sentences, &tags, split)?;
+            }
+            let examples = splits.map(|s: Vec<TaggedSentence>| {
+                s.into_iter()
+                    .map(|s| Example::Tagged {
+                        tokens: s.tokens,
+                        tags: s.tags,
+                    })
+                    .collect()
+            });
+            Ok((examples, tags))
+        }
+        DataFormat::Text => {
+            // Documents are separated by blank lines; a document's lines are its sentences.
+            let docs = read_splits(recipe, |path, key| {
+                let text = read_text(path, key)?;
+                Ok(text
+                    .split("\n\n")
+                    .map(str::trim)
+                    .filter(|d| !d.is_empty())
+                    .map(|d| Example::Document { text: d.into() })
+                    .collect())
+            })?;
+            Ok((docs, vec![]))
+        }
+        DataFormat::Parallel => unreachable!("validated: parallel data is for translation"),
+    }
+}
+
+/// A sentence's text from its tokens: characters (Chinese) joined directly, words with spaces.
+pub fn join_tokens(tokens: &[String]) -> String {
+    if tokens.iter().all(|t| t.chars().count() == 1) {
+        tokens.concat()
+    } else {
+        tokens.join(" ")
+    }
+}
+
+fn check_labels(
+    rows: &[LabelledText],
+    labels: &[String],
+    file: &Path,
+    section: &CsvSection,
+) -> Result<()> {
+    for row in rows {
+        if !labels.contains(&row.label) {
+            let origin = if section.labels.is_some() {
+                "`data.csv.labels`"
+            } else {
+                "the labels of the training split"
+            };
+            return Err(Error::Data(format!(
+                "{}:{}: label `{}` is not one of {origin}: {}",
+                file.display(),
+                row.line,
+                row.label,
+                labels.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_tags(sentences: &[TaggedSentence], tags: &[String], split: usize) -> Result<()> {
+    for s in sentences {
+        if let Some(tag) = s.tags.iter().find(|t| !tags.contains(t)) {
+            return Err(Error::Data(format!(
+                "the {} split has tag `{tag}` (sentence at line {}), which the training split \
+                 never uses; the model could not predict it",
+                Split::ALL[split].name(),
+                s.line
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Prepare the recipe's labelled data unless it is already prepared from the same inputs.
+pub fn prepare_labelled(recipe: &Recipe, force: bool) -> Result<PreparedLabelled> {
+    let dir = recipe.prepared_dir();
+    let data = &recipe.data;
+    let mut inputs = vec![(data.train.clone(), "data.train".to_string())];
+    inputs.extend(data.valid.iter().map(|p| (p.clone(), "data.valid".into())));
+    inputs.extend(data.test.iter().map(|p| (p.clone(), "data.test".into())));
+    inputs.extend(pretrained_tokenizer(recipe).map(|p| (p, "init_from".into())));
+    let reads = if is_pretraining(recipe) {
+        "documents"
+    } else {
+        "labelled"
+    };
+    let fingerprint = format!("{}-{reads}", super::prepare::fingerprint(recipe, &inputs)?);
+    if !force
+        && let Ok(meta) = load_labelled_meta(&dir)
+        && meta.fingerprint == fingerprint
+        && Split::ALL.iter().all(|&s| examples_path(&dir, s).exists())
+        && tokenizer_path(&dir).exists()
+    {
+        return Ok(PreparedLabelled {
+            meta,
+            dir,
+            up_to_date: true,
+        });
+    }
+    let (splits, labels) = read_examples(recipe)?;
+    if splits[0].is_empty() {
+        return Err(Error::Data(format!(
+            "{} has no examples for the training split",
+            data.train.display()
+        )));
+    }
+    let tokenizer = match pretrained_tokenizer(recipe) {
+        Some(path) => TextTokenizer::load(&path)?,
+        None => {
+            let text_of = |split: &[Example]| -> String {
+                split
+                    .iter()
+                    .map(|e| match e {
+                        Example::Labelled { text, .. } | Example::Document { text } => {
+                            format!("{text}\n")
+                        }
+                        Example::Tagged { tokens, .. } => format!("{}\n", join_tokens(tokens)),
+                    })
+                    .collect()
+            };
+            let train_text = text_of(&splits[0]);
+            let all_text: String = splits.iter().map(|s| text_of(s)).collect();
+            let mut section = data.tokenizer.clone();
+            for (i, special) in SPECIAL_TOKENS.iter().enumerate() {
+                if !section.special_tokens.iter().any(|s| s == special) {
+                    section.special_tokens.insert(i, special.to_string());
+                }
+            }
+            TextTokenizer::build(&section, &train_text, &all_text)?
+        }
+    };
+
+    std::fs::create_dir_all(&dir).with_path("create", &dir)?;
+    let _ = std::fs::remove_file(labels_path(&dir));
+    tokenizer.save(&tokenizer_path(&dir))?;
+    for (split, examples) in Split::ALL.into_iter().zip(&splits) {
+        let lines: String = examples
+            .iter()
+            .map(|e| serde_json::to_string(e).expect("serialises") + "\n")
+            .collect();
+        write_atomic(&examples_path(&dir, split), lines.as_bytes())?;
+    }
+    let meta = LabelledMeta {
+        fingerprint,
+        format: data.format,
+        labels,
+        vocab_size: tokenizer.vocab_size(),
+        counts: [splits[0].len(), splits[1].len(), splits[2].len()],
+    };
+    let json = serde_json::to_string_pretty(&meta).expect("meta serialises");
+    write_atomic(&labels_path(&dir), json.as_bytes())?;
+    Ok(PreparedLabelled {
+        meta,
+        dir,
+        up_to_date: false,
+    })
+}
+
+pub fn load_labelled_meta(dir: &Path) -> Result<LabelledMeta> {
+    let path = labels_path(dir);
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        Error::Data(format!(
+            "{} is missing; run `nlpkit prepare-data` on the recipe first",
+            path.display()
+        ))
+    })?;
+    serde_json::from_str(&text).map_err(|e| {
+        Error::Data(format!(
+            "{} is damaged ({e}); prepare again",
+            path.display()
+        ))
+    })
+}
+
+pub fn load_examples(dir: &Path, split: Split) -> Result<Vec<Example>> {
+    let path = examples_path(dir, split);
+    let text = std::fs::read_to_string(&path).with_path("read", &path)?;
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_str(line).map_err(|e| {
+                Error::Data(format!("{}:{}: {e}; prepare again", path.display(), i + 1))
+            })
+        })
+        .collect()
+}
+
+/// The ids of BERT's special tokens in a tokenizer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Specials {
+    pub pad: u32,
+    pub unk: u32,
+    pub cls: u32,
+    pub sep: u32,
+    pub mask: u32,
+}
+
+impl Specials {
+    pub fn of(tokenizer: &TextTokenizer) -> Result<Self> {
+        let id = |t: &str| {
+            tokenizer.token_to_id(t).ok_or_else(|| {
+                Error::Data(format!(
+                    "the tokenizer has no `{t}` token; labelled data needs {}",
+                    SPECIAL_TOKENS.join(" ")
+                ))
+            })
+        };
+        Ok(Self {
+            pad: id("[PAD]")?,
+            unk: id("[UNK]")?,
+            cls: id("[CLS]")?,
+            sep: id("[SEP]")?,
+            mask: id("[MASK]")?,
+        })
+    }
+
+    pub fn contains(&self, id: u32) -> bool {
+        [self.pad, self.unk, self.cls, self.sep, self.mask].contains(&id)
+    }
+}
+
+/// One id per pre-split token (tagging): the token's own id, else its encoding when that is a
+/// single id, else `[UNK]`.
+pub fn encode_tokens(tokenizer: &TextTokenizer, tokens: &[String], unk: u32) -> Result<Vec<u32>> {
+    tokens
+        .iter()
+        .map(|t| {
+            Ok(match tokenizer.token_to_id(t) {
+                Some(id) => id,
+                None => match tokenizer.encode_lines(&[t.as_str()])?.as_slice() {
+                    [ids] if ids.len() == 1 => ids[0],
+                    _ => unk,
+                },
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,475 @@
+//! BERT (Devlin et al. 2019): token + segment + learned position embeddings, a Transformer
+//! encoder and a tanh pooler on `[CLS]`, with the heads for pretraining (masked LM tied to the
+//! token embedding, next-sentence or sentence-order prediction), sequence classification and
+//! token classification (softmax or CRF). ALBERT's options: a factorised embedding size projected
+//! up to the hidden width, and one layer's weights shared by all layers.
+
+use super::crf::Crf;
+use super::encoder::{Encoder, EncoderConfig};
+use super::gelu::gelu;
+use crate::error::{Error, Result};
+use burn::module::Param;
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
+    Linear, LinearConfig,
+};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// What the model is trained to do.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BertHead {
+    /// Masked LM plus `next_sentence` (BERT, ALBERT, RoBERTa pretraining).
+    #[default]
+    Pretraining,
+    /// A label per text, from the pooled `[CLS]`.
+    SequenceClassification,
+    /// A tag per token, softmax or CRF.
+    TokenClassification,
+}
+
+/// The sentence-pair objective of pretraining.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NextSentence {
+    /// Is segment B the text that followed A, or a random one? (BERT)
+    #[default]
+    Nsp,
+    /// Are the two consecutive segments in order or swapped? (ALBERT)
+    Sop,
+    /// Masked LM only, one segment per sequence (RoBERTa).
+    None,
+}
+
+impl NextSentence {
+    pub fn loss_name(self) -> Option<&'static str> {
+        match self {
+            NextSentence::Nsp => Some("nsp"),
+            NextSentence::Sop => Some("sop"),
+            NextSentence::None => None,
+        }
+    }
+}
+
+/// The `model:` section for `type: bert`. With `init_from`, shape fields left out are taken
+/// from the pretrained experiment (and must equal it when given).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct BertOptions {
+    #[serde(default)]
+    pub head: BertHead,
+    #[serde(default)]
+    pub n_layer: Option<usize>,
+    #[serde(default)]
+    pub n_head: Option<usize>,
+    /// The hidden width.
+    #[serde(default)]
+    pub width: Option<usize>,
+    /// Feed-forward width (default 4 x width).
+    #[serde(default)]
+    pub ffn_width: Option<usize>,
+    /// ALBERT's factorised embedding size E (default: the width, no projection).
+    #[serde(default)]
+    pub embedding_size: Option<usize>,
+    /// ALBERT's cross-layer parameter sharing.
+    #[serde(default)]
+    pub share_layers: Option<bool>,
+    /// The longest sequence, `[CLS]` and `[SEP]` included (the position table's size).
+    #[serde(default)]
+    pub max_len: Option<usize>,
+    #[serde(default)]
+    pub dropout: Option<f64>,
+    /// Pretraining: the sentence-pair task.
+    #[serde(default)]
+    pub next_sentence: NextSentence,
+    /// Token classification: a linear-chain CRF over the tags instead of a softmax per token.
+    #[serde(default)]
+    pub crf: bool,
+    /// Filled from the tokenizer (and the label map) by `train`.
+    #[serde(default)]
+    pub vocab_size: Option<usize>,
+    #[serde(default)]
+    pub num_labels: Option<usize>,
+}
+
+impl BertOptions {
+    /// Defaults for what neither the recipe nor a pretrained experiment gave: BERT-base.
+    pub fn resolve(&mut self) {
+        let base = EncoderConfig::bert_base();
+        let width = *self.width.get_or_insert(base.width);
+        self.n_layer.get_or_insert(base.n_layer);
+        self.n_head.get_or_insert(base.n_head);
+        self.ffn_width.get_or_insert(4 * width);
+        self.embedding_size.get_or_insert(width);
+        self.share_layers.get_or_insert(false);
+        self.max_len.get_or_insert(512);
+        self.dropout.get_or_insert(base.dropout);
+    }
+
+    /// Take the encoder's shape from the pretrained model's options; a field the recipe sets
+    /// must agree with it.
+    pub fn inherit(&mut self, pretrained: &BertOptions) -> Result<()> {
+        fn take<T: PartialEq + Copy + std::fmt::Debug>(
+            key: &str,
+            mine: &mut Option<T>,
+            theirs: Option<T>,
+        ) -> Result<()> {
+            match (*mine, theirs) {
+                (Some(a), Some(b)) if a != b => Err(Error::Recipe(format!(
+                    "`model.{key}: {a:?}` differs from the pretrained model's {b:?}; remove it \
+                     to take the pretrained value"
+                ))),
+                (None, b) => {
+                    *mine = b;
+                    Ok(())
+                }
+                _ => Ok(()),
+            }
+        }
+        take("n_layer", &mut self.n_layer, pretrained.n_layer)?;
+        take("n_head", &mut self.n_head, pretrained.n_head)?;
+        take("width", &mut self.width, pretrained.width)?;
+        take("ffn_width", &mut self.ffn_width, pretrained.ffn_width)?;
+        take(
+            "embedding_size",
+            &mut self.embedding_size,
+            pretrained.embedding_size,
+        )?;
+        take(
+            "share_layers",
+            &mut self.share_layers,
+            pretrained.share_layers,
+        )?;
+        take("max_len", &mut self.max_len, pretrained.max_len)?;
+        take("vocab_size", &mut self.vocab_size, pretrained.vocab_size)?;
+        self.dropout = self.dropout.or(pretrained.dropout);
+        Ok(())
+    }
+
+    pub fn validate(&self, problems: &mut Vec<String>) {
+        for (key, value) in [
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+            ("width", self.width),
+            ("ffn_width", self.ffn_width),
+            ("embedding_size", self.embedding_size),
+        ] {
+            if value == Some(0) {
+                problems.push(format!("`model.{key}` must be at least 1"));
+            }
+        }
+        if let (Some(w), Some(h)) = (self.width, self.n_head)
+            && h > 0
+            && w % h != 0
+        {
+            problems.push(format!(
+                "`model.width` ({w}) must be a multiple of `model.n_head` ({h})"
+            ));
+        }
+        if self.max_len.is_some_and(|l| l < 4) {
+            problems.push("`model.max_len` must be at least 4 ([CLS] a [SEP] b)".into());
+        }
+        if let Some(p) = self.dropout
+            && !(0.0..1.0).contains(&p)
+        {
+            problems.push(format!("`model.dropout` must be in [0, 1), got {p}"));
+        }
+        if self.crf && self.head != BertHead::TokenClassification {
+            problems.push("`model.crf` is for `head: token_classification` only".into());
+        }
+    }
+
+    pub fn config(&self) -> Result<BertConfig> {
+        let missing = || {
+            Error::Recipe(
+                "the bert model needs its vocabulary size (and, to classify, its number of \
+                 labels), filled in by `nlpkit train`; give an experiment folder it wrote"
+                    .into(),
+            )
+        };
+        let num_labels = match self.head {
+            BertHead::Pretraining => 0,
+            _ => self.num_labels.ok_or_else(missing)?,
+        };
+        Ok(BertConfig {
+            encoder: EncoderConfig {
+                n_layer: self.n_layer.expect("resolved"),
+                n_head: self.n_head.expect("resolved"),
+                width: self.width.expect("resolved"),
+                ffn_width: self.ffn_width.expect("resolved"),
+                dropout: self.dropout.expect("resolved"),
+                pre_norm: false,
+                share_layers: self.share_layers.expect("resolved"),
+            },
+            vocab_size: self.vocab_size.ok_or_else(missing)?,
+            embedding_size: self.embedding_size.expect("resolved"),
+            max_len: self.max_len.expect("resolved"),
+            head: self.head,
+            next_sentence: self.next_sentence,
+            crf: self.crf,
+            num_labels,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BertConfig {
+    pub encoder: EncoderConfig,
+    pub vocab_size: usize,
+    pub embedding_size: usize,
+    pub max_len: usize,
+    pub head: BertHead,
+    pub next_sentence: NextSentence,
+    pub crf: bool,
+    pub num_labels: usize,
+}
+
+/// BERT's initialisation: N(0, 0.02) weights, zero biases.
+fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
+    LinearConfig::new(d_in, d_out)
+        .with_initializer(Initializer::Normal {
+            mean: 0.0,
+            std: 0.02,
+        })
+        .init(device)
+}
+
+fn layer_norm(width: usize, device: &Device) -> LayerNorm {
+    LayerNormConfig::new(width).with_epsilon(1e-12).init(device)
+}
+
+impl BertConfig {
+    pub fn init_encoder(&self, device: &Device) -> Bert {
+        let e = self.embedding_size;
+        let h = self.encoder.width;
+        let embedding = |rows| {
+            EmbeddingConfig::new(rows, e)
+                .with_initializer(Initializer::Normal {
+                    mean: 0.0,
+                    std: 0.02,
+                })
+                .init(device)
+        };
+        Bert {
+            tokens: embedding(self.vocab_size),
+            segments: embedding(2),
+            positions: embedding(self.max_len),
+            embedding_norm: layer_norm(e, device),
+            embedding_projection: (e != h).then(|| linear(e, h, device)),
+            dropout: DropoutConfig::new(self.encoder.dropout).init(),
+            encoder: self.encoder.init(device),
+            pooler: linear(h, h, device),
+        }
+    }
+
+    /// The pretraining model; `loss_terms` learned log-variances when the losses are weighted by
+    /// uncertainty.
+    pub fn init_pretraining(&self, uncertainty_terms: usize, device: &Device) -> BertPretraining {
+        let (e, h) = (self.embedding_size, self.encoder.width);
+        BertPretraining {
+            bert: self.init_encoder(device),
+            mlm_dense: linear(h, e, device),
+            mlm_norm: layer_norm(e, device),
+            mlm_bias: Param::from_tensor(Tensor::zeros([self.vocab_size], device)),
+            sentence_head: self.next_sentence.loss_name().map(|_| linear(h, 2, device)),
+            log_variances: (uncertainty_terms > 0)
+                .then(|| Param::from_tensor(Tensor::zeros([uncertainty_terms], device))),
+        }
+    }
+
+    pub fn init_classifier(&self, device: &Device) -> BertClassifier {
+        BertClassifier {
+            bert: self.init_encoder(device),
+            dropout: DropoutConfig::new(self.encoder.dropout).init(),
+            classifier: linear(self.encoder.width, self.num_labels, device),
+        }
+    }
+
+    pub fn init_tagger(&self, tags: &[String], device: &Device) -> BertTagger {
+        BertTagger {
+            bert: self.init_encoder(device),
+            dropout: DropoutConfig::new(self.encoder.dropout).init(),
+            classifier: linear(self.encoder.width, self.num_labels, device),
+            crf: self.crf.then(|| Crf::new(tags, device)),
+        }
+    }
+}
+
+/// The shared encoder: what fine-tuning takes from pretraining (every tensor under `bert.`).
+#[derive(Module, Debug)]
+pub struct Bert {
+    tokens: Embedding,
+    segments: Embedding,
+    positions: Embedding,
+    embedding_norm: LayerNorm,
+    embedding_projection: Option<Linear>,
+    dropout: Dropout,
+    encoder: Encoder,
+    pooler: Linear,
+}
+
+/// A padded batch for the encoder.
+pub struct BertInput {
+    /// `[batch, time]` token ids, `[CLS] ... [SEP] ...`, padded.
+    pub ids: Tensor<2, Int>,
+    /// `[batch, time]` 0 for segment A (and padding), 1 for segment B.
+    pub segments: Tensor<2, Int>,
+    /// `[batch, time]` true at padding.
+    pub padding: Tensor<2, Bool>,
+}
+
+impl Bert {
+    /// Hidden states `[batch, time, width]`.
+    pub fn forward(&self, input: BertInput) -> Tensor<3> {
+        let [batch, time] = input.ids.dims();
+        let device = input.ids.device();
+        let positions = Tensor::<1, Int>::arange(0..time as i64, &device)
+            .reshape([1, time])
+            .expand([batch, time]);
+        let x = self.tokens.forward(input.ids)
+            + self.segments.forward(input.segments)
+            + self.positions.forward(positions);
+        let mut x = self.dropout.forward(self.embedding_norm.forward(x));
+        if let Some(projection) = &self.embedding_projection {
+            x = projection.forward(x);
+        }
+        self.encoder.forward(x, Some(input.padding))
+    }
+
+    /// BERT's pooled output: tanh(W h_[CLS] + b), `[batch, width]`.
+    pub fn pool(&self, hidden: Tensor<3>) -> Tensor<2> {
+        let [batch, _, width] = hidden.dims();
+        let cls = hidden.narrow(1, 0, 1).reshape([batch, width]);
+        self.pooler.forward(cls).tanh()
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct BertPretraining {
+    pub bert: Bert,
+    mlm_dense: Linear,
+    mlm_norm: LayerNorm,
+    mlm_bias: Param<Tensor<1>>,
+    sentence_head: Option<Linear>,
+    /// Uncertainty weighting's s_i, one per loss (Kendall et al.), trained with the model.
+    pub log_variances: Option<Param<Tensor<1>>>,
+}
+
+impl BertPretraining {
+    /// MLM logits `[masked, vocab]` at the flat positions `masked` (row * time + column) and,
+    /// with a sentence head, its logits `[batch, 2]`.
+    pub fn forward(
+        &self,
+        input: BertInput,
+        masked: Tensor<1, Int>,
+    ) -> (Tensor<2>, Option<Tensor<2>>) {
+        let hidden = self.bert.forward(input);
+        let [batch, time, width] = hidden.dims();
+        let sentence = self
+            .sentence_head
+            .as_ref()
+            .map(|head| head.forward(self.bert.pool(hidden.clone())));
+        // Only the masked positions are predicted: the vocabulary projection, the largest
+        // matmul, runs on ~15% of the tokens.
+        let picked = hidden.reshape([batch * time, width]).select(0, masked);
+        let h = self.mlm_norm.forward(gelu(self.mlm_dense.forward(picked)));
+        let tied = self.bert.tokens.weight.val().transpose();
+        let logits = h.matmul(tied) + self.mlm_bias.val().unsqueeze_dim(0);
+        (logits, sentence)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct BertClassifier {
+    pub bert: Bert,
+    dropout: Dropout,
+    classifier: Linear,
+}
+
+impl BertClassifier {
+    /// Label logits `[batch, labels]`.
+    pub fn forward(&self, input: BertInput) -> Tensor<2> {
+        let pooled = self.bert.pool(self.bert.forward(input));
+        self.classifier.forward(self.dropout.forward(pooled))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct BertTagger {
+    pub bert: Bert,
+    dropout: Dropout,
+    classifier: Linear,
+    pub crf: Option<Crf>,
+}
+
+impl BertTagger {
+    /// Tag scores `[batch, time, tags]` (emissions for the CRF).
+    pub fn forward(&self, input: BertInput) -> Tensor<3> {
+        let hidden = self.bert.forward(input);
+        self.classifier.forward(self.dropout.forward(hidden))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(embedding_size: usize, share_layers: bool) -> BertOptions {
+        let mut o = BertOptions {
+            n_layer: Some(3),
+            n_head: Some(2),
+            width: Some(16),
+            embedding_size: Some(embedding_size),
+            share_layers: Some(share_layers),
+            max_len: Some(12),
+            dropout: Some(0.0),
+            vocab_size: Some(30),
+            ..BertOptions::default()
+        };
+        o.resolve();
+        o
+    }
+
+    /// ALBERT's factorisation and sharing shrink the model by what they should: the token table
+    /// is V x E plus an E x H projection, and three layers cost one.
+    #[test]
+    fn albert_options_shrink_the_parameters_as_designed() {
+        let device = Device::flex();
+        let count = |o: BertOptions| {
+            o.config()
+                .unwrap()
+                .init_pretraining(0, &device)
+                .num_params()
+        };
+        let base = count(options(16, false));
+        let shared = count(options(16, true));
+        let layer = 4 * 16 * 16 + 4 * 16 + 2 * 16 * 64 + 64 + 16 + 4 * 16;
+        assert_eq!(base - shared, 2 * layer);
+        let factorised = count(options(4, false));
+        // Embedding tables (30 + 2 + 12 rows), embedding norm and MLM transform shrink to E=4;
+        // the projection E -> H is added.
+        let rows = 30 + 2 + 12;
+        let before = rows * 16 + 2 * 16 + (16 * 16 + 16) + 2 * 16;
+        let after = rows * 4 + 2 * 4 + (16 * 4 + 4) + 2 * 4 + (4 * 16 + 16);
+        assert_eq!(base - factorised, before - after);
+    }
+
+    #[test]
+    fn inherit_fills_and_refuses_conflicts() {
+        let pretrained = options(16, true);
+        let mut mine = BertOptions {
+            head: BertHead::SequenceClassification,
+            ..BertOptions::default()
+        };
+        mine.inherit(&pretrained).unwrap();
+        assert_eq!(mine.width, Some(16));
+        assert_eq!(mine.share_layers, Some(true));
+        let mut conflicting = BertOptions {
+            width: Some(32),
+            ..BertOptions::default()
+        };
+        let error = conflicting.inherit(&pretrained).unwrap_err().to_string();
+        assert!(error.contains("model.width"), "{error}");
+    }
+}
