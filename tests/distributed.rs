@@ -269,28 +269,3 @@ fn a_hung_rank_makes_the_others_abort_after_the_timeout() {
         "{stderr}"
     );
 }
-
-/// BatchNorm's running statistics follow each rank's own batches; they are averaged before every
-/// validation and checkpoint, so the ranks agree on the weights (the checksum passes) and the
-/// checkpoint holds the mean of the ranks' statistics.
-#[test]
-fn a_batchnorm_classifier_trains_on_two_ranks() {
-    let s = Scratch::new();
-    let mut csv = String::from("label,review\n");
-    for i in 0..120 {
-        let (label, text) = if i % 2 == 0 { (1, "好吃很快不错") } else { (0, "太慢难吃凉了") };
-        csv += &format!("{label},{text}{}\n", "的了".repeat(i % 5));
-    }
-    s.write("reviews.csv", csv);
-    s.write(
-        "cnn.yaml",
-        "seed: 3\noutput_dir: exp\ndata:\n  format: csv\n  train: reviews.csv\n  csv:\n    \
-         text_column: review\n  split:\n    shuffle: true\n    train: 0.8\n    valid: 0.1\n    \
-         test: 0.1\n  tokenizer:\n    type: char\n\
-         model:\n  type: cnn\n  embedding_dim: 8\n  kernel_sizes: [2]\n  channels: 4\n  batch_norm: true\n\
-         train:\n  max_steps: 6\n  batch_size: 8\n  log_interval: 1\n  eval_interval: 3\n  save_interval: 3\n",
-    );
-    let out = succeed(mpirun(&s, 2, &["train", "cnn.yaml"]));
-    assert!(out.contains("identical on all 2 ranks"), "{out}");
-    assert!(final_weights(&s, "exp", 6).exists());
-}

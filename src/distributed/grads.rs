@@ -1,12 +1,11 @@
-//! Gradient averaging across ranks, the averaging of running statistics, and a checksum that
-//! shows the weights agree.
+//! Gradient averaging across ranks, and a checksum that shows the weights agree.
 //!
 //! All gradients of a step travel as one flat buffer (one device read-back, one all-reduce, one
 //! upload), not one collective per tensor: with small tensors the per-call latency would
 //! dominate.
 
 use super::Ranks;
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 
@@ -114,57 +113,6 @@ fn unflatten<M: Module>(model: &M, flat: Tensor<1>, layout: &Layout) -> Gradient
 
 /// A 64-bit checksum of every weight's exact bits (FNV-1a over the f32 words, in visiting
 /// order): equal checksums on all ranks mean identical weights.
-/// Average the running statistics (BatchNorm's mean and variance: tensors that no gradient
-/// trains) over the ranks. Each rank updates them from its own batches, so they drift apart;
-/// averaged before every validation and checkpoint, all ranks evaluate and save one model
-/// (PyTorch's DDP broadcasts rank 0's instead).
-pub fn average_running_stats<M: Module>(model: M, ranks: &Ranks, step: usize) -> M {
-    struct Collect(Vec<f32>);
-    impl ModuleVisitor for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let value = param.val();
-            if !value.is_require_grad() {
-                self.0
-                    .extend(value.try_into_vec_as::<f32>().expect("f32 statistics"));
-            }
-        }
-    }
-    struct Replace {
-        values: Vec<f32>,
-        offset: usize,
-    }
-    impl ModuleMapper for Replace {
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let value = param.val();
-            if value.is_require_grad() {
-                return param;
-            }
-            let (shape, device) = (value.shape(), value.device());
-            let len = shape.num_elements();
-            let averaged = &self.values[self.offset..self.offset + len];
-            self.offset += len;
-            let tensor = Tensor::<1>::from_floats(averaged, &device).reshape(shape);
-            param.map(|_| tensor)
-        }
-    }
-    if ranks.world == 1 {
-        return model;
-    }
-    let mut collect = Collect(Vec::new());
-    model.visit(&mut collect);
-    if collect.0.is_empty() {
-        return model;
-    }
-    let mut values = collect.0;
-    ranks.sum(
-        &mut values,
-        &format!("the running-statistics all-reduce of step {step}"),
-    );
-    let scale = 1.0 / ranks.world as f32;
-    values.iter_mut().for_each(|v| *v *= scale);
-    model.map(&mut Replace { values, offset: 0 })
-}
-
 pub fn weights_checksum<M: Module>(model: &M) -> u64 {
     struct Collect(Vec<Tensor<1>>);
     impl ModuleVisitor for Collect {

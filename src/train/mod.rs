@@ -11,7 +11,7 @@ pub mod schedule;
 pub mod weighting;
 
 use crate::distributed::Ranks;
-use crate::distributed::grads::{average_gradients, average_running_stats, weights_checksum};
+use crate::distributed::grads::{average_gradients, weights_checksum};
 use crate::error::{Error, Result};
 use crate::experiment::Experiment;
 use crate::recipe::Recipe;
@@ -294,9 +294,6 @@ pub fn train<T: Task>(
 
         let save_now = done % cfg.save_interval == 0 || done == total;
         let eval_now = done % cfg.eval_interval == 0 || save_now;
-        if eval_now {
-            model = average_running_stats(model, ranks, done);
-        }
         let mut valid_loss = None;
         if eval_now {
             let part = task.validation_sum(&model, &ad, ranks.shard())?;
