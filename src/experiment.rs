@@ -2,19 +2,29 @@
 //!
 //! ```text
 //! EXP_DIR/
-//!   recipe.yaml          the resolved recipe (defaults filled, overrides applied)
+//!   recipe.yaml          the resolved recipe (defaults filled, overrides applied, the sizes
+//!                        the model took from the data recorded)
 //!   tokenizer.json       a copy of the prepared tokenizer (language models, classification,
 //!                        tagging, pretraining)
 //!   labels.json          class labels or tags in id order (classification, tagging)
 //!   source_tokenizer.json, target_tokenizer.json   (translation)
 //!   metrics.jsonl        one JSON object per logged figure
 //!   checkpoints/step_*/  model.safetensors, optimizer.bpk, trainer_state.json
-//!   eval_*.json          reports written by `nlpkit eval`
+//!   eval_*.json          reports written by `nlpkit eval`, predictions_* / translations_*
+//!                        beside them
 //! ```
 
 use crate::error::{Error, Result};
 use crate::recipe::{Recipe, load_recipe};
 use std::path::{Path, PathBuf};
+
+pub const TOKENIZER: &str = "tokenizer.json";
+/// Translation experiments keep one tokenizer per side (the same file twice for a joint
+/// vocabulary).
+pub const SOURCE_TOKENIZER: &str = "source_tokenizer.json";
+pub const TARGET_TOKENIZER: &str = "target_tokenizer.json";
+/// Class labels or tags in id order (classification and tagging).
+pub const LABELS: &str = "labels.json";
 
 pub struct Experiment {
     pub dir: PathBuf,
@@ -39,38 +49,24 @@ impl Experiment {
         Ok((exp, recipe))
     }
 
+    /// A file of the folder, by name.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
     pub fn recipe_path(&self) -> PathBuf {
-        self.dir.join("recipe.yaml")
+        self.file("recipe.yaml")
     }
 
     pub fn tokenizer_path(&self) -> PathBuf {
-        self.dir.join("tokenizer.json")
-    }
-
-    /// Translation experiments keep one tokenizer per side (the same file twice for a joint
-    /// vocabulary).
-    pub fn source_tokenizer_path(&self) -> PathBuf {
-        self.dir.join("source_tokenizer.json")
-    }
-
-    pub fn target_tokenizer_path(&self) -> PathBuf {
-        self.dir.join("target_tokenizer.json")
-    }
-
-    /// Class labels or tags in id order (classification and tagging).
-    pub fn labels_path(&self) -> PathBuf {
-        self.dir.join("labels.json")
+        self.file(TOKENIZER)
     }
 
     pub fn metrics_path(&self) -> PathBuf {
-        self.dir.join("metrics.jsonl")
+        self.file("metrics.jsonl")
     }
 
     pub fn checkpoints_dir(&self) -> PathBuf {
-        self.dir.join("checkpoints")
-    }
-
-    pub fn report_path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
+        self.file("checkpoints")
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod commands;
 pub mod data;
 pub mod distributed;
 pub mod error;

@@ -128,6 +128,11 @@ fn textcnn_learns_sentiment_and_eval_reports_accuracy_f1_and_confusion() {
     let accuracy = report["accuracy"].as_f64().unwrap();
     assert!(accuracy > 0.7, "accuracy {accuracy}");
     assert!(report["macro_f1"].as_f64().unwrap() > 0.6);
+    let summary = s.ok(&["summary", "exp"]);
+    assert!(
+        summary.contains(&format!("accuracy {accuracy:.4}")),
+        "{summary}"
+    );
     // Predictions: a header and one row per text.
     let predictions = std::fs::read_dir(s.path().join("exp"))
         .unwrap()

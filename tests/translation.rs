@@ -171,6 +171,20 @@ fn transformer_trains_averages_scores_and_translates() {
     let out = s.run(&["average", "exp", "--best", "9", "-o", "exp/avg9"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("keep_best"));
+
+    // The summary has one line per report: the averaged checkpoint with each beam.
+    let summary = s.ok(&["summary", "exp"]);
+    let labels: Vec<&str> = summary
+        .lines()
+        .map(|l| l.split_whitespace().nth(1).unwrap_or_default())
+        .collect();
+    assert_eq!(labels, ["avg_beam1", "avg_beam3"], "{summary}");
+    assert!(
+        summary
+            .lines()
+            .all(|l| l.contains("BLEU") && l.contains("chrF") && l.contains("40 steps")),
+        "{summary}"
+    );
 }
 
 #[test]

@@ -287,3 +287,49 @@ fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
     // The checkpoint it names still loads.
     s.ok(&["eval", "exp", "--split", "valid"]);
 }
+
+#[test]
+fn resume_on_a_fresh_folder_starts_and_summary_lists_the_reports() {
+    // The recipes' run.sh always pass --resume: on a folder without checkpoints it starts.
+    let s = Scratch::with_recipe(&tiny_recipe("flex", 10));
+    let out = s.ok(&["train", "recipe.yaml", "--resume"]);
+    assert!(out.contains("starting from step 0"), "{out}");
+    assert_eq!(s.train_losses().len(), 10);
+    for split in ["valid", "test"] {
+        s.ok(&["eval", "exp", "--split", split]);
+    }
+    let summary = s.ok(&["summary", "exp", "--split", "valid"]);
+    let rows: Vec<&str> = summary.lines().collect();
+    assert_eq!(rows.len(), 1, "{summary}");
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(s.path().join("exp/eval_valid_step_00000010.json")).unwrap(),
+    )
+    .unwrap();
+    let loss = format!("loss {:.4}", report["loss"].as_f64().unwrap());
+    assert!(
+        rows[0].starts_with("exp ")
+            && rows[0].contains("step_00000010")
+            && rows[0].contains(&loss)
+            && rows[0].contains("10 steps in"),
+        "{summary}"
+    );
+    // A folder without reports of the split says what to run.
+    let none = s.ok(&["summary", "exp", "--split", "train"]);
+    assert!(none.contains("nlpkit eval"), "{none}");
+}
+
+#[test]
+fn eval_refuses_data_prepared_by_another_tokenizer() {
+    let s = Scratch::with_recipe(&tiny_recipe("flex", 5));
+    s.ok(&["train", "recipe.yaml", "--quiet"]);
+    // The same recipe on other text: another character vocabulary in the prepared folder.
+    s.write("input.txt", "abc\n".repeat(2000));
+    s.ok(&["prepare-data", "recipe.yaml"]);
+    let out = s.run(&["eval", "exp"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("differs from the experiment's") && stderr.contains("prepare-data"),
+        "{stderr}"
+    );
+}

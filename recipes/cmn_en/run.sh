@@ -22,11 +22,7 @@ direction=en-zh
 parse_options_vars="stage stop_stage backend data direction"
 . "$root/tools/parse_options.sh"
 
-nlpkit=${NLPKIT:-$root/target/release/nlpkit}
-if [ ! -x "$nlpkit" ]; then
-  echo "building nlpkit (release)..."
-  (cd "$root" && cargo build --release)
-fi
+. "$root/tools/nlpkit.sh"
 overrides=()
 [ -n "$backend" ] && overrides+=(--set "backend.type=$backend")
 [ -n "$data" ] && overrides+=(--set "data.train=$data")
@@ -43,10 +39,8 @@ esac
 rnn=exp/rnn$suffix
 transformer=exp/transformer$suffix
 
-train() {  # conf, experiment folder
-  local resume=()
-  [ -d "$2/checkpoints" ] && resume=(--resume)
-  "$nlpkit" train "$1" "${overrides[@]}" --set "output_dir=$2" "${resume[@]}"
+train() {  # conf, experiment folder: resumes an interrupted run
+  "$nlpkit" train "$1" "${overrides[@]}" --set "output_dir=$2" --resume
 }
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
@@ -71,19 +65,13 @@ fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   echo "stage 4: BLEU and chrF on the test split"
-  summary=()
-  score() {  # exp, label, extra args
-    local exp=$1 label=$2
-    shift 2
-    for beam in 1 5; do
-      "$nlpkit" eval "$exp" --split test --beam "$beam" "$@" > "$exp/last_eval.json"
-      summary+=("$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("{:<28} beam {}  BLEU {:5.2f}  chrF {:5.2f}  loss {:.3f}  {:.1f} s".format(sys.argv[2], r["beam"], r["bleu"], r["chrf"], r["loss"], r["decode_seconds"]))' "$exp/last_eval.json" "$label")")
-    done
-  }
-  score "$rnn" "rnn + attention"
-  score "$transformer" "transformer"
-  score "$transformer" "transformer, best-5 average" --checkpoint "$transformer/average_best5"
-  printf '%s\n' "${summary[@]}" | tee "$transformer/test_scores.txt"
+  for beam in 1 5; do
+    "$nlpkit" eval "$rnn" --split test --beam "$beam" > /dev/null
+    "$nlpkit" eval "$transformer" --split test --beam "$beam" > /dev/null
+    "$nlpkit" eval "$transformer" --split test --beam "$beam" \
+      --checkpoint "$transformer/average_best5" > /dev/null
+  done
+  "$nlpkit" summary "$rnn" "$transformer" | tee "$transformer/test_scores.txt"
   echo "sample translations (transformer, best checkpoint, beam 5):"
   if [ "$direction" = en-zh ]; then
     samples=("Tom is reading a book." "I don't want to go to school tomorrow."

@@ -19,21 +19,13 @@ data=               # empty: ../../data/msra_ner/dh_msra.txt, as the recipes say
 parse_options_vars="stage stop_stage backend data"
 . "$root/tools/parse_options.sh"
 
-nlpkit=${NLPKIT:-$root/target/release/nlpkit}
-if [ ! -x "$nlpkit" ]; then
-  echo "building nlpkit (release)..."
-  (cd "$root" && cargo build --release)
-fi
+. "$root/tools/nlpkit.sh"
 overrides=()
 [ -n "$backend" ] && overrides+=(--set "backend.type=$backend")
 [ -n "$data" ] && overrides+=(--set "data.train=$data")
 
 train() {  # conf: resumes an interrupted run
-  local exp
-  exp=$(sed -n 's/^output_dir: //p' "$1")
-  local resume=()
-  [ -d "$exp/checkpoints" ] && resume=(--resume)
-  "$nlpkit" train "$1" "${overrides[@]}" "${resume[@]}"
+  "$nlpkit" train "$1" "${overrides[@]}" --resume
 }
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
@@ -63,5 +55,5 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
     echo "== $exp"
     "$nlpkit" eval "$exp" --split test
   done
-  python3 "$root/tools/summarise_evals.py" exp/bert_softmax exp/bert_crf | tee exp/test_scores.txt
+  "$nlpkit" summary exp/bert_softmax exp/bert_crf | tee exp/test_scores.txt
 fi

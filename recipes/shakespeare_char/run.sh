@@ -4,7 +4,7 @@
 #   1 train          train the GPT (resumes if interrupted: rerun with --stage 1)
 #   2 eval           loss and perplexity on the whole valid and test splits
 #   3 generate       a sample from the best checkpoint
-# Usage: ./run.sh [--stage N] [--stop_stage M] [--conf conf/train.yaml] [--backend flex]
+# Usage: ./run.sh [--stage N] [--stop_stage M] [--conf conf/train.yaml] [--exp DIR] [--backend flex]
 set -euo pipefail
 cd "$(dirname "$0")"
 root=$(cd ../.. && pwd)
@@ -12,18 +12,14 @@ root=$(cd ../.. && pwd)
 stage=0
 stop_stage=3
 conf=conf/train.yaml
+exp=exp/shakespeare_char
 backend=            # empty: the recipe's backend (flex); or ndarray, wgpu, tch, cuda
-parse_options_vars="stage stop_stage conf backend"
+parse_options_vars="stage stop_stage conf exp backend"
 . "$root/tools/parse_options.sh"
 
-nlpkit=${NLPKIT:-$root/target/release/nlpkit}
-if [ ! -x "$nlpkit" ]; then
-  echo "building nlpkit (release)..."
-  (cd "$root" && cargo build --release)
-fi
-overrides=()
+. "$root/tools/nlpkit.sh"
+overrides=(--set "output_dir=$exp")
 [ -n "$backend" ] && overrides+=(--set "backend.type=$backend")
-exp=$("$nlpkit" recipe check "$conf" "${overrides[@]}" | sed -n 's/^output_dir: //p')
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   echo "stage 0: prepare data"
@@ -32,9 +28,7 @@ fi
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   echo "stage 1: train"
-  resume=()
-  [ -d "$exp/checkpoints" ] && resume=(--resume)
-  "$nlpkit" train "$conf" "${overrides[@]}" "${resume[@]}"
+  "$nlpkit" train "$conf" "${overrides[@]}" --resume
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then

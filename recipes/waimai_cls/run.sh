@@ -20,21 +20,13 @@ data=               # empty: ../../data/waimai_10k/waimai_10k.csv, as the recipe
 parse_options_vars="stage stop_stage backend data"
 . "$root/tools/parse_options.sh"
 
-nlpkit=${NLPKIT:-$root/target/release/nlpkit}
-if [ ! -x "$nlpkit" ]; then
-  echo "building nlpkit (release)..."
-  (cd "$root" && cargo build --release)
-fi
+. "$root/tools/nlpkit.sh"
 overrides=()
 [ -n "$backend" ] && overrides+=(--set "backend.type=$backend")
 [ -n "$data" ] && overrides+=(--set "data.train=$data")
 
 train() {  # conf: resumes an interrupted run
-  local exp
-  exp=$(sed -n 's/^output_dir: //p' "$1")
-  local resume=()
-  [ -d "$exp/checkpoints" ] && resume=(--resume)
-  "$nlpkit" train "$1" "${overrides[@]}" "${resume[@]}"
+  "$nlpkit" train "$1" "${overrides[@]}" --resume
 }
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
@@ -70,6 +62,6 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
     echo "== $exp"
     "$nlpkit" eval "$exp" --split test
   done
-  python3 "$root/tools/summarise_evals.py" exp/textcnn exp/bert_scratch exp/bert_finetune |
+  "$nlpkit" summary exp/textcnn exp/bert_scratch exp/bert_finetune |
     tee exp/test_scores.txt
 fi

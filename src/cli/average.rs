@@ -1,6 +1,6 @@
+use crate::commands::average::average_checkpoints;
 use crate::error::{Error, Result};
-use crate::experiment::Experiment;
-use crate::train::average::{Selection, average, select};
+use crate::train::average::Selection;
 use std::path::PathBuf;
 
 /// Average the weights of several checkpoints (wenet's average_model): the best N by validation
@@ -23,25 +23,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let (exp, _) = Experiment::open(&args.exp_dir)?;
     let selection = match (args.best, args.last) {
         (Some(n), None) => Selection::Best(n),
         (None, Some(n)) => Selection::Last(n),
         _ => return Err(Error::Usage("give one of --best N or --last N".into())),
     };
-    let chosen = select(&exp.checkpoints_dir(), selection)?;
-    let path = average(&chosen, &args.output)?;
-    for c in &chosen {
-        let loss = c
-            .state
-            .valid_loss
-            .map_or("-".to_string(), |l| format!("{l:.4}"));
-        println!("  step {:>8}  valid loss {loss}", c.state.step);
-    }
-    println!(
-        "averaged {} checkpoints into {}",
-        chosen.len(),
-        path.display()
-    );
-    Ok(())
+    average_checkpoints(&args.exp_dir, selection, &args.output)
 }

@@ -1,18 +1,20 @@
-//! The command line: one file per verb; parsing and exit codes only.
+//! The command line: one file per verb, each parsing its arguments and calling one function of
+//! [`crate::commands`]; exit codes come from the error.
 
 mod average;
 mod completions;
 mod decode_args;
 mod eval;
-mod eval_labelled;
 mod generate;
 mod prepare_data;
 mod recipe;
+mod summary;
 mod train;
 mod translate;
 
+use crate::commands::ModelChoice;
 use crate::error::Result;
-use crate::recipe::{Recipe, load_recipe};
+use crate::recipe::{BackendKind, Recipe, load_recipe};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -34,6 +36,30 @@ impl RecipeArgs {
     }
 }
 
+/// A trained model: shared by every verb that uses one.
+#[derive(clap::Args, Debug)]
+pub struct ModelArgs {
+    /// The experiment folder (the recipe's output_dir).
+    exp_dir: PathBuf,
+    /// A checkpoint folder (`EXP_DIR/checkpoints/step_*`, or one written by `nlpkit average`);
+    /// default: the one with the best validation loss.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Run on another backend than the recipe's (flex, ndarray, wgpu, tch, cuda).
+    #[arg(long)]
+    backend: Option<BackendKind>,
+}
+
+impl ModelArgs {
+    pub fn choice(&self) -> ModelChoice<'_> {
+        ModelChoice {
+            exp_dir: &self.exp_dir,
+            checkpoint: self.checkpoint.as_deref(),
+            backend: self.backend,
+        }
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "nlpkit",
@@ -43,7 +69,8 @@ impl RecipeArgs {
                   model, loss, optimiser, schedule and training budget to use. Typical use:\n  \
                   nlpkit prepare-data conf/train.yaml\n  nlpkit train conf/train.yaml\n  \
                   nlpkit eval exp/my_run\n  nlpkit generate exp/my_run --prompt 'ROMEO:'\n  \
-                  nlpkit translate exp/my_mt < sentences.txt\n  nlpkit average exp/my_mt --best 5 -o exp/my_mt/avg"
+                  nlpkit translate exp/my_mt < sentences.txt\n  nlpkit average exp/my_mt --best 5 -o exp/my_mt/avg\n  \
+                  nlpkit summary exp/run_a exp/run_b"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -58,6 +85,7 @@ enum Command {
     Generate(generate::Args),
     Translate(translate::Args),
     Average(average::Args),
+    Summary(summary::Args),
     Recipe(recipe::Args),
     Completions(completions::Args),
 }
@@ -70,6 +98,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Translate(args) => translate::run(args),
         Command::Average(args) => average::run(args),
+        Command::Summary(args) => summary::run(args),
         Command::Recipe(args) => recipe::run(args),
         Command::Completions(args) => completions::run(args),
     }

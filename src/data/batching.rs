@@ -4,20 +4,55 @@
 //! replaying the run (exact resume).
 
 use crate::distributed::Shard;
+use crate::error::Result;
+use crate::recipe::{BatchScope, Recipe};
 use crate::rng::SplitMix64;
 
+/// How big one batch of examples of varying length may be: the one rule every such task
+/// follows (`train.batch_size` examples and `train.max_tokens` padded tokens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    pub examples: usize,
+    pub tokens: Option<usize>,
+}
+
+impl BatchLimits {
+    /// One rank's limits when training: both caps per rank, or the global ones split evenly
+    /// across the ranks under `distributed.batch_size_is: global`.
+    pub fn per_rank(recipe: &Recipe, ranks: usize) -> Result<Self> {
+        let (examples, _) = crate::distributed::batch_sizes(recipe, ranks)?;
+        let tokens = recipe
+            .train
+            .max_tokens
+            .map(|t| match recipe.distributed.batch_size_is {
+                BatchScope::PerRank => t,
+                BatchScope::Global => (t / ranks).max(1),
+            });
+        Ok(Self { examples, tokens })
+    }
+
+    /// The limits of one process scoring a split: `examples` per batch (default
+    /// `train.batch_size`) and `train.max_tokens`.
+    pub fn scoring(recipe: &Recipe, examples: usize) -> Self {
+        Self {
+            examples: examples.max(1),
+            tokens: recipe.train.max_tokens,
+        }
+    }
+}
+
 /// Indices `0..count` grouped into batches: sorted by `sort_key` (ties in a seeded random order),
-/// cut so that no batch has more than `max_examples` or, with `max_tokens`, more than
-/// `max_tokens` tokens counting padding (rows times the largest `size`). An example larger than
-/// `max_tokens` gets a batch of its own.
+/// cut so that no batch has more than `limits.examples` or, with `limits.tokens`, more than that
+/// many tokens counting padding (rows times the largest `size`). An example larger than the
+/// token cap gets a batch of its own.
 pub fn batches_by_length<K: Ord>(
     count: usize,
     sort_key: impl Fn(usize) -> K,
     size: impl Fn(usize) -> usize,
-    max_tokens: Option<usize>,
-    max_examples: usize,
+    limits: BatchLimits,
     seed: u64,
 ) -> Vec<Vec<usize>> {
+    let (max_tokens, max_examples) = (limits.tokens, limits.examples);
     let mut order: Vec<usize> = (0..count).collect();
     SplitMix64::new(seed ^ 0xb0c3_7e75).shuffle(&mut order);
     order.sort_by_key(|&i| sort_key(i));

@@ -1,17 +1,19 @@
 //! Preparing labelled texts (CSV/TSV classification), tagged sentences (BIO/BIOES) and BERT
 //! pretraining documents: read with file:line errors, split with the recipe's seed, build the
-//! tokenizer (or take a pretrained experiment's), and write `tokenizer.json`, `labels.json` and
+//! tokenizer (or take a pretrained experiment's), and write `tokenizer.json`, `labels.json` (the
+//! labels or tags in id order, as the experiment folder keeps them),
 //! `{train,valid,test}.jsonl` (the raw examples, readable and diffable; encoding them again is
-//! fast). As for text, `labels.json` is written last with a fingerprint of the inputs.
+//! fast) and `meta.json`.
 
 use super::Split;
+use super::prepared::{self, Meta, Prepared};
 use super::split::deal;
 use super::table::{LabelledText, label_list, read_labelled};
 use super::tagging::{TaggedSentence, read_tagged, tag_list};
 use super::text::read_text;
 use super::tokenizer::TextTokenizer;
 use crate::error::{Error, IoContext, Result, write_atomic};
-use crate::recipe::{CsvSection, DataFormat, Recipe, SplitSection};
+use crate::recipe::{CsvSection, DataFormat, Recipe, TaskKind};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -46,6 +48,42 @@ pub struct LabelledMeta {
     pub counts: [usize; 3],
 }
 
+impl Meta for LabelledMeta {
+    fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+}
+
+impl LabelledMeta {
+    /// What `prepare-data` prints about it.
+    pub fn describe(&self) -> String {
+        let [train, valid, test] = self.counts;
+        let mut out = format!(
+            "vocabulary: {} tokens; {} examples: train {train}, valid {valid}, test {test}\n",
+            self.vocab_size,
+            self.format.name()
+        );
+        if !self.labels.is_empty() {
+            out += &format!(
+                "labels ({}): {}\n",
+                self.labels.len(),
+                self.labels.join(" ")
+            );
+        }
+        out
+    }
+
+    /// The id of a label or tag, or an error naming where it came from.
+    pub fn label_id(&self, label: &str, dir: &Path) -> Result<usize> {
+        self.labels.iter().position(|l| l == label).ok_or_else(|| {
+            Error::Data(format!(
+                "label `{label}` is not in {}'s labels.json; prepare the data again",
+                dir.display()
+            ))
+        })
+    }
+}
+
 pub fn labels_path(dir: &Path) -> PathBuf {
     dir.join("labels.json")
 }
@@ -66,49 +104,20 @@ fn pretrained_tokenizer(recipe: &Recipe) -> Option<PathBuf> {
         .map(|dir| crate::experiment::Experiment::new(dir).tokenizer_path())
 }
 
-/// Is this recipe one whose data `prepare_labelled` handles?
-pub fn handles(recipe: &Recipe) -> bool {
-    matches!(recipe.data.format, DataFormat::Csv | DataFormat::Tagging)
-        || matches!(recipe.model, crate::recipe::ModelSection::Bert(_))
-}
-
 /// BERT pretraining reads documents (texts without labels) instead of labelled examples.
 fn is_pretraining(recipe: &Recipe) -> bool {
-    matches!(
-        &recipe.model,
-        crate::recipe::ModelSection::Bert(b) if b.head == crate::models::bert::BertHead::Pretraining
-    )
+    recipe.task() == TaskKind::Pretraining
 }
 
-pub struct PreparedLabelled {
-    pub meta: LabelledMeta,
-    pub dir: PathBuf,
-    pub up_to_date: bool,
-}
-
-/// Which files the split comes from and how to deal one file into three.
+/// Read every split with `read`; one file's rows (texts, sentences, documents) are dealt one by
+/// one, by count.
 fn read_splits<T>(
     recipe: &Recipe,
     read: impl Fn(&Path, &str) -> Result<Vec<T>>,
 ) -> Result<[Vec<T>; 3]> {
-    let data = &recipe.data;
-    let train = read(&data.train, "data.train")?;
-    match (&data.valid, &data.test) {
-        (None, None) => Ok(deal_rows(train, &data.split, recipe.seed)),
-        (Some(valid), Some(test)) => {
-            Ok([train, read(valid, "data.valid")?, read(test, "data.test")?])
-        }
-        _ => Err(Error::Recipe(
-            "give both `data.valid` and `data.test`, or neither (then `data.train` is split by \
-             `data.split`)"
-                .into(),
-        )),
-    }
-}
-
-/// Rows (texts, sentences, documents) are dealt one by one, by count.
-fn deal_rows<T>(rows: Vec<T>, split: &SplitSection, seed: u64) -> [Vec<T>; 3] {
-    deal(rows, split, seed, |_| 1)
+    prepared::read_splits(recipe, read, |rows| {
+        deal(rows, &recipe.data.split, recipe.seed, |_| 1)
+    })
 }
 
 /// Read and check the examples of every split; the labels in id order.
@@ -186,7 +195,9 @@ fn read_examples(recipe: &Recipe) -> Result<([Vec<Example>; 3], Vec<String>)> {
             })?;
             Ok((docs, vec![]))
         }
-        DataFormat::Parallel => unreachable!("validated: parallel data is for translation"),
+        DataFormat::Parallel => Err(Error::Recipe(
+            "parallel data is for translation; labelled data is `csv`, `tagging` or `text`".into(),
+        )),
     }
 }
 
@@ -239,30 +250,21 @@ fn check_tags(sentences: &[TaggedSentence], tags: &[String], split: usize) -> Re
 }
 
 /// Prepare the recipe's labelled data unless it is already prepared from the same inputs.
-pub fn prepare_labelled(recipe: &Recipe, force: bool) -> Result<PreparedLabelled> {
+pub fn prepare_labelled(recipe: &Recipe, force: bool) -> Result<Prepared<LabelledMeta>> {
     let dir = recipe.prepared_dir();
     let data = &recipe.data;
-    let mut inputs = vec![(data.train.clone(), "data.train".to_string())];
-    inputs.extend(data.valid.iter().map(|p| (p.clone(), "data.valid".into())));
-    inputs.extend(data.test.iter().map(|p| (p.clone(), "data.test".into())));
+    let mut inputs = prepared::split_inputs(data);
     inputs.extend(pretrained_tokenizer(recipe).map(|p| (p, "init_from".into())));
     let reads = if is_pretraining(recipe) {
         "documents"
     } else {
         "labelled"
     };
-    let fingerprint = format!("{}-{reads}", super::prepare::fingerprint(recipe, &inputs)?);
-    if !force
-        && let Ok(meta) = load_labelled_meta(&dir)
-        && meta.fingerprint == fingerprint
-        && Split::ALL.iter().all(|&s| examples_path(&dir, s).exists())
-        && tokenizer_path(&dir).exists()
-    {
-        return Ok(PreparedLabelled {
-            meta,
-            dir,
-            up_to_date: true,
-        });
+    let fingerprint = format!("{}-{reads}", prepared::fingerprint(recipe, &inputs)?);
+    let mut files: Vec<PathBuf> = Split::ALL.map(|s| examples_path(&dir, s)).into();
+    files.extend([tokenizer_path(&dir), labels_path(&dir)]);
+    if let Some(done) = prepared::reusable(&dir, &fingerprint, &files, force) {
+        return Ok(done);
     }
     let (splits, labels) = read_examples(recipe)?;
     if splits[0].is_empty() {
@@ -297,8 +299,7 @@ pub fn prepare_labelled(recipe: &Recipe, force: bool) -> Result<PreparedLabelled
         }
     };
 
-    std::fs::create_dir_all(&dir).with_path("create", &dir)?;
-    let _ = std::fs::remove_file(labels_path(&dir));
+    prepared::begin(&dir)?;
     tokenizer.save(&tokenizer_path(&dir))?;
     for (split, examples) in Split::ALL.into_iter().zip(&splits) {
         let lines: String = examples
@@ -307,6 +308,8 @@ pub fn prepare_labelled(recipe: &Recipe, force: bool) -> Result<PreparedLabelled
             .collect();
         write_atomic(&examples_path(&dir, split), lines.as_bytes())?;
     }
+    let json = serde_json::to_string_pretty(&labels).expect("labels serialise");
+    write_atomic(&labels_path(&dir), json.as_bytes())?;
     let meta = LabelledMeta {
         fingerprint,
         format: data.format,
@@ -314,29 +317,7 @@ pub fn prepare_labelled(recipe: &Recipe, force: bool) -> Result<PreparedLabelled
         vocab_size: tokenizer.vocab_size(),
         counts: [splits[0].len(), splits[1].len(), splits[2].len()],
     };
-    let json = serde_json::to_string_pretty(&meta).expect("meta serialises");
-    write_atomic(&labels_path(&dir), json.as_bytes())?;
-    Ok(PreparedLabelled {
-        meta,
-        dir,
-        up_to_date: false,
-    })
-}
-
-pub fn load_labelled_meta(dir: &Path) -> Result<LabelledMeta> {
-    let path = labels_path(dir);
-    let text = std::fs::read_to_string(&path).map_err(|_| {
-        Error::Data(format!(
-            "{} is missing; run `nlpkit prepare-data` on the recipe first",
-            path.display()
-        ))
-    })?;
-    serde_json::from_str(&text).map_err(|e| {
-        Error::Data(format!(
-            "{} is damaged ({e}); prepare again",
-            path.display()
-        ))
-    })
+    prepared::finish(&dir, meta)
 }
 
 pub fn load_examples(dir: &Path, split: Split) -> Result<Vec<Example>> {

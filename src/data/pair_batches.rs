@@ -3,7 +3,7 @@
 //! shifted right behind `<s>` and `</s>` closing the source and the target.
 
 pub use super::batching::batch_at;
-use super::batching::batches_by_length;
+use super::batching::{BatchLimits, batches_by_length};
 use super::parallel::{PairSet, SpecialIds};
 
 /// One padded batch of pairs, row-major.
@@ -27,22 +27,14 @@ fn pair_size(set: &PairSet, i: usize) -> usize {
     set.sources[i].len().max(set.targets[i].len()) + 1
 }
 
-/// Pair indices grouped into batches: pairs sorted by length (ties in a seeded random order),
-/// then cut so that no batch has more than `max_sentences` pairs or, with `max_tokens`, more than
-/// `max_tokens` tokens counting padding (rows times the longest pair). A pair longer than
-/// `max_tokens` gets a batch of its own.
-pub fn bucket_batches(
-    set: &PairSet,
-    max_tokens: Option<usize>,
-    max_sentences: usize,
-    seed: u64,
-) -> Vec<Vec<usize>> {
+/// Pair indices grouped into batches by [`batches_by_length`]: sorted by target then source
+/// length, a pair's size its longer side (fairseq's `batch_by_size`).
+pub fn bucket_batches(set: &PairSet, limits: BatchLimits, seed: u64) -> Vec<Vec<usize>> {
     batches_by_length(
         set.len(),
         |i| (set.targets[i].len(), set.sources[i].len()),
         |i| pair_size(set, i),
-        max_tokens,
-        max_sentences,
+        limits,
         seed,
     )
 }
@@ -115,7 +107,11 @@ mod tests {
         let lengths: Vec<(usize, usize)> =
             (0..200).map(|i| (1 + i % 17, 1 + (i * 7) % 23)).collect();
         let set = set(&lengths);
-        let batches = bucket_batches(&set, Some(100), 8, 3);
+        let limits = BatchLimits {
+            examples: 8,
+            tokens: Some(100),
+        };
+        let batches = bucket_batches(&set, limits, 3);
         let mut seen: Vec<usize> = batches.iter().flatten().copied().collect();
         seen.sort();
         assert_eq!(seen, (0..200).collect::<Vec<_>>());

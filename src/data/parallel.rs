@@ -8,6 +8,7 @@
 //! `meta.json`, written last.
 
 use super::Split;
+use super::prepared::{self, Meta, Prepared};
 use super::text::read_text;
 use super::token_file::{TokenWidth, read_tokens, write_tokens};
 use super::tokenizer::TextTokenizer;
@@ -75,17 +76,22 @@ pub fn read_pairs(path: &Path, key: &str, section: &ParallelSection) -> Result<R
             read_tsv(&text, &path.display().to_string(), section)
         }
         ParallelLayout::Files => {
-            let side = |lang: &str| {
-                let mut name = path.as_os_str().to_owned();
-                name.push(format!(".{lang}"));
-                PathBuf::from(name)
-            };
-            let (src_path, tgt_path) = (side(&section.source_lang), side(&section.target_lang));
+            let (src_path, tgt_path) = (
+                side_file(path, &section.source_lang),
+                side_file(path, &section.target_lang),
+            );
             let source = read_text(&src_path, key)?;
             let target = read_text(&tgt_path, key)?;
             read_aligned(&source, &target, &src_path, &tgt_path, section)
         }
     }
+}
+
+/// One side of a corpus laid out as two files: `<prefix>.<lang>`.
+fn side_file(prefix: &Path, lang: &str) -> PathBuf {
+    let mut name = prefix.as_os_str().to_owned();
+    name.push(format!(".{lang}"));
+    PathBuf::from(name)
 }
 
 /// The columns holding the source and the target in a TSV.
@@ -224,9 +230,18 @@ pub struct ParallelMeta {
     pub token_width: TokenWidth,
     /// Malformed lines skipped while reading (all splits).
     pub skipped_lines: usize,
+    /// The first few of them, `file:line: what`.
+    #[serde(default)]
+    pub skipped_examples: Vec<String>,
     pub train: PairCounts,
     pub valid: PairCounts,
     pub test: PairCounts,
+}
+
+impl Meta for ParallelMeta {
+    fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
 }
 
 impl ParallelMeta {
@@ -236,6 +251,44 @@ impl ParallelMeta {
             Split::Valid => &self.valid,
             Split::Test => &self.test,
         }
+    }
+
+    /// What `prepare-data` prints about it.
+    pub fn describe(&self) -> String {
+        let joint = if self.joint_vocabulary {
+            " (joint)"
+        } else {
+            ""
+        };
+        let mut out = format!(
+            "vocabulary: source {} tokens, target {} tokens{joint}\n",
+            self.source_vocab_size, self.target_vocab_size
+        );
+        if self.skipped_lines > 0 {
+            out += &format!("skipped {} malformed line(s):\n", self.skipped_lines);
+            for line in &self.skipped_examples {
+                out += &format!("  {line}\n");
+            }
+        }
+        let headers = [
+            "read",
+            "too long",
+            "ratio",
+            "pairs",
+            "src tokens",
+            "tgt tokens",
+        ];
+        out + &prepared::split_table(headers, |split| {
+            let c = self.counts(split);
+            [
+                c.read,
+                c.too_long,
+                c.ratio,
+                c.pairs,
+                c.source_tokens,
+                c.target_tokens,
+            ]
+        })
     }
 }
 
@@ -249,14 +302,6 @@ pub fn target_tokenizer_path(dir: &Path) -> PathBuf {
 
 fn file(dir: &Path, split: Split, what: &str) -> PathBuf {
     dir.join(format!("{}.{what}", split.name()))
-}
-
-pub struct PreparedPairs {
-    pub meta: ParallelMeta,
-    pub dir: PathBuf,
-    pub up_to_date: bool,
-    /// The first malformed lines skipped (file:line: what), for the report.
-    pub skipped_examples: Vec<String>,
 }
 
 /// The tokenizer section with the translation specials listed first, so trained kinds give
@@ -287,7 +332,7 @@ fn build_tokenizer(section: &TokenizerSection, train_text: &str) -> Result<TextT
 }
 
 /// Prepare the recipe's parallel corpus unless it is already prepared from the same inputs.
-pub fn prepare_pairs(recipe: &Recipe, force: bool) -> Result<PreparedPairs> {
+pub fn prepare_pairs(recipe: &Recipe, force: bool) -> Result<Prepared<ParallelMeta>> {
     let data = &recipe.data;
     let section = data
         .parallel
@@ -295,38 +340,36 @@ pub fn prepare_pairs(recipe: &Recipe, force: bool) -> Result<PreparedPairs> {
         .expect("validated: parallel data has a `data.parallel` section");
     let dir = recipe.prepared_dir();
     let inputs = input_files(recipe, section);
-    let fingerprint = super::prepare::fingerprint(recipe, &inputs)?;
-    if !force
-        && let Ok(meta) = load_pair_meta(&dir)
-        && meta.fingerprint == fingerprint
-    {
-        return Ok(PreparedPairs {
-            meta,
-            dir,
-            up_to_date: true,
-            skipped_examples: vec![],
-        });
+    let fingerprint = prepared::fingerprint(recipe, &inputs)?;
+    let mut files = vec![source_tokenizer_path(&dir), target_tokenizer_path(&dir)];
+    for split in Split::ALL {
+        files.extend(["src.bin", "tgt.bin", "len.bin", "tsv"].map(|what| file(&dir, split, what)));
+    }
+    if let Some(done) = prepared::reusable(&dir, &fingerprint, &files, force) {
+        return Ok(done);
     }
 
-    let train_read = read_pairs(&data.train, "data.train", section)?;
-    let mut skipped = train_read.skipped;
-    let splits: [Vec<Pair>; 3] = match (&data.valid, &data.test) {
-        (None, None) => split_pairs(train_read.pairs, &data.split, recipe.seed),
-        (Some(valid), Some(test)) => {
-            let valid = read_pairs(valid, "data.valid", section)?;
-            let test = read_pairs(test, "data.test", section)?;
-            skipped.extend(valid.skipped);
-            skipped.extend(test.skipped);
-            [train_read.pairs, valid.pairs, test.pairs]
-        }
-        _ => {
-            return Err(Error::Recipe(
-                "give both `data.valid` and `data.test`, or neither (then `data.train` is split by \
-                 `data.split`)"
-                    .into(),
-            ));
-        }
-    };
+    let read = prepared::read_splits(
+        recipe,
+        |path, key| read_pairs(path, key, section),
+        |all| {
+            let [train, valid, test] = split_pairs(all.pairs, &data.split, recipe.seed);
+            let held_out = |pairs| ReadPairs {
+                pairs,
+                skipped: vec![],
+            };
+            [
+                ReadPairs {
+                    pairs: train,
+                    skipped: all.skipped,
+                },
+                held_out(valid),
+                held_out(test),
+            ]
+        },
+    )?;
+    let mut skipped: Vec<String> = read.iter().flat_map(|r| r.skipped.clone()).collect();
+    let splits: [Vec<Pair>; 3] = read.map(|r| r.pairs);
     if splits.iter().any(|s| s.is_empty()) {
         return Err(Error::Data(format!(
             "a split has no sentence pairs (train {}, valid {}, test {}); give more data or \
@@ -361,8 +404,7 @@ pub fn prepare_pairs(recipe: &Recipe, force: bool) -> Result<PreparedPairs> {
         (SpecialIds::of(&source_tok)?, SpecialIds::of(&target_tok)?);
     let width = TokenWidth::for_vocab(source_tok.vocab_size().max(target_tok.vocab_size()));
 
-    std::fs::create_dir_all(&dir).with_path("create", &dir)?;
-    let _ = std::fs::remove_file(dir.join("meta.json"));
+    prepared::begin(&dir)?;
     source_tok.save(&source_tokenizer_path(&dir))?;
     target_tok.save(&target_tokenizer_path(&dir))?;
     let mut counts: Vec<PairCounts> = Vec::new();
@@ -415,6 +457,8 @@ pub fn prepare_pairs(recipe: &Recipe, force: bool) -> Result<PreparedPairs> {
             train.too_long, train.ratio
         )));
     }
+    let skipped_lines = skipped.len();
+    skipped.truncate(5);
     let meta = ParallelMeta {
         fingerprint,
         source_vocab_size: source_tok.vocab_size(),
@@ -423,37 +467,25 @@ pub fn prepare_pairs(recipe: &Recipe, force: bool) -> Result<PreparedPairs> {
         source_specials,
         target_specials,
         token_width: width,
-        skipped_lines: skipped.len(),
+        skipped_lines,
+        skipped_examples: skipped,
         train,
         valid,
         test,
     };
-    let json = serde_json::to_string_pretty(&meta).expect("meta serialises");
-    write_atomic(&dir.join("meta.json"), json.as_bytes())?;
-    skipped.truncate(5);
-    Ok(PreparedPairs {
-        meta,
-        dir,
-        up_to_date: false,
-        skipped_examples: skipped,
-    })
+    prepared::finish(&dir, meta)
 }
 
 /// The files the corpus is read from, for the fingerprint.
 fn input_files(recipe: &Recipe, section: &ParallelSection) -> Vec<(PathBuf, String)> {
     let data = &recipe.data;
-    let mut named: Vec<(PathBuf, &str)> = vec![(data.train.clone(), "data.train")];
-    named.extend(data.valid.clone().map(|p| (p, "data.valid")));
-    named.extend(data.test.clone().map(|p| (p, "data.test")));
     let mut out = Vec::new();
-    for (path, key) in named {
+    for (path, key) in prepared::split_inputs(data) {
         match section.layout {
-            ParallelLayout::Tsv => out.push((path, key.to_string())),
+            ParallelLayout::Tsv => out.push((path, key)),
             ParallelLayout::Files => {
                 for lang in [&section.source_lang, &section.target_lang] {
-                    let mut name = path.as_os_str().to_owned();
-                    name.push(format!(".{lang}"));
-                    out.push((PathBuf::from(name), key.to_string()));
+                    out.push((side_file(&path, lang), key.clone()));
                 }
             }
         }
@@ -467,22 +499,6 @@ fn input_files(recipe: &Recipe, section: &ParallelSection) -> Vec<(PathBuf, Stri
         }
     }
     out
-}
-
-pub fn load_pair_meta(dir: &Path) -> Result<ParallelMeta> {
-    let path = dir.join("meta.json");
-    let text = std::fs::read_to_string(&path).map_err(|_| {
-        Error::Data(format!(
-            "no prepared data in {} (missing meta.json); run `nlpkit prepare-data RECIPE` first",
-            dir.display()
-        ))
-    })?;
-    serde_json::from_str(&text).map_err(|e| {
-        Error::Data(format!(
-            "{} is not a prepared parallel corpus ({e}); rerun `nlpkit prepare-data --force`",
-            path.display()
-        ))
-    })
 }
 
 /// The token ids of one split: every pair's source and target (no BOS/EOS; batching adds them).

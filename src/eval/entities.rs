@@ -3,7 +3,7 @@
 //! rules (an `I-X` after `O` or after another type starts an entity, as if it were `B-X`), and an
 //! entity counts as correct when its type, start and end all match.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// `(type, first token, last token)`.
@@ -49,7 +49,7 @@ pub fn entities(tags: &[String]) -> Vec<Entity> {
     chunks
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Prf {
     pub precision: f64,
     pub recall: f64,

@@ -5,5 +5,6 @@ pub mod bleu;
 pub mod classification;
 pub mod entities;
 pub mod generate;
+pub mod report;
 pub mod sampling;
 pub mod translate;

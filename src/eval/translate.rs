@@ -356,10 +356,10 @@ mod tests {
             bidirectional: true,
             attention_dim: None,
             dropout: 0.0,
-            source_vocab_size: None,
-            target_vocab_size: None,
+            source_vocab_size: Some(14),
+            target_vocab_size: Some(20),
         }
-        .config(14, 20)
+        .config()
         .unwrap()
         .init(&device);
         check(&rnn, &device);
@@ -372,10 +372,10 @@ mod tests {
             dropout: 0.0,
             pre_norm: true,
             share_embeddings: false,
-            source_vocab_size: None,
-            target_vocab_size: None,
+            source_vocab_size: Some(14),
+            target_vocab_size: Some(20),
         }
-        .config(14, 20, false)
+        .config()
         .unwrap()
         .init(&device);
         check(&transformer, &device);

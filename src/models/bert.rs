@@ -8,6 +8,7 @@ use super::crf::Crf;
 use super::encoder::{Encoder, EncoderConfig};
 use super::gelu::gelu;
 use crate::error::{Error, Result};
+use crate::recipe::{DataSizes, ModelOptions, TaskKind};
 use burn::module::Param;
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
@@ -86,27 +87,16 @@ pub struct BertOptions {
     /// Token classification: a linear-chain CRF over the tags instead of a softmax per token.
     #[serde(default)]
     pub crf: bool,
-    /// Filled from the tokenizer (and the label map) by `train`.
+    /// Filled from the tokenizer by `train`.
     #[serde(default)]
     pub vocab_size: Option<usize>,
-    #[serde(default)]
-    pub num_labels: Option<usize>,
+    /// Classification and tagging: the labels or tags in id order (HF's `id2label`), filled
+    /// from the data by `train`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
 }
 
 impl BertOptions {
-    /// Defaults for what neither the recipe nor a pretrained experiment gave: BERT-base.
-    pub fn resolve(&mut self) {
-        let base = EncoderConfig::bert_base();
-        let width = *self.width.get_or_insert(base.width);
-        self.n_layer.get_or_insert(base.n_layer);
-        self.n_head.get_or_insert(base.n_head);
-        self.ffn_width.get_or_insert(4 * width);
-        self.embedding_size.get_or_insert(width);
-        self.share_layers.get_or_insert(false);
-        self.max_len.get_or_insert(512);
-        self.dropout.get_or_insert(base.dropout);
-    }
-
     /// Take the encoder's shape from the pretrained model's options; a field the recipe sets
     /// must agree with it.
     pub fn inherit(&mut self, pretrained: &BertOptions) -> Result<()> {
@@ -146,8 +136,45 @@ impl BertOptions {
         self.dropout = self.dropout.or(pretrained.dropout);
         Ok(())
     }
+}
 
-    pub fn validate(&self, problems: &mut Vec<String>) {
+impl ModelOptions for BertOptions {
+    fn name(&self) -> &'static str {
+        "bert"
+    }
+
+    fn title(&self) -> String {
+        let head = match self.head {
+            BertHead::Pretraining => "pretraining",
+            BertHead::SequenceClassification => "sequence_classification",
+            BertHead::TokenClassification => "token_classification",
+        };
+        format!("bert with `head: {head}`")
+    }
+
+    fn task(&self) -> TaskKind {
+        match self.head {
+            BertHead::Pretraining => TaskKind::Pretraining,
+            BertHead::SequenceClassification => TaskKind::Classification,
+            BertHead::TokenClassification => TaskKind::Tagging,
+        }
+    }
+
+    /// Defaults for what neither the recipe nor a pretrained experiment gave: BERT-base.
+    fn resolve(&mut self) -> Result<()> {
+        let base = EncoderConfig::bert_base();
+        let width = *self.width.get_or_insert(base.width);
+        self.n_layer.get_or_insert(base.n_layer);
+        self.n_head.get_or_insert(base.n_head);
+        self.ffn_width.get_or_insert(4 * width);
+        self.embedding_size.get_or_insert(width);
+        self.share_layers.get_or_insert(false);
+        self.max_len.get_or_insert(512);
+        self.dropout.get_or_insert(base.dropout);
+        Ok(())
+    }
+
+    fn validate(&self, problems: &mut Vec<String>) {
         for (key, value) in [
             ("n_layer", self.n_layer),
             ("n_head", self.n_head),
@@ -180,17 +207,43 @@ impl BertOptions {
         }
     }
 
+    /// The vocabulary is the tokenizer's (a pretrained model's embedding fixes it); a classifier
+    /// or tagger has one output per label.
+    fn record_sizes(&mut self, sizes: &DataSizes) -> Result<()> {
+        if let Some(given) = self.vocab_size.filter(|&v| v != sizes.vocab) {
+            return Err(Error::Recipe(format!(
+                "`model.vocab_size` ({given}) differs from the tokenizer's {}",
+                sizes.vocab
+            )));
+        }
+        self.vocab_size = Some(sizes.vocab);
+        if self.head != BertHead::Pretraining {
+            if let Some(given) = self.labels.as_ref().filter(|l| **l != sizes.labels) {
+                return Err(Error::Recipe(format!(
+                    "`model.labels` ({}) differs from the data's ({})",
+                    given.join(", "),
+                    sizes.labels.join(", ")
+                )));
+            }
+            self.labels = Some(sizes.labels.clone());
+        }
+        Ok(())
+    }
+}
+
+impl BertOptions {
+    /// The model configuration of a resolved recipe whose sizes `train` recorded.
     pub fn config(&self) -> Result<BertConfig> {
         let missing = || {
             Error::Recipe(
-                "the bert model needs its vocabulary size (and, to classify, its number of \
-                 labels), filled in by `nlpkit train`; give an experiment folder it wrote"
+                "the bert model needs its vocabulary size (and, to classify or tag, its labels), \
+                 filled in by `nlpkit train`; give an experiment folder it wrote"
                     .into(),
             )
         };
-        let num_labels = match self.head {
-            BertHead::Pretraining => 0,
-            _ => self.num_labels.ok_or_else(missing)?,
+        let labels = match self.head {
+            BertHead::Pretraining => Vec::new(),
+            _ => self.labels.clone().ok_or_else(missing)?,
         };
         Ok(BertConfig {
             encoder: EncoderConfig {
@@ -208,7 +261,7 @@ impl BertOptions {
             head: self.head,
             next_sentence: self.next_sentence,
             crf: self.crf,
-            num_labels,
+            labels,
         })
     }
 }
@@ -222,7 +275,8 @@ pub struct BertConfig {
     pub head: BertHead,
     pub next_sentence: NextSentence,
     pub crf: bool,
-    pub num_labels: usize,
+    /// Classification and tagging: the labels or tags in id order.
+    pub labels: Vec<String>,
 }
 
 /// BERT's initialisation: N(0, 0.02) weights, zero biases.
@@ -282,16 +336,16 @@ impl BertConfig {
         BertClassifier {
             bert: self.init_encoder(device),
             dropout: DropoutConfig::new(self.encoder.dropout).init(),
-            classifier: linear(self.encoder.width, self.num_labels, device),
+            classifier: linear(self.encoder.width, self.labels.len(), device),
         }
     }
 
-    pub fn init_tagger(&self, tags: &[String], device: &Device) -> BertTagger {
+    pub fn init_tagger(&self, device: &Device) -> BertTagger {
         BertTagger {
             bert: self.init_encoder(device),
             dropout: DropoutConfig::new(self.encoder.dropout).init(),
-            classifier: linear(self.encoder.width, self.num_labels, device),
-            crf: self.crf.then(|| Crf::new(tags, device)),
+            classifier: linear(self.encoder.width, self.labels.len(), device),
+            crf: self.crf.then(|| Crf::new(&self.labels, device)),
         }
     }
 }
@@ -427,7 +481,7 @@ mod tests {
             vocab_size: Some(30),
             ..BertOptions::default()
         };
-        o.resolve();
+        o.resolve().unwrap();
         o
     }
 

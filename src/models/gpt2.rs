@@ -4,6 +4,7 @@
 
 use super::gelu::gelu;
 use crate::error::{Error, Result};
+use crate::recipe::{DataSizes, ModelOptions, TaskKind, vocab_at_least};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
     Linear, LinearConfig,
@@ -47,9 +48,17 @@ const PRESETS: &[(&str, &str)] = &[
     ("gpt2-small", include_str!("../../configs/gpt2-small.yaml")),
 ];
 
-impl Gpt2Options {
+impl ModelOptions for Gpt2Options {
+    fn name(&self) -> &'static str {
+        "gpt2"
+    }
+
+    fn task(&self) -> TaskKind {
+        TaskKind::LanguageModel
+    }
+
     /// Fill missing fields from the preset, then from GPT-2 small's defaults.
-    pub fn resolve(&mut self) -> Result<()> {
+    fn resolve(&mut self) -> Result<()> {
         if let Some(preset) = self.preset.take() {
             let (origin, text) = match PRESETS.iter().find(|(name, _)| *name == preset) {
                 Some((name, text)) => (format!("preset {name}"), text.to_string()),
@@ -88,7 +97,7 @@ impl Gpt2Options {
         Ok(())
     }
 
-    pub fn validate(&self, problems: &mut Vec<String>) {
+    fn validate(&self, problems: &mut Vec<String>) {
         let (n_embd, n_head) = (self.n_embd.unwrap_or(0), self.n_head.unwrap_or(0));
         for (key, value) in [
             ("n_layer", self.n_layer),
@@ -112,15 +121,23 @@ impl Gpt2Options {
         }
     }
 
-    /// The model configuration, once the tokenizer's vocabulary is known.
-    pub fn config(&self, tokenizer_vocab: usize) -> Result<Gpt2Config> {
-        let vocab_size = self.vocab_size.unwrap_or(tokenizer_vocab);
-        if vocab_size < tokenizer_vocab {
-            return Err(Error::Recipe(format!(
-                "`model.vocab_size` ({vocab_size}) is smaller than the tokenizer's vocabulary \
-                 ({tokenizer_vocab}); remove it to use the tokenizer's size"
-            )));
-        }
+    /// Rows of the embedding: at least the tokenizer's vocabulary.
+    fn record_sizes(&mut self, sizes: &DataSizes) -> Result<()> {
+        self.vocab_size = Some(vocab_at_least(self.vocab_size, sizes.vocab, "vocab_size")?);
+        Ok(())
+    }
+}
+
+impl Gpt2Options {
+    /// The model configuration of a resolved recipe whose sizes `train` recorded.
+    pub fn config(&self) -> Result<Gpt2Config> {
+        let vocab_size = self.vocab_size.ok_or_else(|| {
+            Error::Recipe(
+                "the gpt2 model needs `model.vocab_size`, filled in by `nlpkit train`; give an \
+                 experiment folder it wrote"
+                    .into(),
+            )
+        })?;
         Ok(Gpt2Config {
             n_layer: self.n_layer.expect("resolved"),
             n_head: self.n_head.expect("resolved"),
@@ -470,7 +487,13 @@ mod tests {
             ..Default::default()
         };
         small.resolve().unwrap();
-        let config = small.config(50257).unwrap();
+        let sizes = DataSizes {
+            vocab: 50257,
+            target_vocab: 50257,
+            labels: vec![],
+        };
+        small.record_sizes(&sizes).unwrap();
+        let config = small.config().unwrap();
         // 124M with the 1024 position embeddings, as the GPT-2 paper counts.
         let with_positions = config.num_params() + config.block_size * config.n_embd;
         assert_eq!(with_positions, 124_439_808);

@@ -8,6 +8,7 @@
 use super::recurrent::{CellKind, Recurrent, RnnState};
 use super::seq2seq::Seq2Seq;
 use crate::error::{Error, Result};
+use crate::recipe::{DataSizes, ModelOptions, TaskKind, vocab_at_least};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig,
 };
@@ -61,8 +62,16 @@ fn default_dropout() -> f64 {
     0.2
 }
 
-impl RnnSeq2SeqOptions {
-    pub fn validate(&self, problems: &mut Vec<String>) {
+impl ModelOptions for RnnSeq2SeqOptions {
+    fn name(&self) -> &'static str {
+        "rnn_seq2seq"
+    }
+
+    fn task(&self) -> TaskKind {
+        TaskKind::Translation
+    }
+
+    fn validate(&self, problems: &mut Vec<String>) {
         for (key, value) in [
             ("embed_dim", self.embed_dim),
             ("hidden_size", self.hidden_size),
@@ -81,25 +90,44 @@ impl RnnSeq2SeqOptions {
         }
     }
 
-    pub fn config(&self, source_vocab: usize, target_vocab: usize) -> Result<RnnSeq2SeqConfig> {
+    fn record_sizes(&mut self, sizes: &DataSizes) -> Result<()> {
+        let (source, target) = (self.source_vocab_size, self.target_vocab_size);
+        self.source_vocab_size = Some(vocab_at_least(source, sizes.vocab, "source_vocab_size")?);
+        self.target_vocab_size = Some(vocab_at_least(
+            target,
+            sizes.target_vocab,
+            "target_vocab_size",
+        )?);
+        Ok(())
+    }
+}
+
+impl RnnSeq2SeqOptions {
+    /// The model configuration of a resolved recipe whose sizes `train` recorded.
+    pub fn config(&self) -> Result<RnnSeq2SeqConfig> {
+        let (source_vocab, target_vocab) =
+            recorded_vocab_sizes(self.name(), self.source_vocab_size, self.target_vocab_size)?;
         Ok(RnnSeq2SeqConfig {
             options: self.clone(),
-            source_vocab: vocab_at_least(self.source_vocab_size, source_vocab, "source")?,
-            target_vocab: vocab_at_least(self.target_vocab_size, target_vocab, "target")?,
+            source_vocab,
+            target_vocab,
         })
     }
 }
 
-/// The recipe's vocabulary size if given (it must hold the tokenizer's), else the tokenizer's.
-pub(crate) fn vocab_at_least(given: Option<usize>, tokenizer: usize, side: &str) -> Result<usize> {
-    let size = given.unwrap_or(tokenizer);
-    if size < tokenizer {
-        return Err(Error::Recipe(format!(
-            "`model.{side}_vocab_size` ({size}) is smaller than the {side} tokenizer's vocabulary \
-             ({tokenizer}); remove it to use the tokenizer's size"
-        )));
+/// Both sides' vocabulary sizes, which `train` records in the resolved recipe.
+pub(crate) fn recorded_vocab_sizes(
+    model: &str,
+    source: Option<usize>,
+    target: Option<usize>,
+) -> Result<(usize, usize)> {
+    match (source, target) {
+        (Some(s), Some(t)) => Ok((s, t)),
+        _ => Err(Error::Recipe(format!(
+            "the {model} model needs `model.source_vocab_size` and `model.target_vocab_size`, \
+             filled in by `nlpkit train`; give an experiment folder it wrote"
+        ))),
     }
-    Ok(size)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -354,10 +382,10 @@ mod tests {
             bidirectional,
             attention_dim: None,
             dropout: 0.0,
-            source_vocab_size: None,
-            target_vocab_size: None,
+            source_vocab_size: Some(11),
+            target_vocab_size: Some(13),
         };
-        options.config(11, 13).unwrap().init(&Device::flex())
+        options.config().unwrap().init(&Device::flex())
     }
 
     /// Stepping the decoder token by token gives the teacher-forced logits.

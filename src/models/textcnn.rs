@@ -4,6 +4,7 @@
 //! ResNet/DPCNN) stacked on each branch before the pooling.
 
 use crate::error::{Error, Result};
+use crate::recipe::{DataSizes, ModelOptions, TaskKind};
 use burn::nn::conv::{Conv1d, Conv1dConfig};
 use burn::nn::{
     BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer,
@@ -59,8 +60,16 @@ fn default_max_len() -> usize {
     256
 }
 
-impl TextCnnOptions {
-    pub fn validate(&self, problems: &mut Vec<String>) {
+impl ModelOptions for TextCnnOptions {
+    fn name(&self) -> &'static str {
+        "cnn"
+    }
+
+    fn task(&self) -> TaskKind {
+        TaskKind::Classification
+    }
+
+    fn validate(&self, problems: &mut Vec<String>) {
         if self.kernel_sizes.is_empty() || self.kernel_sizes.contains(&0) {
             problems.push("`model.kernel_sizes` must list at least one width, each >= 1".into());
         }
@@ -83,6 +92,15 @@ impl TextCnnOptions {
         }
     }
 
+    fn record_sizes(&mut self, sizes: &DataSizes) -> Result<()> {
+        self.vocab_size = Some(sizes.vocab);
+        self.num_labels = Some(sizes.labels.len());
+        Ok(())
+    }
+}
+
+impl TextCnnOptions {
+    /// The model configuration of a resolved recipe whose sizes `train` recorded.
     pub fn config(&self) -> Result<TextCnnConfig> {
         let (Some(vocab_size), Some(num_labels)) = (self.vocab_size, self.num_labels) else {
             return Err(Error::Recipe(

@@ -7,9 +7,10 @@
 
 use super::encoder::{Encoder, EncoderConfig};
 use super::gelu::gelu;
-use super::rnn_seq2seq::vocab_at_least;
+use super::rnn_seq2seq::recorded_vocab_sizes;
 use super::seq2seq::{Seq2Seq, sinusoidal_positions};
 use crate::error::{Error, Result};
+use crate::recipe::{DataSizes, ModelOptions, TaskKind, vocab_at_least};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
     Linear, LinearConfig,
@@ -65,8 +66,16 @@ fn default_dropout() -> f64 {
     0.1
 }
 
-impl TransformerSeq2SeqOptions {
-    pub fn validate(&self, problems: &mut Vec<String>) {
+impl ModelOptions for TransformerSeq2SeqOptions {
+    fn name(&self) -> &'static str {
+        "transformer_seq2seq"
+    }
+
+    fn task(&self) -> TaskKind {
+        TaskKind::Translation
+    }
+
+    fn validate(&self, problems: &mut Vec<String>) {
         for (key, value) in [
             ("encoder_layers", self.encoder_layers),
             ("decoder_layers", self.decoder_layers),
@@ -95,31 +104,33 @@ impl TransformerSeq2SeqOptions {
         }
     }
 
-    pub fn config(
-        &self,
-        source_vocab: usize,
-        target_vocab: usize,
-        joint_vocabulary: bool,
-    ) -> Result<TransformerSeq2SeqConfig> {
-        if self.share_embeddings && !joint_vocabulary {
-            return Err(Error::Recipe(
-                "`model.share_embeddings: true` needs one vocabulary for both sides: remove \
-                 `data.target_tokenizer`, or set `model.share_embeddings: false`"
-                    .into(),
-            ));
-        }
-        let source = vocab_at_least(self.source_vocab_size, source_vocab, "source")?;
-        let target = vocab_at_least(self.target_vocab_size, target_vocab, "target")?;
-        if self.share_embeddings && source != target {
+    fn record_sizes(&mut self, sizes: &DataSizes) -> Result<()> {
+        let (source, target) = (self.source_vocab_size, self.target_vocab_size);
+        self.source_vocab_size = Some(vocab_at_least(source, sizes.vocab, "source_vocab_size")?);
+        self.target_vocab_size = Some(vocab_at_least(
+            target,
+            sizes.target_vocab,
+            "target_vocab_size",
+        )?);
+        Ok(())
+    }
+}
+
+impl TransformerSeq2SeqOptions {
+    /// The model configuration of a resolved recipe whose sizes `train` recorded.
+    pub fn config(&self) -> Result<TransformerSeq2SeqConfig> {
+        let (source_vocab, target_vocab) =
+            recorded_vocab_sizes(self.name(), self.source_vocab_size, self.target_vocab_size)?;
+        if self.share_embeddings && source_vocab != target_vocab {
             return Err(Error::Recipe(format!(
-                "`model.share_embeddings: true` needs equal vocabulary sizes (source {source}, \
-                 target {target})"
+                "`model.share_embeddings: true` needs equal vocabulary sizes (source \
+                 {source_vocab}, target {target_vocab})"
             )));
         }
         Ok(TransformerSeq2SeqConfig {
             options: self.clone(),
-            source_vocab: source,
-            target_vocab: target,
+            source_vocab,
+            target_vocab,
         })
     }
 }
@@ -470,10 +481,10 @@ mod tests {
             dropout: 0.0,
             pre_norm,
             share_embeddings: share,
-            source_vocab_size: None,
-            target_vocab_size: None,
+            source_vocab_size: Some(13),
+            target_vocab_size: Some(13),
         };
-        options.config(13, 13, true).unwrap().init(&Device::flex())
+        options.config().unwrap().init(&Device::flex())
     }
 
     /// Decoding step by step with the cache gives the teacher-forced logits, and padding the

@@ -53,34 +53,28 @@ fn resolve(mut recipe: Recipe) -> Result<Recipe> {
         target.path.as_mut().map(absolute);
     }
     recipe.init_from.as_mut().map(absolute);
-    match &mut recipe.model {
-        super::ModelSection::Gpt2(options) => options.resolve()?,
-        super::ModelSection::Bert(options) => {
-            // A fine-tuning recipe takes the encoder's shape from the pretrained experiment.
-            // A resolved recipe (an experiment's) already has them: then the pretrained folder
-            // is only read if it is still there.
-            let resolved = options.n_layer.is_some() && options.width.is_some();
-            if let Some(dir) = recipe
-                .init_from
-                .as_ref()
-                .filter(|d| !resolved || d.exists())
-            {
-                let (_, pretrained) = crate::experiment::Experiment::open(dir)?;
-                let super::ModelSection::Bert(base) = &pretrained.model else {
-                    return Err(Error::Recipe(format!(
-                        "`init_from: {}` is a {} experiment; fine-tuning starts from a bert one",
-                        dir.display(),
-                        pretrained.model.name()
-                    )));
-                };
-                options.inherit(base)?;
-            }
-            options.resolve();
+    // A fine-tuning recipe takes the encoder's shape from the pretrained experiment. A resolved
+    // recipe (an experiment's) already has it: then the pretrained folder is only read if it is
+    // still there.
+    if let super::ModelSection::Bert(options) = &mut recipe.model {
+        let resolved = options.n_layer.is_some() && options.width.is_some();
+        if let Some(dir) = recipe
+            .init_from
+            .as_ref()
+            .filter(|d| !resolved || d.exists())
+        {
+            let (_, pretrained) = crate::experiment::Experiment::open(dir)?;
+            let super::ModelSection::Bert(base) = &pretrained.model else {
+                return Err(Error::Recipe(format!(
+                    "`init_from: {}` is a {} experiment; fine-tuning starts from a bert one",
+                    dir.display(),
+                    pretrained.model.name()
+                )));
+            };
+            options.inherit(base)?;
         }
-        super::ModelSection::RnnSeq2seq(_)
-        | super::ModelSection::TransformerSeq2seq(_)
-        | super::ModelSection::Cnn(_) => {}
     }
+    recipe.model.options_mut().resolve()?;
     super::validate::validate(&recipe)?;
     Ok(recipe)
 }

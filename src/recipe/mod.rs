@@ -5,10 +5,12 @@
 //! experiment folder so `eval`, `generate` and a resumed `train` need nothing else.
 
 mod load;
+mod model;
 mod overrides;
 mod validate;
 
 pub use load::{load_recipe, parse_recipe};
+pub use model::{DataSizes, ModelOptions, ModelSection, TaskKind, vocab_at_least};
 pub use overrides::apply_overrides;
 
 use serde::{Deserialize, Serialize};
@@ -382,36 +384,6 @@ fn default_min_frequency() -> u64 {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ModelSection {
-    Gpt2(crate::models::gpt2::Gpt2Options),
-    RnnSeq2seq(crate::models::rnn_seq2seq::RnnSeq2SeqOptions),
-    TransformerSeq2seq(crate::models::transformer_seq2seq::TransformerSeq2SeqOptions),
-    Cnn(crate::models::textcnn::TextCnnOptions),
-    Bert(crate::models::bert::BertOptions),
-}
-
-impl ModelSection {
-    pub fn name(&self) -> &'static str {
-        match self {
-            ModelSection::Gpt2(_) => "gpt2",
-            ModelSection::RnnSeq2seq(_) => "rnn_seq2seq",
-            ModelSection::TransformerSeq2seq(_) => "transformer_seq2seq",
-            ModelSection::Cnn(_) => "cnn",
-            ModelSection::Bert(_) => "bert",
-        }
-    }
-
-    /// Encoder-decoder models, which train on parallel data.
-    pub fn is_seq2seq(&self) -> bool {
-        matches!(
-            self,
-            ModelSection::RnnSeq2seq(_) | ModelSection::TransformerSeq2seq(_)
-        )
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LossSection {
     /// Label smoothing for cross-entropy (0 = plain cross-entropy).
@@ -584,11 +556,14 @@ pub struct TrainSection {
     /// Number of passes over the training tokens, turned into steps.
     #[serde(default)]
     pub max_epochs: Option<usize>,
-    /// Sequences per micro-batch (for translation: the most sentence pairs in one).
+    /// Examples per micro-batch (sequences, texts, sentences or sentence pairs); for tasks with
+    /// examples of varying length, the most in one batch.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
-    /// Translation: a micro-batch holds pairs of similar length up to this many tokens,
-    /// padding included (the longer side times the pairs, as fairseq's `--max-tokens`).
+    /// Tasks with examples of varying length (translation, classification, tagging,
+    /// pretraining): a micro-batch holds examples of similar length up to this many tokens,
+    /// padding included (the longest example times the examples, as fairseq's `--max-tokens`).
+    /// Per rank, like `batch_size`, as `distributed.batch_size_is` says.
     #[serde(default)]
     pub max_tokens: Option<usize>,
     /// Micro-batches whose gradients are averaged into one optimiser step.
@@ -702,6 +677,12 @@ impl Default for DistributedSection {
 }
 
 impl Recipe {
+    /// What the recipe trains its model to do: its model section decides (validation checked
+    /// that the data format suits it).
+    pub fn task(&self) -> TaskKind {
+        self.model.options().task()
+    }
+
     /// The experiment folder.
     pub fn output_dir(&self) -> PathBuf {
         self.output_dir.clone().unwrap_or_else(|| "exp".into())

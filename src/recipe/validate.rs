@@ -1,8 +1,9 @@
 //! Checks that serde's types cannot express: ranges, relations between keys, required pairs.
 
-use super::{DataFormat, ModelSection, Recipe, SchedulerKind, TokenizerKind, TokenizerSection};
+use super::{
+    DataFormat, ModelSection, Recipe, SchedulerKind, TaskKind, TokenizerKind, TokenizerSection,
+};
 use crate::error::{Error, Result};
-use crate::models::bert::BertHead;
 
 pub fn validate(recipe: &Recipe) -> Result<()> {
     let mut problems = Vec::new();
@@ -152,39 +153,25 @@ pub fn validate(recipe: &Recipe) -> Result<()> {
         }
     };
     let parallel = recipe.data.format == DataFormat::Parallel;
-    let head = match &recipe.model {
-        ModelSection::Bert(b) => Some(b.head),
-        _ => None,
-    };
-    let suits = match recipe.data.format {
-        DataFormat::Text => {
-            matches!(recipe.model, ModelSection::Gpt2(_)) || head == Some(BertHead::Pretraining)
-        }
-        DataFormat::Parallel => recipe.model.is_seq2seq(),
-        DataFormat::Csv => {
-            matches!(recipe.model, ModelSection::Cnn(_))
-                || matches!(
-                    head,
-                    Some(BertHead::Pretraining | BertHead::SequenceClassification)
-                )
-        }
-        DataFormat::Tagging => {
-            matches!(
-                head,
-                Some(BertHead::Pretraining | BertHead::TokenClassification)
-            )
-        }
-    };
+    let task = recipe.task();
+    let model = recipe.model.options();
+    let formats: Vec<String> = task
+        .formats()
+        .iter()
+        .map(|f| format!("`{}`", f.name()))
+        .collect();
     check(
-        suits,
+        task.formats().contains(&recipe.data.format),
         "data.format",
         format!(
-            "({}) does not suit `model.type: {}`: gpt2 trains on `text`; rnn_seq2seq and \
-             transformer_seq2seq on `parallel`; cnn on `csv`; bert with `head: pretraining` on \
-             `text`, `csv` or `tagging`, `sequence_classification` on `csv`, `token_classification` on \
-             `tagging`",
+            "({}) does not suit `model.type: {}`: {} on {} ({}); set `data.format` to one of \
+             them, or choose a model for {} data",
             recipe.data.format.name(),
-            recipe.model.name()
+            model.name(),
+            model.title(),
+            formats.join(" or "),
+            task.name(),
+            recipe.data.format.name()
         ),
     );
     check(
@@ -193,16 +180,14 @@ pub fn validate(recipe: &Recipe) -> Result<()> {
         "is for `format: csv` only".into(),
     );
     check(
-        recipe.data.mlm.is_none() || head == Some(BertHead::Pretraining),
+        recipe.data.mlm.is_none() || task == TaskKind::Pretraining,
         "data.mlm",
         "is for bert with `head: pretraining` only".into(),
     );
     check(
         recipe.init_from.is_none()
-            || matches!(
-                head,
-                Some(BertHead::SequenceClassification | BertHead::TokenClassification)
-            ),
+            || (matches!(recipe.model, ModelSection::Bert(_))
+                && matches!(task, TaskKind::Classification | TaskKind::Tagging)),
         "init_from",
         "is for fine-tuning bert (`head: sequence_classification` or `token_classification`)"
             .into(),
@@ -272,13 +257,17 @@ pub fn validate(recipe: &Recipe) -> Result<()> {
         );
     }
 
-    match &recipe.model {
-        ModelSection::Gpt2(m) => m.validate(&mut problems),
-        ModelSection::RnnSeq2seq(m) => m.validate(&mut problems),
-        ModelSection::TransformerSeq2seq(m) => m.validate(&mut problems),
-        ModelSection::Cnn(m) => m.validate(&mut problems),
-        ModelSection::Bert(m) => m.validate(&mut problems),
+    if let ModelSection::TransformerSeq2seq(m) = &recipe.model
+        && m.share_embeddings
+        && recipe.data.target_tokenizer.is_some()
+    {
+        problems.push(
+            "`model.share_embeddings: true` needs one vocabulary for both sides: remove \
+             `data.target_tokenizer`, or set `model.share_embeddings: false`"
+                .into(),
+        );
     }
+    model.validate(&mut problems);
 
     if problems.is_empty() {
         Ok(())

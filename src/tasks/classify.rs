@@ -1,24 +1,28 @@
 //! Text classification: TextCNN or BERT (fine-tuned from a pretraining experiment or from
-//! scratch) on labelled texts, cross-entropy over the labels, batches of similar length.
+//! scratch) on labelled texts, cross-entropy over the labels, batches of similar length; scored
+//! by accuracy, per-label and macro precision/recall/F1 and the confusion matrix.
 
-use super::{LossSum, StepLoss, Task};
+use super::{EvalRequest, LossSum, Pipeline, StepLoss, Task};
 use crate::data::Split;
-use crate::data::batching::{EpochBatches, batches_by_length};
+use crate::data::batching::{BatchLimits, EpochBatches, batches_by_length};
 use crate::data::labelled::{Example, LabelledMeta, Specials, load_examples};
+use crate::data::prepared::load_meta;
 use crate::data::token_batches::TokenBatch;
 use crate::data::tokenizer::TextTokenizer;
 use crate::distributed::Shard;
-use crate::distributed::batch_sizes;
 use crate::error::{Error, Result};
+use crate::eval::classification::{self, ClassificationScores};
+use crate::eval::report::{Evaluation, Predictions, Scores};
 use crate::loss::cross_entropy;
 use crate::models::bert::{BertClassifier, BertConfig};
 use crate::models::textcnn::{TextCnn, TextCnnConfig};
-use crate::recipe::Recipe;
+use crate::recipe::{Recipe, TaskKind};
 use crate::train::checkpoint;
 use burn::module::Module;
 use burn::prelude::*;
 use burn::store::ModuleSnapshot;
-use std::path::PathBuf;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 
 /// A model that gives label logits for a batch of texts.
 pub trait ClassifierSpec {
@@ -78,34 +82,159 @@ impl ClassifierSpec for BertConfig {
     }
 }
 
-/// The resolved recipe states the model completely: the vocabulary and label counts.
-pub fn record_sizes(
-    recipe: &mut Recipe,
-    meta: &LabelledMeta,
-    tokenizer: &TextTokenizer,
-) -> Result<()> {
-    let vocab = tokenizer.vocab_size();
-    let labels = Some(meta.labels.len());
-    match &mut recipe.model {
-        crate::recipe::ModelSection::Cnn(o) => {
-            o.vocab_size = Some(vocab);
-            o.num_labels = labels;
-        }
-        crate::recipe::ModelSection::Bert(o) => {
-            if o.vocab_size.is_some_and(|v| v != vocab) {
-                return Err(Error::Recipe(format!(
-                    "`model.vocab_size` ({}) differs from the tokenizer's {vocab}",
-                    o.vocab_size.unwrap_or(0)
-                )));
-            }
-            o.vocab_size = Some(vocab);
-            if o.head != crate::models::bert::BertHead::Pretraining {
-                o.num_labels = labels;
-            }
-        }
-        _ => {}
+/// Classification with the classifier of configuration `S`.
+pub struct Classification<S> {
+    spec: S,
+}
+
+impl<S: ClassifierSpec> Classification<S> {
+    pub fn new(spec: S) -> Self {
+        Self { spec }
     }
-    Ok(())
+}
+
+/// The scores of a classifier on a whole split.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClassifyScores {
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    pub macro_precision: f64,
+    pub macro_recall: f64,
+    pub by_label: Vec<LabelScores>,
+    pub labels: Vec<String>,
+    /// `confusion[gold][predicted]`.
+    pub confusion: Vec<Vec<usize>>,
+    pub texts: usize,
+    pub texts_per_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabelScores {
+    pub label: String,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub support: usize,
+}
+
+impl ClassifyScores {
+    fn new(scores: ClassificationScores, labels: &[String], texts: usize, seconds: f64) -> Self {
+        Self {
+            accuracy: scores.accuracy,
+            macro_f1: scores.macro_f1,
+            macro_precision: scores.macro_precision,
+            macro_recall: scores.macro_recall,
+            by_label: scores
+                .by_label
+                .iter()
+                .map(|(label, p)| LabelScores {
+                    label: label.clone(),
+                    precision: p.precision,
+                    recall: p.recall,
+                    f1: p.f1,
+                    support: p.support,
+                })
+                .collect(),
+            labels: labels.to_vec(),
+            confusion: scores.confusion,
+            texts,
+            texts_per_s: texts as f64 / seconds,
+        }
+    }
+}
+
+impl Scores for ClassifyScores {
+    fn summary(&self) -> Option<String> {
+        let mut out = format!(
+            "accuracy {:.4}, macro-F1 {:.4} over {} texts ({:.0} texts/s)\n",
+            self.accuracy, self.macro_f1, self.texts, self.texts_per_s
+        );
+        for l in &self.by_label {
+            out += &format!(
+                "  {:<8} P {:.4} R {:.4} F1 {:.4} ({})\n",
+                l.label, l.precision, l.recall, l.f1, l.support
+            );
+        }
+        Some(out + &classification::confusion_table(&self.labels, &self.confusion))
+    }
+
+    fn headline(&self) -> String {
+        format!(
+            "accuracy {:.4}  macro-F1 {:.4}",
+            self.accuracy, self.macro_f1
+        )
+    }
+}
+
+impl<S: ClassifierSpec> Pipeline for Classification<S> {
+    const KIND: TaskKind = TaskKind::Classification;
+    type Model = S::Model;
+    type Training = ClassifyTask<S>;
+    type Scores = ClassifyScores;
+
+    fn init_model(&self, device: &Device) -> S::Model {
+        self.spec.init(device)
+    }
+
+    fn training(self, recipe: &Recipe, shard: Shard) -> Result<ClassifyTask<S>> {
+        ClassifyTask::new(recipe, self.spec, shard)
+    }
+
+    fn evaluate(
+        &self,
+        model: &S::Model,
+        request: &EvalRequest,
+    ) -> Result<Evaluation<ClassifyScores>> {
+        let dir = request.recipe.prepared_dir();
+        let meta: LabelledMeta = load_meta(&dir)?;
+        let tokenizer = TextTokenizer::load(&request.exp.tokenizer_path())?;
+        let specials = Specials::of(&tokenizer)?;
+        let set = LabelledSet::load(
+            &self.spec,
+            &dir,
+            request.split,
+            &meta,
+            &tokenizer,
+            &specials,
+        )?;
+        if set.ids.is_empty() {
+            return Err(Error::Data(format!(
+                "the {} split is empty",
+                request.split.name()
+            )));
+        }
+        let started = std::time::Instant::now();
+        let limits = BatchLimits::scoring(request.recipe, request.batch_size);
+        let predicted = predict(
+            &self.spec,
+            model,
+            &set,
+            limits,
+            specials.pad,
+            request.device,
+        );
+        let seconds = started.elapsed().as_secs_f64();
+        let scores = classification::score(&meta.labels, &set.labels, &predicted);
+        let rows: String = set
+            .texts
+            .iter()
+            .zip(&set.labels)
+            .zip(&predicted)
+            .map(|((text, &g), &p)| {
+                let text = text.replace(['\t', '\n'], " ");
+                format!("{}\t{}\t{text}\n", meta.labels[g], meta.labels[p])
+            })
+            .collect();
+        Ok(Evaluation {
+            scores: ClassifyScores::new(scores, &meta.labels, set.labels.len(), seconds),
+            variant: None,
+            predictions: Some(Predictions {
+                kind: "predictions",
+                extension: "tsv",
+                text: format!("gold\tpredicted\ttext\n{rows}"),
+            }),
+        })
+    }
 }
 
 /// Token ids of `text`, cut to fit `max_len` with `[CLS]`/`[SEP]` when the model wants them.
@@ -145,7 +274,7 @@ pub struct LabelledSet {
 impl LabelledSet {
     pub fn load<S: ClassifierSpec>(
         spec: &S,
-        dir: &std::path::Path,
+        dir: &Path,
         split: Split,
         meta: &LabelledMeta,
         tokenizer: &TextTokenizer,
@@ -160,18 +289,8 @@ impl LabelledSet {
                     dir.display()
                 )));
             };
-            let id = meta
-                .labels
-                .iter()
-                .position(|l| *l == label)
-                .ok_or_else(|| {
-                    Error::Data(format!(
-                        "label `{label}` is not in {}'s labels.json",
-                        dir.display()
-                    ))
-                })?;
+            labels.push(meta.label_id(&label, dir)?);
             texts.push(text);
-            labels.push(id);
         }
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let cls_sep = spec.wraps_in_cls_sep().then_some(specials);
@@ -186,21 +305,14 @@ impl LabelledSet {
     }
 }
 
-/// Batches of up to `batch_size` texts of similar length.
-pub fn length_batches(ids: &[Vec<u32>], batch_size: usize, seed: u64) -> Vec<Vec<usize>> {
-    batches_by_length(
-        ids.len(),
-        |i| ids[i].len(),
-        |i| ids[i].len(),
-        None,
-        batch_size,
-        seed,
-    )
+/// Texts of similar length batched together, within `limits`.
+pub fn length_batches(ids: &[Vec<u32>], limits: BatchLimits, seed: u64) -> Vec<Vec<usize>> {
+    batches_by_length(ids.len(), |i| ids[i].len(), |i| ids[i].len(), limits, seed)
 }
 
 pub struct ClassifyTask<S: ClassifierSpec> {
-    pub spec: S,
-    pub pretrained: Option<PathBuf>,
+    spec: S,
+    pretrained: Option<PathBuf>,
     train: LabelledSet,
     train_batches: EpochBatches,
     valid: LabelledSet,
@@ -211,24 +323,20 @@ pub struct ClassifyTask<S: ClassifierSpec> {
 }
 
 impl<S: ClassifierSpec> ClassifyTask<S> {
-    pub fn new(
-        recipe: &Recipe,
-        spec: S,
-        meta: &LabelledMeta,
-        dir: &std::path::Path,
-        tokenizer: &TextTokenizer,
-        shard: Shard,
-    ) -> Result<Self> {
-        let specials = Specials::of(tokenizer)?;
-        let train = LabelledSet::load(&spec, dir, Split::Train, meta, tokenizer, &specials)?;
-        let valid = LabelledSet::load(&spec, dir, Split::Valid, meta, tokenizer, &specials)?;
+    pub fn new(recipe: &Recipe, spec: S, shard: Shard) -> Result<Self> {
+        let dir = recipe.prepared_dir();
+        let meta: LabelledMeta = load_meta(&dir)?;
+        let tokenizer = TextTokenizer::load(&crate::data::labelled::tokenizer_path(&dir))?;
+        let specials = Specials::of(&tokenizer)?;
+        let train = LabelledSet::load(&spec, &dir, Split::Train, &meta, &tokenizer, &specials)?;
+        let valid = LabelledSet::load(&spec, &dir, Split::Valid, &meta, &tokenizer, &specials)?;
         if valid.ids.is_empty() {
             return Err(Error::Data(
                 "the validation split is empty; raise `data.split.valid`".into(),
             ));
         }
-        let (batch, _) = batch_sizes(recipe, shard.count)?;
-        let train_batches = length_batches(&train.ids, batch, recipe.seed);
+        let limits = BatchLimits::per_rank(recipe, shard.count)?;
+        let train_batches = length_batches(&train.ids, limits, recipe.seed);
         Ok(Self {
             train_batches: EpochBatches::new(
                 train_batches,
@@ -236,7 +344,7 @@ impl<S: ClassifierSpec> ClassifyTask<S> {
                 recipe.train.accum_grad,
                 shard,
             ),
-            valid_batches: length_batches(&valid.ids, batch, recipe.seed),
+            valid_batches: length_batches(&valid.ids, limits, recipe.seed),
             spec,
             pretrained: checkpoint::init_from_weights(recipe)?,
             train,
@@ -276,21 +384,14 @@ impl<S: ClassifierSpec> Task for ClassifyTask<S> {
         StepLoss::single(loss, nll)
     }
 
-    fn validation_sum(&self, model: &S::Model, device: &Device, shard: Shard) -> Result<LossSum> {
-        let model = model.valid();
-        let device = device.clone().without_autodiff();
-        let mut sum = LossSum::default();
-        for (_, indices) in self
-            .valid_batches
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| shard.owns(*i))
-        {
-            let (_, nll) = self.batch_loss(&model, &self.valid, indices, 0.0, &device);
-            sum.total += nll.into_scalar::<f64>() * indices.len() as f64;
-            sum.count += indices.len() as f64;
-        }
-        Ok(sum)
+    fn validation_batches(&self) -> usize {
+        self.valid_batches.len()
+    }
+
+    fn validation_loss(&self, model: &S::Model, batch: usize, device: &Device) -> LossSum {
+        let indices = &self.valid_batches[batch];
+        let (_, nll) = self.batch_loss(model, &self.valid, indices, 0.0, device);
+        LossSum::of_mean(nll, indices.len())
     }
 
     fn loss_is_token_nll(&self) -> bool {
@@ -324,13 +425,12 @@ pub fn predict<S: ClassifierSpec>(
     spec: &S,
     model: &S::Model,
     set: &LabelledSet,
-    batch_size: usize,
+    limits: BatchLimits,
     pad: u32,
     device: &Device,
 ) -> Vec<usize> {
     let mut predicted = vec![0; set.ids.len()];
-    let batches = length_batches(&set.ids, batch_size, 0);
-    for indices in &batches {
+    for indices in &length_batches(&set.ids, limits, 0) {
         let (batch, _) = set.batch(indices, pad, spec.min_len());
         let logits = S::logits(model, &batch, device);
         let best: Vec<i64> = logits.argmax(1).try_into_vec_as::<i64>().expect("ids");

@@ -1,20 +1,132 @@
-//! Causal language modelling (GPT-2 on a token stream), as nanoGPT trains it.
+//! Causal language modelling (GPT-2 on a token stream), as nanoGPT trains it: plain text, random
+//! windows for training, perplexity over whole splits, sampling.
 
-use super::{LossSum, StepLoss, Task};
+use super::{
+    EvalRequest, GenerateRequest, Generated, LossSum, Pipeline, PreparedData, StepLoss, Task,
+};
 use crate::data::Split;
 use crate::data::lm_batches::{LmBatch, TokenStream};
-use crate::data::prepare::{PreparedMeta, load_split};
+use crate::data::plain_text::{self, TextMeta, load_split};
+use crate::data::prepared::{Preparation, load_meta};
+use crate::data::tokenizer::TextTokenizer;
 use crate::distributed::Shard;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::eval::generate::generate;
+use crate::eval::report::{Evaluation, Scores};
 use crate::loss::cross_entropy;
 use crate::models::gpt2::{Gpt2, Gpt2Config};
-use crate::recipe::{ModelSection, Recipe};
+use crate::recipe::{DataSizes, Recipe, TaskKind};
 use crate::rng::SplitMix64;
 use burn::prelude::*;
-use std::path::Path;
+use serde::{Deserialize, Serialize};
+
+/// Plain text, one tokenizer; the experiment keeps the tokenizer.
+pub fn prepare(recipe: &Recipe, how: Preparation) -> Result<PreparedData> {
+    let prepared = how.run(recipe, plain_text::prepare_text)?;
+    let vocab = prepared.meta.vocab_size;
+    let sizes = DataSizes {
+        vocab,
+        target_vocab: vocab,
+        labels: Vec::new(),
+    };
+    let tokenizer = plain_text::tokenizer_path(&prepared.dir);
+    Ok(PreparedData::new(prepared, sizes, TextMeta::describe)
+        .with_artefact(tokenizer, crate::experiment::TOKENIZER))
+}
+
+pub struct LanguageModel {
+    config: Gpt2Config,
+}
+
+impl LanguageModel {
+    pub fn new(config: Gpt2Config) -> Self {
+        Self { config }
+    }
+}
+
+/// The scores of a language model on a whole split.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LmScores {
+    /// Mean negative log-likelihood per token.
+    pub loss: f64,
+    pub perplexity: f64,
+    pub bits_per_token: f64,
+    pub tokens: usize,
+}
+
+impl Scores for LmScores {
+    fn headline(&self) -> String {
+        format!(
+            "loss {:.4}  ppl {:.2}  ({} tokens)",
+            self.loss, self.perplexity, self.tokens
+        )
+    }
+}
+
+impl Pipeline for LanguageModel {
+    const KIND: TaskKind = TaskKind::LanguageModel;
+    type Model = Gpt2;
+    type Training = LmTask;
+    type Scores = LmScores;
+
+    fn init_model(&self, device: &Device) -> Gpt2 {
+        self.config.init(device)
+    }
+
+    fn training(self, recipe: &Recipe, shard: Shard) -> Result<LmTask> {
+        LmTask::new(recipe, self.config, shard)
+    }
+
+    /// Every window of the split, one after the other.
+    fn evaluate(&self, model: &Gpt2, request: &EvalRequest) -> Result<Evaluation<LmScores>> {
+        let dir = request.recipe.prepared_dir();
+        super::check_same_tokenizer(
+            &plain_text::tokenizer_path(&dir),
+            &request.exp.tokenizer_path(),
+        )?;
+        let meta: TextMeta = load_meta(&dir)?;
+        let split = request.split;
+        let stream = TokenStream::new(split.name(), load_split(&dir, &meta, split)?);
+        let block = self.config.block_size;
+        stream.check_fits(block)?;
+        let starts = stream.sequential_starts(block);
+        let mut sum = LossSum::default();
+        for chunk in starts.chunks(request.batch_size) {
+            sum += window_nll(model, &stream, chunk, request.device);
+        }
+        let loss = sum.mean();
+        Ok(Evaluation::of(LmScores {
+            loss,
+            perplexity: loss.exp(),
+            bits_per_token: loss / std::f64::consts::LN_2,
+            tokens: sum.count as usize,
+        }))
+    }
+
+    fn generate(&self, model: &Gpt2, request: &GenerateRequest) -> Result<Generated> {
+        let tokenizer = TextTokenizer::load(&request.exp.tokenizer_path())?;
+        let prompt = tokenizer.encode_prompt(request.prompt)?;
+        if prompt.is_empty() {
+            return Err(Error::Usage("the prompt encodes to no tokens".into()));
+        }
+        let new_tokens = generate(
+            model,
+            &prompt,
+            request.max_new_tokens,
+            &request.sampler,
+            request.seed,
+            request.kv_cache,
+            request.device,
+        );
+        Ok(Generated {
+            text: tokenizer.decode(&new_tokens)?,
+            tokens: new_tokens.len(),
+        })
+    }
+}
 
 pub struct LmTask {
-    pub config: Gpt2Config,
+    config: Gpt2Config,
     train: TokenStream,
     valid: TokenStream,
     seed: u64,
@@ -28,29 +140,14 @@ pub struct LmTask {
     valid_starts: Vec<usize>,
 }
 
-/// The GPT-2 configuration of a recipe, given its tokenizer's vocabulary size.
-pub fn model_config(recipe: &Recipe, vocab_size: usize) -> Result<Gpt2Config> {
-    match &recipe.model {
-        ModelSection::Gpt2(options) => options.config(vocab_size),
-        other => Err(crate::error::Error::Recipe(format!(
-            "`model.type: {}` is a translation model; language modelling needs `type: gpt2`",
-            other.name()
-        ))),
-    }
-}
-
 impl LmTask {
     /// The task of rank `shard.index` of `shard.count`.
-    pub fn new(
-        recipe: &Recipe,
-        meta: &PreparedMeta,
-        prepared_dir: &Path,
-        shard: Shard,
-    ) -> Result<Self> {
-        let config = model_config(recipe, meta.vocab_size)?;
+    pub fn new(recipe: &Recipe, config: Gpt2Config, shard: Shard) -> Result<Self> {
+        let dir = recipe.prepared_dir();
+        let meta: TextMeta = load_meta(&dir)?;
         let block = config.block_size;
-        let train = TokenStream::new("train", load_split(prepared_dir, meta, Split::Train)?);
-        let valid = TokenStream::new("valid", load_split(prepared_dir, meta, Split::Valid)?);
+        let train = TokenStream::new("train", load_split(&dir, &meta, Split::Train)?);
+        let valid = TokenStream::new("valid", load_split(&dir, &meta, Split::Valid)?);
         train.check_fits(block)?;
         valid.check_fits(block)?;
         let (batch_size, global_batch) = crate::distributed::batch_sizes(recipe, shard.count)?;
@@ -70,23 +167,6 @@ impl LmTask {
             valid_starts,
         })
     }
-
-    pub fn batch_loss(
-        &self,
-        model: &Gpt2,
-        batch: &LmBatch,
-        device: &Device,
-    ) -> (Tensor<1>, Tensor<1>) {
-        let (inputs, targets) = batch_tensors(batch, device);
-        let logits = model.forward(inputs);
-        let [b, t, v] = logits.dims();
-        cross_entropy(
-            logits.reshape([b * t, v]),
-            targets,
-            self.label_smoothing,
-            None,
-        )
-    }
 }
 
 /// Inputs `[batch, block]` and flattened targets `[batch * block]` on `device`.
@@ -102,45 +182,24 @@ pub fn batch_tensors(batch: &LmBatch, device: &Device) -> (Tensor<2, Int>, Tenso
     (inputs, targets)
 }
 
-/// Mean negative log-likelihood per token over windows at `starts`, in batches of
-/// `batch_size`; returns (mean nll, tokens scored).
-pub fn mean_nll(
+/// `(loss, nll)` of one batch of windows, means over its tokens.
+fn batch_loss(
     model: &Gpt2,
-    stream: &TokenStream,
-    starts: &[usize],
-    batch_size: usize,
+    batch: &LmBatch,
+    smoothing: f64,
     device: &Device,
-) -> (f64, usize) {
-    let sum = nll_sum(model, stream, starts, batch_size, device, Shard::WHOLE);
-    (sum.mean(), sum.count as usize)
+) -> (Tensor<1>, Tensor<1>) {
+    let (inputs, targets) = batch_tensors(batch, device);
+    let logits = model.forward(inputs);
+    let [b, t, v] = logits.dims();
+    cross_entropy(logits.reshape([b * t, v]), targets, smoothing, None)
 }
 
-/// The summed negative log-likelihood of the batches of `starts` that `shard` owns.
-fn nll_sum(
-    model: &Gpt2,
-    stream: &TokenStream,
-    starts: &[usize],
-    batch_size: usize,
-    device: &Device,
-    shard: Shard,
-) -> LossSum {
-    let block = model.block_size();
-    let mut total = 0.0;
-    let mut tokens = 0;
-    let batches = starts.chunks(batch_size).enumerate();
-    for (_, chunk) in batches.filter(|(i, _)| shard.owns(*i)) {
-        let batch = stream.batch_at(chunk, block);
-        let (inputs, targets) = batch_tensors(&batch, device);
-        let logits = model.forward(inputs);
-        let [b, t, v] = logits.dims();
-        let (_, nll) = cross_entropy(logits.reshape([b * t, v]), targets, 0.0, None);
-        total += nll.into_scalar::<f64>() * (b * t) as f64;
-        tokens += b * t;
-    }
-    LossSum {
-        total,
-        count: tokens as f64,
-    }
+/// The summed negative log-likelihood of the windows at `starts`, one batch.
+fn window_nll(model: &Gpt2, stream: &TokenStream, starts: &[usize], device: &Device) -> LossSum {
+    let batch = stream.batch_at(starts, model.block_size());
+    let (_, nll) = batch_loss(model, &batch, 0.0, device);
+    LossSum::of_mean(nll, batch.batch * batch.block)
 }
 
 impl Task for LmTask {
@@ -158,21 +217,17 @@ impl Task for LmTask {
         let starts = self.train.random_starts(&mut rng, self.global_batch, block);
         let mine = &starts[self.shard.index * self.batch_size..][..self.batch_size];
         let batch = self.train.batch_at(mine, block);
-        let (loss, nll) = self.batch_loss(model, &batch, device);
+        let (loss, nll) = batch_loss(model, &batch, self.label_smoothing, device);
         StepLoss::single(loss, nll)
     }
 
-    fn validation_sum(&self, model: &Gpt2, device: &Device, shard: Shard) -> Result<LossSum> {
-        let model = model.valid();
-        let device = device.clone().without_autodiff();
-        Ok(nll_sum(
-            &model,
-            &self.valid,
-            &self.valid_starts,
-            self.batch_size,
-            &device,
-            shard,
-        ))
+    fn validation_batches(&self) -> usize {
+        self.valid_starts.len().div_ceil(self.batch_size)
+    }
+
+    fn validation_loss(&self, model: &Gpt2, batch: usize, device: &Device) -> LossSum {
+        let chunk = self.valid_starts.chunks(self.batch_size).nth(batch);
+        window_nll(model, &self.valid, chunk.unwrap_or_default(), device)
     }
 
     fn tokens_per_micro_batch(&self) -> usize {

@@ -3,20 +3,22 @@
 //! `loss.weighting`. Static masking draws each sequence's mask once (BERT); dynamic masking draws
 //! it again every epoch (RoBERTa).
 
-use super::{LossSum, StepLoss, Task};
+use super::{EvalRequest, LossSum, Pipeline, StepLoss, Task};
 use crate::data::Split;
-use crate::data::batching::{EpochBatches, batches_by_length};
+use crate::data::batching::{BatchLimits, EpochBatches, batches_by_length};
 use crate::data::labelled::{Example, Specials, load_examples};
 use crate::data::pretraining::{Instance, Masked, create_instances, mask_tokens, sentences};
 use crate::data::token_batches::TokenBatch;
 use crate::data::tokenizer::TextTokenizer;
-use crate::distributed::{Shard, batch_sizes};
+use crate::distributed::Shard;
 use crate::error::{Error, Result};
+use crate::eval::report::{Evaluation, Scores};
 use crate::loss::cross_entropy;
-use crate::models::bert::{BertConfig, BertPretraining, NextSentence};
-use crate::recipe::{Masking, MlmSection, Recipe, WeightingKind};
+use crate::models::bert::{BertConfig, BertPretraining};
+use crate::recipe::{Masking, MlmSection, Recipe, TaskKind, WeightingKind};
 use crate::rng::SplitMix64;
 use burn::prelude::*;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Every document of a split, cut into sentences and encoded.
@@ -44,28 +46,67 @@ pub fn load_documents(
     Ok(documents)
 }
 
-pub struct PretrainTask {
-    pub config: BertConfig,
+/// BERT pretraining of the configured encoder.
+pub struct Pretraining {
+    objective: Objective,
+    /// Learned log-variances in the model: one per loss under uncertainty weighting.
+    uncertainty_terms: usize,
+}
+
+impl Pretraining {
+    pub fn new(config: BertConfig, recipe: &Recipe) -> Self {
+        let uncertainty_terms = match recipe.loss.weighting {
+            WeightingKind::Uncertainty => loss_names(&config).len(),
+            _ => 0,
+        };
+        Self {
+            objective: Objective {
+                config,
+                mlm: recipe.data.mlm.clone().unwrap_or_default(),
+                seed: recipe.seed,
+            },
+            uncertainty_terms,
+        }
+    }
+}
+
+/// The losses the loop weights: masked LM and the sentence-pair task, when there is one (a
+/// single loss needs no names).
+fn loss_names(config: &BertConfig) -> Vec<&'static str> {
+    match config.next_sentence.loss_name() {
+        Some(name) => vec!["mlm", name],
+        None => vec![],
+    }
+}
+
+/// How sequences are built, masked and scored: what training and evaluation share.
+struct Objective {
+    config: BertConfig,
     mlm: MlmSection,
-    specials: Specials,
-    weighting: WeightingKind,
-    train: Vec<Instance>,
-    train_batches: EpochBatches,
-    valid: Vec<Instance>,
-    valid_batches: Vec<Vec<usize>>,
     seed: u64,
 }
 
-/// Pretraining figures of one batch: summed MLM loss and hits over masked tokens, summed
-/// sentence-task loss and hits over sequences.
+/// Summed pretraining figures: MLM loss and hits over masked tokens, sentence-task loss and hits
+/// over sequences.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct PretrainSums {
-    pub mlm_loss: f64,
-    pub mlm_correct: f64,
-    pub masked: f64,
-    pub sentence_loss: f64,
-    pub sentence_correct: f64,
-    pub sequences: f64,
+struct PretrainSums {
+    mlm_loss: f64,
+    mlm_correct: f64,
+    masked: f64,
+    sentence_loss: f64,
+    sentence_correct: f64,
+    sequences: f64,
+}
+
+impl std::ops::AddAssign for PretrainSums {
+    fn add_assign(&mut self, other: Self) {
+        self.mlm_loss += other.mlm_loss;
+        self.mlm_correct += other.mlm_correct;
+        self.masked += other.masked;
+        self.sentence_loss += other.sentence_loss;
+        self.sentence_correct += other.sentence_correct;
+        self.sequences += other.sequences;
+    }
 }
 
 struct PretrainOutput {
@@ -75,67 +116,36 @@ struct PretrainOutput {
     sentence: Option<(Tensor<1>, Tensor<1>)>,
 }
 
-impl PretrainTask {
-    pub fn new(
-        recipe: &Recipe,
-        config: BertConfig,
+impl Objective {
+    /// The pretraining sequences of a split's documents.
+    fn instances(
+        &self,
         dir: &Path,
+        split: Split,
         tokenizer: &TextTokenizer,
-        shard: Shard,
-    ) -> Result<Self> {
-        let specials = Specials::of(tokenizer)?;
-        let mlm = recipe.data.mlm.clone().unwrap_or_default();
-        let instances = |split: Split, seed: u64| -> Result<Vec<Instance>> {
-            let docs = load_documents(dir, split, tokenizer)?;
-            Ok(create_instances(
-                &docs,
-                config.max_len,
-                config.next_sentence,
-                &mlm,
-                &specials,
-                seed,
-            ))
-        };
-        let train = instances(Split::Train, recipe.seed)?;
-        let valid = instances(Split::Valid, recipe.seed ^ 1)?;
-        if train.is_empty() || valid.is_empty() {
-            return Err(Error::Data(
-                "no pretraining sequences in the training or validation split; check the data \
-                 and `data.split`"
-                    .into(),
-            ));
-        }
-        let (batch, _) = batch_sizes(recipe, shard.count)?;
-        let batches = |set: &[Instance]| {
-            batches_by_length(
-                set.len(),
-                |i| set[i].ids.len(),
-                |i| set[i].ids.len(),
-                recipe.train.max_tokens,
-                batch,
-                recipe.seed,
-            )
-        };
-        Ok(Self {
-            train_batches: EpochBatches::new(
-                batches(&train),
-                recipe.seed,
-                recipe.train.accum_grad,
-                shard,
-            ),
-            valid_batches: batches(&valid),
-            config,
-            mlm,
+        specials: &Specials,
+        seed: u64,
+    ) -> Result<Vec<Instance>> {
+        let docs = load_documents(dir, split, tokenizer)?;
+        Ok(create_instances(
+            &docs,
+            self.config.max_len,
+            self.config.next_sentence,
+            &self.mlm,
             specials,
-            weighting: recipe.loss.weighting,
-            train,
-            valid,
-            seed: recipe.seed,
-        })
+            seed,
+        ))
     }
 
     /// The mask of instance `i` in `epoch`: drawn once (static) or per epoch (dynamic).
-    fn masked(&self, set: &[Instance], i: usize, epoch: usize, salt: u64) -> Masked {
+    fn masked(
+        &self,
+        set: &[Instance],
+        i: usize,
+        epoch: usize,
+        salt: u64,
+        specials: &Specials,
+    ) -> Masked {
         let epoch = match self.mlm.masking {
             Masking::Static => 0,
             Masking::Dynamic => epoch as u64,
@@ -143,13 +153,14 @@ impl PretrainTask {
         let mut rng = SplitMix64::for_step(self.seed ^ salt, epoch, i as u64);
         mask_tokens(
             &set[i].ids,
-            &self.specials,
+            specials,
             self.config.vocab_size,
             &self.mlm,
             &mut rng,
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         model: &BertPretraining,
@@ -157,15 +168,16 @@ impl PretrainTask {
         indices: &[usize],
         epoch: usize,
         salt: u64,
+        specials: &Specials,
         device: &Device,
     ) -> PretrainOutput {
         let masked: Vec<Masked> = indices
             .iter()
-            .map(|&i| self.masked(set, i, epoch, salt))
+            .map(|&i| self.masked(set, i, epoch, salt, specials))
             .collect();
         let inputs: Vec<&[u32]> = masked.iter().map(|m| m.input.as_slice()).collect();
         let starts: Vec<usize> = indices.iter().map(|&i| set[i].first_segment).collect();
-        let batch = TokenBatch::pad(&inputs, Some(&starts), self.specials.pad, 1);
+        let batch = TokenBatch::pad(&inputs, Some(&starts), specials.pad, 1);
         let mut positions = Vec::new();
         let mut targets = Vec::new();
         for (row, m) in masked.iter().enumerate() {
@@ -204,62 +216,202 @@ impl PretrainTask {
         }
     }
 
-    /// Summed figures over the batches of `set` that `shard` owns (valid or a test split).
-    pub fn sums(
+    /// The figures of one batch of a held-out set (fixed masks, so evaluations compare).
+    fn sums(
         &self,
         model: &BertPretraining,
         set: &[Instance],
-        batches: &[Vec<usize>],
+        indices: &[usize],
+        specials: &Specials,
         device: &Device,
-        shard: Shard,
     ) -> PretrainSums {
-        let mut sums = PretrainSums::default();
-        for (_, indices) in batches.iter().enumerate().filter(|(i, _)| shard.owns(*i)) {
-            let out = self.forward(model, set, indices, 0, 0x7e57, device);
-            let masked = out.masked as f64;
-            sums.mlm_loss += out.mlm_loss.into_scalar::<f64>() * masked;
-            sums.mlm_correct += out.mlm_accuracy.into_scalar::<f64>() * masked;
-            sums.masked += masked;
-            if let Some((loss, acc)) = out.sentence {
-                let n = indices.len() as f64;
-                sums.sentence_loss += loss.into_scalar::<f64>() * n;
-                sums.sentence_correct += acc.into_scalar::<f64>() * n;
-                sums.sequences += n;
-            }
+        let out = self.forward(model, set, indices, 0, 0x7e57, specials, device);
+        let masked = out.masked as f64;
+        let mut sums = PretrainSums {
+            mlm_loss: out.mlm_loss.into_scalar::<f64>() * masked,
+            mlm_correct: out.mlm_accuracy.into_scalar::<f64>() * masked,
+            masked,
+            ..PretrainSums::default()
+        };
+        if let Some((loss, acc)) = out.sentence {
+            let n = indices.len() as f64;
+            sums.sentence_loss = loss.into_scalar::<f64>() * n;
+            sums.sentence_correct = acc.into_scalar::<f64>() * n;
+            sums.sequences = n;
         }
         sums
     }
+}
 
-    /// The instances and batches of a split, for `eval`.
-    pub fn split_instances(
-        &self,
-        dir: &Path,
-        split: Split,
-        tokenizer: &TextTokenizer,
-        batch_size: usize,
-    ) -> Result<(Vec<Instance>, Vec<Vec<usize>>)> {
-        let docs = load_documents(dir, split, tokenizer)?;
-        let set = create_instances(
-            &docs,
-            self.config.max_len,
-            self.config.next_sentence,
-            &self.mlm,
-            &self.specials,
-            self.seed ^ 2,
+/// Batches of sequences of similar length.
+fn instance_batches(set: &[Instance], limits: BatchLimits, seed: u64) -> Vec<Vec<usize>> {
+    batches_by_length(
+        set.len(),
+        |i| set[i].ids.len(),
+        |i| set[i].ids.len(),
+        limits,
+        seed,
+    )
+}
+
+/// The scores of a pretrained model on a whole split.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PretrainScores {
+    pub mlm_loss: f64,
+    pub mlm_accuracy: f64,
+    pub masked_tokens: usize,
+    pub sequences: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nsp_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nsp_accuracy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sop_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sop_accuracy: Option<f64>,
+}
+
+impl PretrainScores {
+    /// The sentence-pair task's name, loss and accuracy, when there is one.
+    fn sentence_task(&self) -> Option<(&'static str, f64, f64)> {
+        let nsp = self
+            .nsp_loss
+            .zip(self.nsp_accuracy)
+            .map(|(l, a)| ("nsp", l, a));
+        let sop = self
+            .sop_loss
+            .zip(self.sop_accuracy)
+            .map(|(l, a)| ("sop", l, a));
+        nsp.or(sop)
+    }
+}
+
+impl Scores for PretrainScores {
+    fn summary(&self) -> Option<String> {
+        let mut out = format!(
+            "masked LM: loss {:.4} (ppl {:.2}), accuracy {:.4} over {} masked tokens\n",
+            self.mlm_loss,
+            self.mlm_loss.exp(),
+            self.mlm_accuracy,
+            self.masked_tokens
         );
-        let batches = batches_by_length(
-            set.len(),
-            |i| set[i].ids.len(),
-            |i| set[i].ids.len(),
-            None,
-            batch_size,
-            0,
-        );
-        Ok((set, batches))
+        if let Some((name, loss, accuracy)) = self.sentence_task() {
+            out += &format!(
+                "{}: loss {loss:.4}, accuracy {accuracy:.4}\n",
+                name.to_uppercase()
+            );
+        }
+        Some(out)
     }
 
-    pub fn sentence_task(&self) -> NextSentence {
-        self.config.next_sentence
+    fn headline(&self) -> String {
+        let mut out = format!(
+            "MLM loss {:.4}  MLM acc {:.4}",
+            self.mlm_loss, self.mlm_accuracy
+        );
+        if let Some((name, _, accuracy)) = self.sentence_task() {
+            out += &format!("  {} acc {accuracy:.4}", name.to_uppercase());
+        }
+        out
+    }
+}
+
+impl Pipeline for Pretraining {
+    const KIND: TaskKind = TaskKind::Pretraining;
+    type Model = BertPretraining;
+    type Training = PretrainTask;
+    type Scores = PretrainScores;
+
+    fn init_model(&self, device: &Device) -> BertPretraining {
+        (self.objective.config).init_pretraining(self.uncertainty_terms, device)
+    }
+
+    fn training(self, recipe: &Recipe, shard: Shard) -> Result<PretrainTask> {
+        PretrainTask::new(recipe, self, shard)
+    }
+
+    fn evaluate(
+        &self,
+        model: &BertPretraining,
+        request: &EvalRequest,
+    ) -> Result<Evaluation<PretrainScores>> {
+        let dir = request.recipe.prepared_dir();
+        let tokenizer = TextTokenizer::load(&request.exp.tokenizer_path())?;
+        let specials = Specials::of(&tokenizer)?;
+        let objective = &self.objective;
+        let set = objective.instances(
+            &dir,
+            request.split,
+            &tokenizer,
+            &specials,
+            objective.seed ^ 2,
+        )?;
+        let limits = BatchLimits::scoring(request.recipe, request.batch_size);
+        let mut sums = PretrainSums::default();
+        for indices in instance_batches(&set, limits, 0) {
+            sums += objective.sums(model, &set, &indices, &specials, request.device);
+        }
+        // The sentence task's figures, per sequence, under its own name.
+        let sentence = |task: &str, sum: f64| {
+            (objective.config.next_sentence.loss_name() == Some(task))
+                .then(|| sum / sums.sequences.max(1.0))
+        };
+        Ok(Evaluation::of(PretrainScores {
+            mlm_loss: sums.mlm_loss / sums.masked.max(1.0),
+            mlm_accuracy: sums.mlm_correct / sums.masked.max(1.0),
+            masked_tokens: sums.masked as usize,
+            sequences: set.len(),
+            nsp_loss: sentence("nsp", sums.sentence_loss),
+            nsp_accuracy: sentence("nsp", sums.sentence_correct),
+            sop_loss: sentence("sop", sums.sentence_loss),
+            sop_accuracy: sentence("sop", sums.sentence_correct),
+        }))
+    }
+}
+
+pub struct PretrainTask {
+    pretraining: Pretraining,
+    specials: Specials,
+    train: Vec<Instance>,
+    train_batches: EpochBatches,
+    valid: Vec<Instance>,
+    valid_batches: Vec<Vec<usize>>,
+}
+
+impl PretrainTask {
+    fn new(recipe: &Recipe, pretraining: Pretraining, shard: Shard) -> Result<Self> {
+        let dir = recipe.prepared_dir();
+        let tokenizer = TextTokenizer::load(&crate::data::labelled::tokenizer_path(&dir))?;
+        let specials = Specials::of(&tokenizer)?;
+        let objective = &pretraining.objective;
+        let train = objective.instances(&dir, Split::Train, &tokenizer, &specials, recipe.seed)?;
+        let valid =
+            objective.instances(&dir, Split::Valid, &tokenizer, &specials, recipe.seed ^ 1)?;
+        if train.is_empty() || valid.is_empty() {
+            return Err(Error::Data(
+                "no pretraining sequences in the training or validation split; check the data \
+                 and `data.split`"
+                    .into(),
+            ));
+        }
+        let limits = BatchLimits::per_rank(recipe, shard.count)?;
+        Ok(Self {
+            train_batches: EpochBatches::new(
+                instance_batches(&train, limits, recipe.seed),
+                recipe.seed,
+                recipe.train.accum_grad,
+                shard,
+            ),
+            valid_batches: instance_batches(&valid, limits, recipe.seed),
+            pretraining,
+            specials,
+            train,
+            valid,
+        })
+    }
+
+    fn config(&self) -> &BertConfig {
+        &self.pretraining.objective.config
     }
 }
 
@@ -267,11 +419,7 @@ impl Task for PretrainTask {
     type Model = BertPretraining;
 
     fn init_model(&self, device: &Device) -> Result<BertPretraining> {
-        let terms = match self.weighting {
-            WeightingKind::Uncertainty => self.loss_names().len(),
-            _ => 0,
-        };
-        Ok(self.config.init_pretraining(terms, device))
+        Ok(self.pretraining.init_model(device))
     }
 
     fn train_loss(
@@ -282,7 +430,16 @@ impl Task for PretrainTask {
         device: &Device,
     ) -> StepLoss {
         let (indices, epoch) = self.train_batches.at(step, micro);
-        let out = self.forward(model, &self.train, indices, epoch, 0, device);
+        let objective = &self.pretraining.objective;
+        let out = objective.forward(
+            model,
+            &self.train,
+            indices,
+            epoch,
+            0,
+            &self.specials,
+            device,
+        );
         let nll = out.mlm_loss.clone().detach();
         match out.sentence {
             Some((loss, acc)) => StepLoss {
@@ -295,30 +452,26 @@ impl Task for PretrainTask {
     }
 
     fn loss_names(&self) -> Vec<&'static str> {
-        match self.config.next_sentence.loss_name() {
-            Some(name) => vec!["mlm", name],
-            None => vec![],
-        }
+        loss_names(self.config())
     }
 
     fn log_variances(&self, model: &BertPretraining) -> Option<Tensor<1>> {
         model.log_variances.as_ref().map(|s| s.val())
     }
 
-    /// The masked-LM loss per masked token (masks fixed, so evaluations compare).
-    fn validation_sum(
-        &self,
-        model: &BertPretraining,
-        device: &Device,
-        shard: Shard,
-    ) -> Result<LossSum> {
-        let model = model.valid();
-        let device = device.clone().without_autodiff();
-        let sums = self.sums(&model, &self.valid, &self.valid_batches, &device, shard);
-        Ok(LossSum {
+    fn validation_batches(&self) -> usize {
+        self.valid_batches.len()
+    }
+
+    /// The masked-LM loss per masked token.
+    fn validation_loss(&self, model: &BertPretraining, batch: usize, device: &Device) -> LossSum {
+        let indices = &self.valid_batches[batch];
+        let objective = &self.pretraining.objective;
+        let sums = objective.sums(model, &self.valid, indices, &self.specials, device);
+        LossSum {
             total: sums.mlm_loss,
             count: sums.masked,
-        })
+        }
     }
 
     fn tokens_per_micro_batch(&self) -> usize {
@@ -331,16 +484,17 @@ impl Task for PretrainTask {
     }
 
     fn model_width(&self) -> usize {
-        self.config.encoder.width
+        self.config().encoder.width
     }
 
     fn step_description(&self, ranks: usize, accum_grad: usize) -> String {
+        let config = self.config();
         format!(
             "~{:.0} sequences of up to {} tokens ({} pretraining sequences, masked LM{})",
             self.train_batches.mean_batch_len() * (ranks * accum_grad) as f64,
-            self.config.max_len,
+            config.max_len,
             self.train.len(),
-            self.config
+            config
                 .next_sentence
                 .loss_name()
                 .map_or(String::new(), |n| format!(" + {}", n.to_uppercase()))

@@ -2,20 +2,152 @@
 //! tags. Sentences longer than the model's window are cut into pieces for training and
 //! prediction, and the pieces' tags joined again for scoring.
 
-use super::{LossSum, StepLoss, Task};
+use super::{EvalRequest, LossSum, Pipeline, StepLoss, Task};
 use crate::data::Split;
-use crate::data::batching::{EpochBatches, batches_by_length};
+use crate::data::batching::{BatchLimits, EpochBatches, batches_by_length};
 use crate::data::labelled::{Example, LabelledMeta, Specials, encode_tokens, load_examples};
+use crate::data::prepared::load_meta;
 use crate::data::token_batches::TokenBatch;
 use crate::data::tokenizer::TextTokenizer;
-use crate::distributed::{Shard, batch_sizes};
+use crate::distributed::Shard;
 use crate::error::{Error, Result};
+use crate::eval::entities::{self, Prf};
+use crate::eval::report::{Evaluation, Predictions, Scores};
 use crate::loss::cross_entropy_kept;
 use crate::models::bert::{BertConfig, BertTagger};
-use crate::recipe::Recipe;
+use crate::recipe::{Recipe, TaskKind};
 use crate::train::checkpoint;
 use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// Tagging with BERT, a softmax per token or a CRF.
+pub struct Tagging {
+    config: BertConfig,
+}
+
+impl Tagging {
+    pub fn new(config: BertConfig) -> Self {
+        Self { config }
+    }
+}
+
+/// Entity-level scores of a tagger on a whole split (conlleval's and seqeval's).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaggingScores {
+    pub entity_precision: f64,
+    pub entity_recall: f64,
+    pub entity_f1: f64,
+    pub token_accuracy: f64,
+    pub by_type: BTreeMap<String, Prf>,
+    pub crf: bool,
+    pub sentences: usize,
+    pub tokens: usize,
+}
+
+impl Scores for TaggingScores {
+    fn summary(&self) -> Option<String> {
+        let gold: usize = self.by_type.values().map(|p| p.support).sum();
+        let mut out = format!(
+            "entities: precision {:.4} recall {:.4} F1 {:.4} ({gold} gold); token accuracy {:.4}\n",
+            self.entity_precision, self.entity_recall, self.entity_f1, self.token_accuracy
+        );
+        for (kind, prf) in &self.by_type {
+            out += &format!(
+                "  {kind:<6} P {:.4} R {:.4} F1 {:.4} ({})\n",
+                prf.precision, prf.recall, prf.f1, prf.support
+            );
+        }
+        Some(out)
+    }
+
+    fn headline(&self) -> String {
+        format!(
+            "P {:.4}  R {:.4}  F1 {:.4}",
+            self.entity_precision, self.entity_recall, self.entity_f1
+        )
+    }
+}
+
+impl Pipeline for Tagging {
+    const KIND: TaskKind = TaskKind::Tagging;
+    type Model = BertTagger;
+    type Training = TaggingTask;
+    type Scores = TaggingScores;
+
+    fn init_model(&self, device: &Device) -> BertTagger {
+        self.config.init_tagger(device)
+    }
+
+    fn training(self, recipe: &Recipe, shard: Shard) -> Result<TaggingTask> {
+        TaggingTask::new(recipe, self.config, shard)
+    }
+
+    fn evaluate(
+        &self,
+        model: &BertTagger,
+        request: &EvalRequest,
+    ) -> Result<Evaluation<TaggingScores>> {
+        let dir = request.recipe.prepared_dir();
+        let meta: LabelledMeta = load_meta(&dir)?;
+        let tokenizer = TextTokenizer::load(&request.exp.tokenizer_path())?;
+        let specials = Specials::of(&tokenizer)?;
+        let set = TaggedSet::load(
+            &dir,
+            request.split,
+            &meta,
+            &tokenizer,
+            &specials,
+            self.config.max_len,
+        )?;
+        let limits = BatchLimits::scoring(request.recipe, request.batch_size);
+        let predicted = predict_tags(
+            model,
+            &meta.labels,
+            &set,
+            limits,
+            specials.pad,
+            request.device,
+        );
+        let gold: Vec<Vec<String>> = set.sentences.iter().map(|(_, t)| t.clone()).collect();
+        let scores = entities::score(&gold, &predicted);
+        // CoNLL layout: token, gold, predicted; a blank line between sentences.
+        let conll: String = set
+            .sentences
+            .iter()
+            .zip(&predicted)
+            .map(|((tokens, gold), pred)| {
+                let mut s: String = tokens
+                    .iter()
+                    .zip(gold)
+                    .zip(pred)
+                    .map(|((t, g), p)| format!("{t} {g} {p}\n"))
+                    .collect();
+                s.push('\n');
+                s
+            })
+            .collect();
+        Ok(Evaluation {
+            scores: TaggingScores {
+                entity_precision: scores.overall.precision,
+                entity_recall: scores.overall.recall,
+                entity_f1: scores.overall.f1,
+                token_accuracy: scores.token_accuracy,
+                by_type: scores.by_type,
+                crf: self.config.crf,
+                sentences: gold.len(),
+                tokens: gold.iter().map(Vec::len).sum(),
+            },
+            variant: None,
+            predictions: Some(Predictions {
+                kind: "predictions",
+                extension: "conll",
+                text: conll,
+            }),
+        })
+    }
+}
 
 /// Tagged sentences, encoded and cut into pieces that fit the model.
 pub struct TaggedSet {
@@ -55,8 +187,8 @@ impl TaggedSet {
             let ids = encode_tokens(tokenizer, &tokens, specials.unk)?;
             let tag_ids: Vec<usize> = tags
                 .iter()
-                .map(|t| meta.labels.iter().position(|l| l == t).unwrap_or(0))
-                .collect();
+                .map(|t| meta.label_id(t, dir))
+                .collect::<Result<_>>()?;
             for offset in (0..ids.len()).step_by(window) {
                 let end = (offset + window).min(ids.len());
                 let mut piece = vec![specials.cls];
@@ -88,8 +220,8 @@ impl TaggedSet {
 }
 
 pub struct TaggingTask {
-    pub config: BertConfig,
-    pub tags: Vec<String>,
+    config: BertConfig,
+    tags: Vec<String>,
     pretrained: Option<PathBuf>,
     train: TaggedSet,
     train_batches: EpochBatches,
@@ -99,43 +231,27 @@ pub struct TaggingTask {
     label_smoothing: f64,
 }
 
-fn piece_batches(
-    set: &TaggedSet,
-    batch: usize,
-    max_tokens: Option<usize>,
-    seed: u64,
-) -> Vec<Vec<usize>> {
+fn piece_batches(set: &TaggedSet, limits: BatchLimits, seed: u64) -> Vec<Vec<usize>> {
     let ids = &set.ids;
-    batches_by_length(
-        ids.len(),
-        |i| ids[i].len(),
-        |i| ids[i].len(),
-        max_tokens,
-        batch,
-        seed,
-    )
+    batches_by_length(ids.len(), |i| ids[i].len(), |i| ids[i].len(), limits, seed)
 }
 
 impl TaggingTask {
-    pub fn new(
-        recipe: &Recipe,
-        config: BertConfig,
-        meta: &LabelledMeta,
-        dir: &Path,
-        tokenizer: &TextTokenizer,
-        shard: Shard,
-    ) -> Result<Self> {
-        let specials = Specials::of(tokenizer)?;
-        let load = |split| TaggedSet::load(dir, split, meta, tokenizer, &specials, config.max_len);
+    pub fn new(recipe: &Recipe, config: BertConfig, shard: Shard) -> Result<Self> {
+        let dir = recipe.prepared_dir();
+        let meta: LabelledMeta = load_meta(&dir)?;
+        let tokenizer = TextTokenizer::load(&crate::data::labelled::tokenizer_path(&dir))?;
+        let specials = Specials::of(&tokenizer)?;
+        let load =
+            |split| TaggedSet::load(&dir, split, &meta, &tokenizer, &specials, config.max_len);
         let (train, valid) = (load(Split::Train)?, load(Split::Valid)?);
         if valid.ids.is_empty() {
             return Err(Error::Data(
                 "the validation split is empty; raise `data.split.valid`".into(),
             ));
         }
-        let (batch, _) = batch_sizes(recipe, shard.count)?;
-        let max_tokens = recipe.train.max_tokens;
-        let train_batches = piece_batches(&train, batch, max_tokens, recipe.seed);
+        let limits = BatchLimits::per_rank(recipe, shard.count)?;
+        let train_batches = piece_batches(&train, limits, recipe.seed);
         Ok(Self {
             train_batches: EpochBatches::new(
                 train_batches,
@@ -143,9 +259,9 @@ impl TaggingTask {
                 recipe.train.accum_grad,
                 shard,
             ),
-            valid_batches: piece_batches(&valid, batch, max_tokens, recipe.seed),
+            valid_batches: piece_batches(&valid, limits, recipe.seed),
             config,
-            tags: meta.labels.clone(),
+            tags: meta.labels,
             pretrained: checkpoint::init_from_weights(recipe)?,
             train,
             valid,
@@ -195,7 +311,7 @@ impl Task for TaggingTask {
     type Model = BertTagger;
 
     fn init_model(&self, device: &Device) -> Result<BertTagger> {
-        let model = self.config.init_tagger(&self.tags, device);
+        let model = self.config.init_tagger(device);
         checkpoint::with_pretrained_encoder(model, self.pretrained.as_deref())
     }
 
@@ -212,21 +328,14 @@ impl Task for TaggingTask {
         StepLoss::single(loss, nll)
     }
 
-    fn validation_sum(&self, model: &BertTagger, device: &Device, shard: Shard) -> Result<LossSum> {
-        let model = model.valid();
-        let device = device.clone().without_autodiff();
-        let mut sum = LossSum::default();
-        for (_, indices) in self
-            .valid_batches
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| shard.owns(*i))
-        {
-            let (_, nll, items) = self.batch_loss(&model, &self.valid, indices, 0.0, &device);
-            sum.total += nll.into_scalar::<f64>() * items as f64;
-            sum.count += items as f64;
-        }
-        Ok(sum)
+    fn validation_batches(&self) -> usize {
+        self.valid_batches.len()
+    }
+
+    fn validation_loss(&self, model: &BertTagger, batch: usize, device: &Device) -> LossSum {
+        let indices = &self.valid_batches[batch];
+        let (_, nll, items) = self.batch_loss(model, &self.valid, indices, 0.0, device);
+        LossSum::of_mean(nll, items)
     }
 
     fn loss_is_token_nll(&self) -> bool {
@@ -261,7 +370,7 @@ pub fn predict_tags(
     model: &BertTagger,
     tags: &[String],
     set: &TaggedSet,
-    batch_size: usize,
+    limits: BatchLimits,
     pad: u32,
     device: &Device,
 ) -> Vec<Vec<String>> {
@@ -271,7 +380,7 @@ pub fn predict_tags(
         .map(|(tokens, _)| vec![String::new(); tokens.len()])
         .collect();
     let n = tags.len();
-    for indices in piece_batches(set, batch_size, None, 0) {
+    for indices in piece_batches(set, limits, 0) {
         let (batch, _, lengths) = set.batch(&indices, pad);
         let logits = model.forward(batch.bert_input(device));
         let [rows, time, _] = logits.dims();

@@ -1,105 +1,212 @@
 //! Translation: an encoder-decoder model on sentence pairs, batched by length and capped by
-//! tokens, with label-smoothed cross-entropy over the target tokens (padding ignored).
+//! tokens, with label-smoothed cross-entropy over the target tokens (padding ignored); scored by
+//! the loss and by BLEU and chrF of greedy or beam-search translations.
 
-use super::{LossSum, StepLoss, Task};
+use super::{EvalRequest, LossSum, Pipeline, PreparedData, StepLoss, Task, TranslateRequest};
 use crate::data::Split;
-use crate::data::batching::EpochBatches;
+use crate::data::batching::{BatchLimits, EpochBatches};
 use crate::data::pair_batches::{PairBatch, bucket_batches, collate};
-use crate::data::parallel::{PairSet, ParallelMeta, SpecialIds, load_pair_split};
+use crate::data::parallel::{
+    self, PairSet, ParallelMeta, SpecialIds, load_pair_split, load_pair_text,
+};
+use crate::data::prepared::{Preparation, load_meta};
+use crate::data::tokenizer::TextTokenizer;
 use crate::distributed::Shard;
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::eval::bleu::{BleuTokenizer, corpus_bleu, corpus_chrf};
+use crate::eval::report::{Evaluation, Predictions, Scores};
+use crate::eval::translate::translate_all;
+use crate::experiment::{Experiment, SOURCE_TOKENIZER, TARGET_TOKENIZER};
 use crate::loss::cross_entropy;
-use crate::models::rnn_seq2seq::RnnSeq2SeqConfig;
 use crate::models::seq2seq::{Seq2Seq, Seq2SeqConfig};
-use crate::models::transformer_seq2seq::TransformerSeq2SeqConfig;
-use crate::recipe::{BatchScope, ModelSection, Recipe};
-use crate::train::checkpoint;
+use crate::recipe::{DataSizes, Recipe, TaskKind};
 use burn::prelude::*;
-use std::path::Path;
+use serde::{Deserialize, Serialize};
 
-/// The model configuration of a translation recipe, given the prepared vocabularies.
-pub enum TranslationConfig {
-    Rnn(RnnSeq2SeqConfig),
-    Transformer(TransformerSeq2SeqConfig),
+/// Sentence pairs, a tokenizer per side; the experiment keeps both tokenizers.
+pub fn prepare(recipe: &Recipe, how: Preparation) -> Result<PreparedData> {
+    let prepared = how.run(recipe, parallel::prepare_pairs)?;
+    let sizes = DataSizes {
+        vocab: prepared.meta.source_vocab_size,
+        target_vocab: prepared.meta.target_vocab_size,
+        labels: Vec::new(),
+    };
+    let dir = prepared.dir.clone();
+    Ok(PreparedData::new(prepared, sizes, ParallelMeta::describe)
+        .with_artefact(parallel::source_tokenizer_path(&dir), SOURCE_TOKENIZER)
+        .with_artefact(parallel::target_tokenizer_path(&dir), TARGET_TOKENIZER))
 }
 
-pub fn model_config(recipe: &Recipe, meta: &ParallelMeta) -> Result<TranslationConfig> {
-    config_for(
-        recipe,
-        meta.source_vocab_size,
-        meta.target_vocab_size,
-        meta.joint_vocabulary,
-    )
+/// Translation with the encoder-decoder of configuration `C`.
+pub struct Translation<C> {
+    config: C,
 }
 
-fn config_for(recipe: &Recipe, src: usize, tgt: usize, joint: bool) -> Result<TranslationConfig> {
-    match &recipe.model {
-        ModelSection::RnnSeq2seq(o) => Ok(TranslationConfig::Rnn(o.config(src, tgt)?)),
-        ModelSection::TransformerSeq2seq(o) => {
-            Ok(TranslationConfig::Transformer(o.config(src, tgt, joint)?))
-        }
-        ModelSection::Gpt2(_) | ModelSection::Cnn(_) | ModelSection::Bert(_) => Err(Error::Recipe(
-            "this model does not translate; translation needs `model.type: rnn_seq2seq` or \
-             `transformer_seq2seq`"
-                .into(),
-        )),
+impl<C: Seq2SeqConfig> Translation<C> {
+    pub fn new(config: C) -> Self {
+        Self { config }
     }
 }
 
-/// Something to do with a trained translation model, whichever type the recipe chose.
-pub trait WithTranslationModel {
-    type Output;
-    fn run<M: Seq2Seq>(self, model: M) -> Result<Self::Output>;
+/// The scores of a translation model on a whole split.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TranslationScores {
+    /// Mean negative log-likelihood per target token (teacher-forced).
+    pub loss: f64,
+    pub perplexity: f64,
+    pub target_tokens: usize,
+    pub sentences: usize,
+    pub bleu: f64,
+    pub bleu_precisions: Vec<f64>,
+    pub bleu_brevity_penalty: f64,
+    pub bleu_sys_len: usize,
+    pub bleu_ref_len: usize,
+    pub bleu_signature: String,
+    pub chrf: f64,
+    pub beam: usize,
+    pub lenpen: f64,
+    pub length_penalty: String,
+    pub decode_seconds: f64,
+    pub sentences_per_second: f64,
 }
 
-/// Build the model of an experiment's resolved recipe (whose vocabulary sizes `train` filled
-/// in), load `weights` into it and hand it to `job`.
-pub fn with_trained_model<J: WithTranslationModel>(
-    recipe: &Recipe,
-    weights: &Path,
-    device: &Device,
-    job: J,
-) -> Result<J::Output> {
-    let sizes = match &recipe.model {
-        ModelSection::RnnSeq2seq(o) => (o.source_vocab_size, o.target_vocab_size),
-        ModelSection::TransformerSeq2seq(o) => (o.source_vocab_size, o.target_vocab_size),
-        _ => (None, None),
-    };
-    let (Some(src), Some(tgt)) = sizes else {
-        return Err(Error::Usage(
-            "this experiment's recipe.yaml has no vocabulary sizes; give the folder of a \
-             translation model trained by `nlpkit train`"
-                .into(),
-        ));
-    };
-    let joint = recipe.data.target_tokenizer.is_none();
-    match config_for(recipe, src, tgt, joint)? {
-        TranslationConfig::Rnn(c) => job.run(checkpoint::load_model(c.init(device), weights)?),
-        TranslationConfig::Transformer(c) => {
-            job.run(checkpoint::load_model(c.init(device), weights)?)
-        }
+impl Scores for TranslationScores {
+    fn headline(&self) -> String {
+        format!(
+            "beam {}  BLEU {:5.2}  chrF {:5.2}  loss {:.3}  decoding {:.1} s",
+            self.beam, self.bleu, self.chrf, self.loss, self.decode_seconds
+        )
     }
 }
 
-/// The resolved recipe states the vocabulary sizes the model was built with.
-pub fn record_vocab_sizes(recipe: &mut Recipe, meta: &ParallelMeta) {
-    let sizes = (Some(meta.source_vocab_size), Some(meta.target_vocab_size));
-    match &mut recipe.model {
-        ModelSection::RnnSeq2seq(o) => {
-            o.source_vocab_size = o.source_vocab_size.or(sizes.0);
-            o.target_vocab_size = o.target_vocab_size.or(sizes.1);
+/// The experiment's two tokenizers and their special ids.
+struct Tokenizers {
+    source: TextTokenizer,
+    target: TextTokenizer,
+    ids: (SpecialIds, SpecialIds),
+}
+
+impl Tokenizers {
+    fn load(exp: &Experiment) -> Result<Self> {
+        let source = TextTokenizer::load(&exp.file(SOURCE_TOKENIZER))?;
+        let target = TextTokenizer::load(&exp.file(TARGET_TOKENIZER))?;
+        let ids = (SpecialIds::of(&source)?, SpecialIds::of(&target)?);
+        Ok(Self {
+            source,
+            target,
+            ids,
+        })
+    }
+}
+
+impl<C: Seq2SeqConfig> Pipeline for Translation<C> {
+    const KIND: TaskKind = TaskKind::Translation;
+    type Model = C::Model;
+    type Training = TranslationTask<C>;
+    type Scores = TranslationScores;
+
+    fn init_model(&self, device: &Device) -> C::Model {
+        self.config.init(device)
+    }
+
+    fn training(self, recipe: &Recipe, shard: Shard) -> Result<TranslationTask<C>> {
+        TranslationTask::new(recipe, self.config, shard)
+    }
+
+    fn evaluate(
+        &self,
+        model: &C::Model,
+        request: &EvalRequest,
+    ) -> Result<Evaluation<TranslationScores>> {
+        let (recipe, device, split) = (request.recipe, request.device, request.split);
+        let dir = recipe.prepared_dir();
+        for (prepared, name) in [
+            (parallel::source_tokenizer_path(&dir), SOURCE_TOKENIZER),
+            (parallel::target_tokenizer_path(&dir), TARGET_TOKENIZER),
+        ] {
+            super::check_same_tokenizer(&prepared, &request.exp.file(name))?;
         }
-        ModelSection::TransformerSeq2seq(o) => {
-            o.source_vocab_size = o.source_vocab_size.or(sizes.0);
-            o.target_vocab_size = o.target_vocab_size.or(sizes.1);
+        let tokenizers = Tokenizers::load(request.exp)?;
+        let meta: ParallelMeta = load_meta(&dir)?;
+        let set = load_pair_split(&dir, &meta, split)?;
+        let texts = load_pair_text(&dir, split)?;
+        let limits = BatchLimits::scoring(recipe, request.batch_size);
+        let mut sum = LossSum::default();
+        for batch in bucket_batches(&set, limits, recipe.seed) {
+            sum += pair_nll(model, &set, &batch, tokenizers.ids, device);
         }
-        _ => {}
+        let started = std::time::Instant::now();
+        let (s, t) = tokenizers.ids;
+        let outputs = translate_all(model, &set.sources, s, t, &request.decode, device);
+        let decode_seconds = started.elapsed().as_secs_f64();
+        let hypotheses: Vec<String> = outputs
+            .iter()
+            .map(|ids| tokenizers.target.decode_text(ids))
+            .collect::<Result<_>>()?;
+        let references: Vec<String> = texts.into_iter().map(|(_, t)| t).collect();
+        let target_lang = recipe
+            .data
+            .parallel
+            .as_ref()
+            .map_or("", |p| p.target_lang.as_str());
+        let tokenizer = request
+            .bleu_tokenizer
+            .unwrap_or_else(|| BleuTokenizer::for_language(target_lang));
+        let bleu = corpus_bleu(&hypotheses, &references, tokenizer);
+        let decode = &request.decode;
+        let scores = TranslationScores {
+            loss: sum.mean(),
+            perplexity: sum.mean().exp(),
+            target_tokens: sum.count as usize,
+            sentences: hypotheses.len(),
+            bleu: bleu.score,
+            bleu_precisions: bleu.precisions.to_vec(),
+            bleu_brevity_penalty: bleu.brevity_penalty,
+            bleu_sys_len: bleu.sys_len,
+            bleu_ref_len: bleu.ref_len,
+            bleu_signature: format!(
+                "nrefs:1|case:mixed|eff:no|tok:{}|smooth:exp|version:2.5.1",
+                tokenizer.name()
+            ),
+            chrf: corpus_chrf(&hypotheses, &references),
+            beam: decode.beam,
+            lenpen: decode.alpha,
+            length_penalty: format!("{:?}", decode.length_penalty).to_lowercase(),
+            decode_seconds,
+            sentences_per_second: hypotheses.len() as f64 / decode_seconds,
+        };
+        Ok(Evaluation {
+            scores,
+            variant: Some(format!("beam{}", decode.beam)),
+            predictions: Some(Predictions {
+                kind: "translations",
+                extension: "txt",
+                text: hypotheses.join("\n") + "\n",
+            }),
+        })
+    }
+
+    /// An empty line stays empty.
+    fn translate(&self, model: &C::Model, request: &TranslateRequest) -> Result<Vec<String>> {
+        let tokenizers = Tokenizers::load(request.exp)?;
+        let lines: Vec<&str> = request.lines.iter().map(|l| l.trim()).collect();
+        let sources = tokenizers.source.encode_lines(&lines)?;
+        let (s, t) = tokenizers.ids;
+        let outputs = translate_all(model, &sources, s, t, &request.decode, request.device);
+        outputs
+            .iter()
+            .zip(&lines)
+            .map(|(ids, line)| match line.is_empty() {
+                true => Ok(String::new()),
+                false => tokenizers.target.decode_text(ids),
+            })
+            .collect()
     }
 }
 
 pub struct TranslationTask<C: Seq2SeqConfig> {
-    pub config: C,
-    pub meta: ParallelMeta,
+    config: C,
+    meta: ParallelMeta,
     train: PairSet,
     train_batches: EpochBatches,
     valid: PairSet,
@@ -107,34 +214,17 @@ pub struct TranslationTask<C: Seq2SeqConfig> {
     label_smoothing: f64,
 }
 
-/// The most tokens in one of this rank's batches, from `train.max_tokens`.
-pub fn max_tokens_per_rank(recipe: &Recipe, ranks: usize) -> Option<usize> {
-    recipe
-        .train
-        .max_tokens
-        .map(|t| match recipe.distributed.batch_size_is {
-            BatchScope::PerRank => t,
-            BatchScope::Global => (t / ranks).max(1),
-        })
-}
-
 impl<C: Seq2SeqConfig> TranslationTask<C> {
-    pub fn new(
-        recipe: &Recipe,
-        config: C,
-        meta: &ParallelMeta,
-        prepared_dir: &Path,
-        shard: Shard,
-    ) -> Result<Self> {
-        let train = load_pair_split(prepared_dir, meta, Split::Train)?;
-        let valid = load_pair_split(prepared_dir, meta, Split::Valid)?;
-        let (sentences, _) = crate::distributed::batch_sizes(recipe, shard.count)?;
-        let max_tokens = max_tokens_per_rank(recipe, shard.count);
-        let train_batches = bucket_batches(&train, max_tokens, sentences, recipe.seed);
-        let valid_batches = bucket_batches(&valid, max_tokens, sentences, recipe.seed);
+    pub fn new(recipe: &Recipe, config: C, shard: Shard) -> Result<Self> {
+        let dir = recipe.prepared_dir();
+        let meta: ParallelMeta = load_meta(&dir)?;
+        let train = load_pair_split(&dir, &meta, Split::Train)?;
+        let valid = load_pair_split(&dir, &meta, Split::Valid)?;
+        let limits = BatchLimits::per_rank(recipe, shard.count)?;
+        let train_batches = bucket_batches(&train, limits, recipe.seed);
+        let valid_batches = bucket_batches(&valid, limits, recipe.seed);
         Ok(Self {
             config,
-            meta: meta.clone(),
             train,
             train_batches: EpochBatches::new(
                 train_batches,
@@ -145,11 +235,8 @@ impl<C: Seq2SeqConfig> TranslationTask<C> {
             valid,
             valid_batches,
             label_smoothing: recipe.loss.label_smoothing,
+            meta,
         })
-    }
-
-    pub fn train_batch_count(&self) -> usize {
-        self.train_batches.batches.len()
     }
 
     fn specials(&self) -> (SpecialIds, SpecialIds) {
@@ -158,7 +245,7 @@ impl<C: Seq2SeqConfig> TranslationTask<C> {
 }
 
 /// `(loss, nll)` of one batch: means over its real target tokens.
-pub fn pair_loss<M: Seq2Seq>(
+fn pair_loss<M: Seq2Seq>(
     model: &M,
     batch: &PairBatch,
     (source_ids, target_ids): (SpecialIds, SpecialIds),
@@ -176,23 +263,17 @@ pub fn pair_loss<M: Seq2Seq>(
     )
 }
 
-/// The summed negative log-likelihood of the target tokens of the `batches` that `shard` owns.
-pub fn nll_sum<M: Seq2Seq>(
+/// The summed negative log-likelihood of the target tokens of one batch of pairs.
+fn pair_nll<M: Seq2Seq>(
     model: &M,
     set: &PairSet,
-    batches: &[Vec<usize>],
+    indices: &[usize],
     ids: (SpecialIds, SpecialIds),
     device: &Device,
-    shard: Shard,
 ) -> LossSum {
-    let mut sum = LossSum::default();
-    for (_, indices) in batches.iter().enumerate().filter(|(i, _)| shard.owns(*i)) {
-        let batch = collate(set, indices, ids.0, ids.1);
-        let (_, nll) = pair_loss(model, &batch, ids, 0.0, device);
-        sum.total += nll.into_scalar::<f64>() * batch.target_tokens as f64;
-        sum.count += batch.target_tokens as f64;
-    }
-    sum
+    let batch = collate(set, indices, ids.0, ids.1);
+    let (_, nll) = pair_loss(model, &batch, ids, 0.0, device);
+    LossSum::of_mean(nll, batch.target_tokens)
 }
 
 /// Source `[b, S]`, its padding mask, decoder inputs `[b, T]` and flattened targets `[b * T]`.
@@ -240,17 +321,13 @@ impl<C: Seq2SeqConfig> Task for TranslationTask<C> {
         StepLoss::single(loss, nll)
     }
 
-    fn validation_sum(&self, model: &C::Model, device: &Device, shard: Shard) -> Result<LossSum> {
-        let model = model.valid();
-        let device = device.clone().without_autodiff();
-        Ok(nll_sum(
-            &model,
-            &self.valid,
-            &self.valid_batches,
-            self.specials(),
-            &device,
-            shard,
-        ))
+    fn validation_batches(&self) -> usize {
+        self.valid_batches.len()
+    }
+
+    fn validation_loss(&self, model: &C::Model, batch: usize, device: &Device) -> LossSum {
+        let indices = &self.valid_batches[batch];
+        pair_nll(model, &self.valid, indices, self.specials(), device)
     }
 
     fn tokens_per_micro_batch(&self) -> usize {

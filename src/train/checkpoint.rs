@@ -5,6 +5,7 @@
 //! complete, so a crash leaves the previous checkpoints intact and never a half-written one.
 
 use crate::error::{Error, IoContext, Result};
+use crate::experiment::Experiment;
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
@@ -152,6 +153,29 @@ pub fn best(root: &Path) -> Result<Option<Checkpoint>> {
     Ok(ranked_by_validation_loss(list(root)?).into_iter().next())
 }
 
+/// The checkpoint a trained model is read from by default: the best by validation loss, else
+/// the latest.
+pub fn best_or_latest(root: &Path) -> Result<Option<Checkpoint>> {
+    match best(root)? {
+        Some(best) => Ok(Some(best)),
+        None => latest(root),
+    }
+}
+
+/// The checkpoint a command uses: the one named on its command line, else
+/// [`best_or_latest`].
+pub fn choose(exp: &Experiment, named: Option<&Path>) -> Result<Checkpoint> {
+    if let Some(path) = named {
+        return resolve_user_checkpoint(path);
+    }
+    best_or_latest(&exp.checkpoints_dir())?.ok_or_else(|| {
+        Error::Usage(format!(
+            "{} has no checkpoint yet; train first (`nlpkit train RECIPE`)",
+            exp.dir.display()
+        ))
+    })
+}
+
 /// Delete checkpoints that are neither among the last `keep_last` nor the best `keep_best`.
 pub fn prune(root: &Path, keep_last: usize, keep_best: usize) -> Result<()> {
     let all = list(root)?;
@@ -254,17 +278,15 @@ pub fn with_pretrained_encoder<M: ModuleSnapshot + Module>(
 /// The weights a fine-tuning run starts from: the pretraining experiment's best checkpoint by
 /// validation loss, else its latest.
 pub fn pretrained_weights(experiment_dir: &Path) -> Result<PathBuf> {
-    let root = crate::experiment::Experiment::new(experiment_dir).checkpoints_dir();
-    let chosen = match best(&root)? {
-        Some(c) => Some(c),
-        None => latest(&root)?,
-    };
-    chosen.map(|c| c.model_path()).ok_or_else(|| {
-        Error::Usage(format!(
-            "`init_from: {}` has no checkpoints; train the pretraining recipe first",
-            experiment_dir.display()
-        ))
-    })
+    let root = Experiment::new(experiment_dir).checkpoints_dir();
+    best_or_latest(&root)?
+        .map(|c| c.model_path())
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "`init_from: {}` has no checkpoints; train the pretraining recipe first",
+                experiment_dir.display()
+            ))
+        })
 }
 
 pub fn load_optimizer(optimizer: ModuleOptimizer, path: &Path) -> Result<ModuleOptimizer> {

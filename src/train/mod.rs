@@ -10,8 +10,8 @@ pub mod progress;
 pub mod schedule;
 pub mod weighting;
 
-use crate::distributed::Ranks;
 use crate::distributed::grads::{average_gradients, weights_checksum};
+use crate::distributed::{Ranks, Shard};
 use crate::error::{Error, Result};
 use crate::experiment::Experiment;
 use crate::recipe::Recipe;
@@ -36,10 +36,48 @@ pub struct TrainOptions {
 pub struct TrainSummary {
     pub steps: usize,
     pub final_valid_loss: Option<f64>,
+    /// The step and validation loss of the best checkpoint.
     pub best: Option<(usize, f64)>,
     pub elapsed_s: f64,
     /// Training throughput of this invocation.
     pub tokens_per_s: f64,
+    /// Uncertainty weighting: each loss's learned log-variance s at the end.
+    pub log_variances: Vec<(&'static str, f64)>,
+}
+
+/// What one optimiser step measured, averaged over its micro-batches (and, with several ranks,
+/// across ranks: the figures travel in the gradients' all-reduce buffer).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepFigures {
+    /// The optimised (weighted, possibly label-smoothed) loss.
+    pub loss: f32,
+    /// The plain negative log-likelihood.
+    pub nll: f32,
+    /// With several losses: each loss, in the order of `Task::loss_names`.
+    pub part_losses: Vec<f32>,
+    /// With several losses: each loss's KPI (an accuracy).
+    pub part_kpis: Vec<f32>,
+}
+
+impl StepFigures {
+    /// The figures as one flat buffer: loss, nll, the part losses, the KPIs.
+    pub fn to_buffer(&self) -> Vec<f32> {
+        let mut out = vec![self.loss, self.nll];
+        out.extend(&self.part_losses);
+        out.extend(&self.part_kpis);
+        out
+    }
+
+    /// The figures of a buffer made by [`StepFigures::to_buffer`] with `parts` losses.
+    pub fn from_buffer(buffer: &[f32], parts: usize) -> Self {
+        assert_eq!(buffer.len(), 2 + 2 * parts, "a step's figures buffer");
+        Self {
+            loss: buffer[0],
+            nll: buffer[1],
+            part_losses: buffer[2..2 + parts].to_vec(),
+            part_kpis: buffer[2 + parts..].to_vec(),
+        }
+    }
 }
 
 /// Optimiser steps the run is asked for.
@@ -93,7 +131,6 @@ pub fn train<T: Task>(
     let mut start = 0;
     let mut tokens_seen = 0u64;
     let mut elapsed_before = 0.0;
-    refuse_to_overwrite(exp, options.resume)?;
     // Only rank 0 speaks.
     let quiet = options.quiet || !ranks.is_main();
     if options.resume {
@@ -132,14 +169,14 @@ pub fn train<T: Task>(
         if !quiet {
             println!("already trained to step {start} of {total}; nothing to do");
         }
-        let best =
-            checkpoint::best(&checkpoints)?.map(|c| (c.state.step, c.state.valid_loss.unwrap()));
+        let best = best_checkpoint(&checkpoints)?;
         return Ok(TrainSummary {
             steps: start,
             final_valid_loss: best.map(|b| b.1),
             best,
             elapsed_s: elapsed_before,
             tokens_per_s: 0.0,
+            log_variances: Vec::new(),
         });
     }
 
@@ -174,18 +211,16 @@ pub fn train<T: Task>(
         let weights = weighting.weights(task.log_variances(&model).as_ref());
         let parts = weighting.names().len();
         let (mut losses, mut nlls) = (Vec::with_capacity(accum), Vec::with_capacity(accum));
-        let mut part_values: Vec<Vec<Tensor<1>>> = vec![Vec::new(); 2 * parts];
+        let mut part_losses: Vec<Vec<Tensor<1>>> = vec![Vec::new(); parts];
+        let mut part_kpis: Vec<Vec<Tensor<1>>> = vec![Vec::new(); parts];
         for micro in 0..accum {
             let out = task.train_loss(&model, step, micro, &ad);
             debug_assert!(parts == 0 || (out.losses.len() == parts && out.kpis.len() == parts));
-            for (i, part) in out
-                .losses
-                .iter()
-                .chain(&out.kpis)
-                .enumerate()
-                .take(2 * parts)
-            {
-                part_values[i].push(part.clone().inner());
+            for (values, part) in part_losses.iter_mut().zip(&out.losses) {
+                values.push(part.clone().inner());
+            }
+            for (values, kpi) in part_kpis.iter_mut().zip(&out.kpis) {
+                values.push(kpi.clone().inner());
             }
             let loss = weighting.combine(&out.losses, &weights, task.log_variances(&model));
             losses.push(loss.clone().inner());
@@ -195,24 +230,24 @@ pub fn train<T: Task>(
             accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
         }
         let grads = accumulator.grads();
-        // With several ranks, gradients and the losses are averaged across them here, before
+        let mean = |values: Vec<Tensor<1>>| Tensor::cat(values, 0).mean().into_scalar::<f32>();
+        let figures = StepFigures {
+            loss: mean(losses),
+            nll: mean(nlls),
+            part_losses: part_losses.into_iter().map(mean).collect(),
+            part_kpis: part_kpis.into_iter().map(mean).collect(),
+        };
+        // With several ranks, gradients and the figures are averaged across them here, before
         // clipping, so every rank clips by the same norm and applies the same update.
-        let mut loss = vec![
-            Tensor::cat(losses, 0).mean().into_scalar::<f32>(),
-            Tensor::cat(nlls, 0).mean().into_scalar::<f32>(),
-        ];
-        loss.extend(
-            part_values
-                .into_iter()
-                .map(|values| Tensor::cat(values, 0).mean().into_scalar::<f32>()),
-        );
+        let mut buffer = figures.to_buffer();
         // Validation's collectives are not part of the step: leave them out of the share.
         ranks.take_comm_seconds();
-        let mut grads = average_gradients(&model, grads, &mut loss, ranks, step + 1);
+        let mut grads = average_gradients(&model, grads, &mut buffer, ranks, step + 1);
         window_allreduce_s += ranks.take_comm_seconds();
-        let (train_loss, train_nll) = (loss[0] as f64, loss[1] as f64);
-        let part_losses: Vec<f64> = loss[2..2 + parts].iter().map(|&v| v as f64).collect();
-        let part_kpis: Vec<f64> = loss[2 + parts..].iter().map(|&v| v as f64).collect();
+        let figures = StepFigures::from_buffer(&buffer, parts);
+        let (train_loss, train_nll) = (figures.loss as f64, figures.nll as f64);
+        let part_losses: Vec<f64> = figures.part_losses.iter().map(|&v| v as f64).collect();
+        let part_kpis: Vec<f64> = figures.part_kpis.iter().map(|&v| v as f64).collect();
         weighting.observe(&part_losses, &part_kpis);
         let grad_norm = params::clip_grad_norm(&model, &mut grads, cfg.grad_clip);
         if !train_loss.is_finite() || !grad_norm.is_finite() {
@@ -296,7 +331,7 @@ pub fn train<T: Task>(
         let eval_now = done % cfg.eval_interval == 0 || save_now;
         let mut valid_loss = None;
         if eval_now {
-            let part = task.validation_sum(&model, &ad, ranks.shard())?;
+            let part = validation_sum(task, &model, &ad, ranks.shard());
             let mut sums = [part.total, part.count];
             ranks.sum(
                 &mut sums,
@@ -348,14 +383,39 @@ pub fn train<T: Task>(
     }
     let elapsed = run_start.elapsed().as_secs_f64();
     let trained_tokens = (total - start) as u64 * tokens_per_step;
-    let best = checkpoint::best(&checkpoints)?.map(|c| (c.state.step, c.state.valid_loss.unwrap()));
+    let log_variances = match task.log_variances(&model) {
+        Some(s) => {
+            let s: Vec<f64> = s.try_into_vec_as::<f64>().expect("f64");
+            weighting.names().iter().copied().zip(s).collect()
+        }
+        None => Vec::new(),
+    };
     Ok(TrainSummary {
         steps: total,
         final_valid_loss: final_valid,
-        best,
+        best: best_checkpoint(&checkpoints)?,
         elapsed_s: elapsed_before + elapsed,
         tokens_per_s: trained_tokens as f64 / elapsed,
+        log_variances,
     })
+}
+
+/// The summed validation loss of the batches of the task's validation sample that `shard` owns
+/// (the parts of all shards add up to the whole sample's).
+fn validation_sum<T: Task>(task: &T, model: &T::Model, device: &Device, shard: Shard) -> LossSum {
+    let model = model.valid();
+    let device = device.clone().without_autodiff();
+    let mut sum = LossSum::default();
+    for batch in (0..task.validation_batches()).filter(|&b| shard.owns(b)) {
+        sum += task.validation_loss(&model, batch, &device);
+    }
+    sum
+}
+
+/// The step and validation loss of the checkpoint with the lowest validation loss.
+fn best_checkpoint(root: &std::path::Path) -> Result<Option<(usize, f64)>> {
+    let best = checkpoint::best(root)?;
+    Ok(best.and_then(|c| c.state.valid_loss.map(|loss| (c.state.step, loss))))
 }
 
 /// A fresh run must not overwrite an experiment that has checkpoints: that takes `--resume`.
@@ -371,5 +431,46 @@ pub fn refuse_to_overwrite(exp: &Experiment, resume: bool) -> Result<()> {
             last.state.step
         ))),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StepFigures;
+
+    #[test]
+    fn step_figures_travel_through_the_all_reduce_buffer_by_name() {
+        let figures = StepFigures {
+            loss: 2.5,
+            nll: 2.25,
+            part_losses: vec![3.0, 0.5],
+            part_kpis: vec![0.25, 0.75],
+        };
+        let buffer = figures.to_buffer();
+        assert_eq!(buffer, vec![2.5, 2.25, 3.0, 0.5, 0.25, 0.75]);
+        // Two ranks' buffers summed and halved, as the all-reduce averages them.
+        let other = StepFigures {
+            loss: 1.5,
+            nll: 1.25,
+            part_losses: vec![1.0, 1.5],
+            part_kpis: vec![0.75, 0.25],
+        };
+        let averaged: Vec<f32> = buffer
+            .iter()
+            .zip(other.to_buffer())
+            .map(|(a, b)| (a + b) / 2.0)
+            .collect();
+        let back = StepFigures::from_buffer(&averaged, 2);
+        assert_eq!((back.loss, back.nll), (2.0, 1.75));
+        assert_eq!(back.part_losses, vec![2.0, 1.0]);
+        assert_eq!(back.part_kpis, vec![0.5, 0.5]);
+        // A task with one loss has no parts.
+        let single = StepFigures {
+            loss: 1.0,
+            nll: 0.5,
+            part_losses: vec![],
+            part_kpis: vec![],
+        };
+        assert_eq!(StepFigures::from_buffer(&single.to_buffer(), 0), single);
     }
 }

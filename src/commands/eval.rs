@@ -1,0 +1,64 @@
+//! `nlpkit eval`: score a trained model on a whole split and write the report.
+
+use super::{ModelChoice, Opened, trained_model};
+use crate::data::Split;
+use crate::error::Result;
+use crate::eval::bleu::BleuTokenizer;
+use crate::eval::report::write_report;
+use crate::eval::translate::DecodeOptions;
+use crate::tasks::{self, EvalRequest, Pipeline, PipelineJob};
+use std::time::Instant;
+
+/// What to score and how.
+pub struct EvalOptions {
+    pub split: Split,
+    /// Examples per forward pass (default: the recipe's `train.batch_size`).
+    pub batch_size: Option<usize>,
+    /// Translation: decoding, and BLEU's tokenizer.
+    pub decode: DecodeOptions,
+    pub bleu_tokenizer: Option<BleuTokenizer>,
+}
+
+pub fn eval(choice: &ModelChoice, options: EvalOptions) -> Result<()> {
+    let opened = choice.open()?;
+    tasks::with_pipeline(
+        &opened.recipe,
+        EvalJob {
+            opened: &opened,
+            options,
+        },
+    )
+}
+
+struct EvalJob<'a> {
+    opened: &'a Opened,
+    options: EvalOptions,
+}
+
+impl PipelineJob for EvalJob<'_> {
+    type Output = ();
+
+    fn run<P: Pipeline>(self, pipeline: P) -> Result<()> {
+        let Opened {
+            exp,
+            recipe,
+            device,
+            checkpoint,
+        } = self.opened;
+        let started = Instant::now();
+        let model = trained_model(&pipeline, checkpoint, device)?;
+        let request = EvalRequest {
+            exp,
+            recipe,
+            split: self.options.split,
+            batch_size: self.options.batch_size.unwrap_or(recipe.train.batch_size),
+            device,
+            decode: self.options.decode,
+            bleu_tokenizer: self.options.bleu_tokenizer,
+        };
+        let evaluation = pipeline.evaluate(&model, &request)?;
+        let seconds = started.elapsed().as_secs_f64();
+        write_report(exp, request.split.name(), checkpoint, seconds, evaluation)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,131 @@
+//! The `model:` section and the task it decides. Each model's options type lives in its own
+//! file in `models/` and answers for itself through [`ModelOptions`]: its name, the task it
+//! trains for, its defaults, its checks and the sizes it takes from the data. The two matches
+//! below are the only places that list the model types.
+
+use super::DataFormat;
+use crate::error::Result;
+use crate::models::{bert, gpt2, rnn_seq2seq, textcnn, transformer_seq2seq};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ModelSection {
+    Gpt2(gpt2::Gpt2Options),
+    RnnSeq2seq(rnn_seq2seq::RnnSeq2SeqOptions),
+    TransformerSeq2seq(transformer_seq2seq::TransformerSeq2SeqOptions),
+    Cnn(textcnn::TextCnnOptions),
+    Bert(bert::BertOptions),
+}
+
+impl ModelSection {
+    pub fn options(&self) -> &dyn ModelOptions {
+        match self {
+            ModelSection::Gpt2(o) => o,
+            ModelSection::RnnSeq2seq(o) => o,
+            ModelSection::TransformerSeq2seq(o) => o,
+            ModelSection::Cnn(o) => o,
+            ModelSection::Bert(o) => o,
+        }
+    }
+
+    pub fn options_mut(&mut self) -> &mut dyn ModelOptions {
+        match self {
+            ModelSection::Gpt2(o) => o,
+            ModelSection::RnnSeq2seq(o) => o,
+            ModelSection::TransformerSeq2seq(o) => o,
+            ModelSection::Cnn(o) => o,
+            ModelSection::Bert(o) => o,
+        }
+    }
+
+    /// `model.type`.
+    pub fn name(&self) -> &'static str {
+        self.options().name()
+    }
+}
+
+/// What every model's options tell the recipe about the model.
+pub trait ModelOptions {
+    /// `model.type`, as the recipe spells it.
+    fn name(&self) -> &'static str;
+
+    /// The model with the option that picks its task, for messages (BERT: with its head).
+    fn title(&self) -> String {
+        self.name().to_string()
+    }
+
+    /// The task this model trains for.
+    fn task(&self) -> TaskKind;
+
+    /// Fill presets and defaults, so the resolved recipe states every value.
+    fn resolve(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Ranges and relations serde cannot check, one message per problem with its key path.
+    fn validate(&self, problems: &mut Vec<String>);
+
+    /// Take the sizes the prepared data fixes (vocabularies, labels), checking any the recipe
+    /// gives; `train` writes them into the resolved recipe, so the trained model can be rebuilt
+    /// from the experiment folder alone.
+    fn record_sizes(&mut self, sizes: &DataSizes) -> Result<()>;
+}
+
+/// What a model is trained to do. Decided by the model section (BERT by its head); the data
+/// format must be one the task reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskKind {
+    LanguageModel,
+    Translation,
+    Classification,
+    Tagging,
+    Pretraining,
+}
+
+impl TaskKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::LanguageModel => "language modelling",
+            TaskKind::Translation => "translation",
+            TaskKind::Classification => "classification",
+            TaskKind::Tagging => "tagging",
+            TaskKind::Pretraining => "pretraining",
+        }
+    }
+
+    /// The data formats the task reads.
+    pub fn formats(self) -> &'static [DataFormat] {
+        match self {
+            TaskKind::LanguageModel => &[DataFormat::Text],
+            TaskKind::Translation => &[DataFormat::Parallel],
+            TaskKind::Classification => &[DataFormat::Csv],
+            TaskKind::Tagging => &[DataFormat::Tagging],
+            TaskKind::Pretraining => &[DataFormat::Text, DataFormat::Csv, DataFormat::Tagging],
+        }
+    }
+}
+
+/// What the prepared data fixes about a model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataSizes {
+    /// The tokenizer's vocabulary (translation: the source side's).
+    pub vocab: usize,
+    /// The target side's vocabulary (the same as `vocab` but for translation with two
+    /// tokenizers).
+    pub target_vocab: usize,
+    /// Classification and tagging: the labels or tags in id order (empty for the other tasks).
+    pub labels: Vec<String>,
+}
+
+/// The recipe's vocabulary size if given (it must hold the tokenizer's), else the tokenizer's.
+pub fn vocab_at_least(given: Option<usize>, tokenizer: usize, key: &str) -> Result<usize> {
+    let size = given.unwrap_or(tokenizer);
+    if size < tokenizer {
+        return Err(crate::error::Error::Recipe(format!(
+            "`model.{key}` ({size}) is smaller than the tokenizer's vocabulary ({tokenizer}); \
+             remove it to use the tokenizer's size"
+        )));
+    }
+    Ok(size)
+}
