@@ -2,6 +2,7 @@
 //! ids and padding mask BERT takes.
 
 use crate::models::bert::BertInput;
+use crate::models::classifier::TextBatch;
 use burn::prelude::*;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +68,21 @@ impl TokenBatch {
         Tensor::<1, Bool>::from_data(mask.as_slice(), device).reshape([self.rows, self.time])
     }
 
+    /// The batch as a classifier takes it.
+    pub fn text_batch(&self, device: &Device) -> TextBatch {
+        TextBatch {
+            ids: self.ids_tensor(device),
+            segments: self.segments_tensor(device),
+            padding: self.padding(device),
+            lengths: self.lengths.clone(),
+        }
+    }
+
+    fn segments_tensor(&self, device: &Device) -> Tensor<2, Int> {
+        Tensor::<1, Int>::from_data(self.segments.as_slice(), device)
+            .reshape([self.rows, self.time])
+    }
+
     pub fn bert_input(&self, device: &Device) -> BertInput {
         self.bert_input_with(self.ids_tensor(device), device)
     }
@@ -75,8 +91,7 @@ impl TokenBatch {
     pub fn bert_input_with(&self, ids: Tensor<2, Int>, device: &Device) -> BertInput {
         BertInput {
             ids,
-            segments: Tensor::<1, Int>::from_data(self.segments.as_slice(), device)
-                .reshape([self.rows, self.time]),
+            segments: self.segments_tensor(device),
             padding: self.padding(device),
         }
     }

@@ -4,6 +4,7 @@
 //! token classification (softmax or CRF). ALBERT's options: a factorised embedding size projected
 //! up to the hidden width, and one layer's weights shared by all layers.
 
+use super::classifier::{ClassifierConfig, TextBatch};
 use super::crf::Crf;
 use super::encoder::{Encoder, EncoderConfig};
 use super::gelu::gelu;
@@ -263,6 +264,25 @@ impl BertOptions {
             crf: self.crf,
             labels,
         })
+    }
+}
+
+impl ClassifierConfig for BertConfig {
+    type Model = BertClassifier;
+    fn init(&self, device: &Device) -> BertClassifier {
+        self.init_classifier(device)
+    }
+    fn logits(model: &BertClassifier, batch: TextBatch) -> Tensor<2> {
+        model.forward(batch.bert_input())
+    }
+    fn wraps_in_cls_sep(&self) -> bool {
+        true
+    }
+    fn max_len(&self) -> usize {
+        self.max_len
+    }
+    fn width(&self) -> usize {
+        self.encoder.width
     }
 }
 

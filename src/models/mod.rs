@@ -1,6 +1,7 @@
 //! Model families, one file each. Models know Burn and nothing of recipes' files or the CLI.
 
 pub mod bert;
+pub mod classifier;
 pub mod crf;
 pub mod encoder;
 pub mod gelu;

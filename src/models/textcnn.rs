@@ -3,6 +3,7 @@
 //! convolution, and residual blocks (two width-3 convolutions with a skip connection, as in
 //! ResNet/DPCNN) stacked on each branch before the pooling.
 
+use super::classifier::{ClassifierConfig, TextBatch};
 use crate::error::{Error, Result};
 use crate::recipe::{DataSizes, ModelOptions, TaskKind};
 use burn::nn::conv::{Conv1d, Conv1dConfig};
@@ -114,6 +115,25 @@ impl TextCnnOptions {
             vocab_size,
             num_labels,
         })
+    }
+}
+
+impl ClassifierConfig for TextCnnConfig {
+    type Model = TextCnn;
+    fn init(&self, device: &Device) -> TextCnn {
+        TextCnnConfig::init(self, device)
+    }
+    fn logits(model: &TextCnn, batch: TextBatch) -> Tensor<2> {
+        model.forward(batch.ids, &batch.lengths)
+    }
+    fn max_len(&self) -> usize {
+        self.options.max_len
+    }
+    fn min_len(&self) -> usize {
+        self.options.kernel_sizes.iter().copied().max().unwrap_or(1)
+    }
+    fn width(&self) -> usize {
+        self.options.embedding_dim
     }
 }
 

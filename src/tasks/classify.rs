@@ -14,80 +14,19 @@ use crate::error::{Error, Result};
 use crate::eval::classification::{self, ClassificationScores};
 use crate::eval::report::{Evaluation, Predictions, Scores};
 use crate::loss::cross_entropy;
-use crate::models::bert::{BertClassifier, BertConfig};
-use crate::models::textcnn::{TextCnn, TextCnnConfig};
+use crate::models::classifier::ClassifierConfig;
 use crate::recipe::{Recipe, TaskKind};
 use crate::train::checkpoint;
-use burn::module::Module;
 use burn::prelude::*;
-use burn::store::ModuleSnapshot;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-/// A model that gives label logits for a batch of texts.
-pub trait ClassifierSpec {
-    type Model: Module + ModuleSnapshot;
-    fn init(&self, device: &Device) -> Self::Model;
-    fn logits(model: &Self::Model, batch: &TokenBatch, device: &Device) -> Tensor<2>;
-    /// Texts are wrapped in `[CLS] ... [SEP]` (BERT).
-    fn wraps_in_cls_sep(&self) -> bool;
-    /// The longest input, special tokens included.
-    fn max_len(&self) -> usize;
-    /// The shortest padded input the model accepts.
-    fn min_len(&self) -> usize;
-    fn width(&self) -> usize;
-}
-
-impl ClassifierSpec for TextCnnConfig {
-    type Model = TextCnn;
-    fn init(&self, device: &Device) -> TextCnn {
-        TextCnnConfig::init(self, device)
-    }
-    fn logits(model: &TextCnn, batch: &TokenBatch, device: &Device) -> Tensor<2> {
-        model.forward(batch.ids_tensor(device), &batch.lengths)
-    }
-    fn wraps_in_cls_sep(&self) -> bool {
-        false
-    }
-    fn max_len(&self) -> usize {
-        self.options.max_len
-    }
-    fn min_len(&self) -> usize {
-        self.options.kernel_sizes.iter().copied().max().unwrap_or(1)
-    }
-    fn width(&self) -> usize {
-        self.options.embedding_dim
-    }
-}
-
-impl ClassifierSpec for BertConfig {
-    type Model = BertClassifier;
-    fn init(&self, device: &Device) -> BertClassifier {
-        self.init_classifier(device)
-    }
-    fn logits(model: &BertClassifier, batch: &TokenBatch, device: &Device) -> Tensor<2> {
-        model.forward(batch.bert_input(device))
-    }
-    fn wraps_in_cls_sep(&self) -> bool {
-        true
-    }
-    fn max_len(&self) -> usize {
-        self.max_len
-    }
-    fn min_len(&self) -> usize {
-        1
-    }
-    fn width(&self) -> usize {
-        self.encoder.width
-    }
-}
 
 /// Classification with the classifier of configuration `S`.
 pub struct Classification<S> {
     spec: S,
 }
 
-impl<S: ClassifierSpec> Classification<S> {
+impl<S: ClassifierConfig> Classification<S> {
     pub fn new(spec: S) -> Self {
         Self { spec }
     }
@@ -166,7 +105,7 @@ impl Scores for ClassifyScores {
     }
 }
 
-impl<S: ClassifierSpec> Pipeline for Classification<S> {
+impl<S: ClassifierConfig> Pipeline for Classification<S> {
     const KIND: TaskKind = TaskKind::Classification;
     type Model = S::Model;
     type Training = ClassifyTask<S>;
@@ -272,7 +211,7 @@ pub struct LabelledSet {
 }
 
 impl LabelledSet {
-    pub fn load<S: ClassifierSpec>(
+    pub fn load<S: ClassifierConfig>(
         spec: &S,
         dir: &Path,
         split: Split,
@@ -310,7 +249,7 @@ pub fn length_batches(ids: &[Vec<u32>], limits: BatchLimits, seed: u64) -> Vec<V
     batches_by_length(ids.len(), |i| ids[i].len(), |i| ids[i].len(), limits, seed)
 }
 
-pub struct ClassifyTask<S: ClassifierSpec> {
+pub struct ClassifyTask<S: ClassifierConfig> {
     spec: S,
     pretrained: Option<PathBuf>,
     train: LabelledSet,
@@ -322,7 +261,7 @@ pub struct ClassifyTask<S: ClassifierSpec> {
     label_smoothing: f64,
 }
 
-impl<S: ClassifierSpec> ClassifyTask<S> {
+impl<S: ClassifierConfig> ClassifyTask<S> {
     pub fn new(recipe: &Recipe, spec: S, shard: Shard) -> Result<Self> {
         let dir = recipe.prepared_dir();
         let meta: LabelledMeta = load_meta(&dir)?;
@@ -364,13 +303,13 @@ impl<S: ClassifierSpec> ClassifyTask<S> {
         device: &Device,
     ) -> (Tensor<1>, Tensor<1>) {
         let (batch, labels) = set.batch(indices, self.pad, self.spec.min_len());
-        let logits = S::logits(model, &batch, device);
+        let logits = S::logits(model, batch.text_batch(device));
         let targets = Tensor::<1, Int>::from_data(labels.as_slice(), device);
         cross_entropy(logits, targets, smoothing, None)
     }
 }
 
-impl<S: ClassifierSpec> Task for ClassifyTask<S> {
+impl<S: ClassifierConfig> Task for ClassifyTask<S> {
     type Model = S::Model;
 
     fn init_model(&self, device: &Device) -> Result<S::Model> {
@@ -421,7 +360,7 @@ impl<S: ClassifierSpec> Task for ClassifyTask<S> {
 }
 
 /// The predicted label of every text of `set`, in order.
-pub fn predict<S: ClassifierSpec>(
+pub fn predict<S: ClassifierConfig>(
     spec: &S,
     model: &S::Model,
     set: &LabelledSet,
@@ -432,7 +371,7 @@ pub fn predict<S: ClassifierSpec>(
     let mut predicted = vec![0; set.ids.len()];
     for indices in &length_batches(&set.ids, limits, 0) {
         let (batch, _) = set.batch(indices, pad, spec.min_len());
-        let logits = S::logits(model, &batch, device);
+        let logits = S::logits(model, batch.text_batch(device));
         let best: Vec<i64> = logits.argmax(1).try_into_vec_as::<i64>().expect("ids");
         for (&i, &label) in indices.iter().zip(&best) {
             predicted[i] = label as usize;

@@ -1,0 +1,50 @@
+//! What every text classifier offers the classification task: label logits for a padded batch
+//! of token ids, and the facts the task needs to encode and batch texts for it.
+
+use super::bert::BertInput;
+use burn::module::Module;
+use burn::prelude::*;
+use burn::store::ModuleSnapshot;
+
+/// A padded batch of texts.
+#[derive(Debug, Clone)]
+pub struct TextBatch {
+    /// `[batch, time]` token ids, padded.
+    pub ids: Tensor<2, Int>,
+    /// `[batch, time]` 0 for a text's first segment (and padding), 1 for its second.
+    pub segments: Tensor<2, Int>,
+    /// `[batch, time]` true at padding.
+    pub padding: Tensor<2, Bool>,
+    /// Each text's real length.
+    pub lengths: Vec<usize>,
+}
+
+impl TextBatch {
+    pub fn bert_input(self) -> BertInput {
+        BertInput {
+            ids: self.ids,
+            segments: self.segments,
+            padding: self.padding,
+        }
+    }
+}
+
+/// A classifier's configuration: what the classification task needs to build and feed it.
+pub trait ClassifierConfig {
+    type Model: Module + ModuleSnapshot;
+    fn init(&self, device: &Device) -> Self::Model;
+    /// Label logits `[batch, labels]`.
+    fn logits(model: &Self::Model, batch: TextBatch) -> Tensor<2>;
+    /// Texts are wrapped in `[CLS] ... [SEP]` (BERT).
+    fn wraps_in_cls_sep(&self) -> bool {
+        false
+    }
+    /// The longest input, special tokens included.
+    fn max_len(&self) -> usize;
+    /// The shortest padded input the model accepts.
+    fn min_len(&self) -> usize {
+        1
+    }
+    /// The model width, for schedules that scale by it.
+    fn width(&self) -> usize;
+}
