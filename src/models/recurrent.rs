@@ -4,7 +4,7 @@
 //! keep-mask, so padded positions leave the state as it was.
 
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::{Dropout, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 use serde::{Deserialize, Serialize};
@@ -142,6 +142,44 @@ impl Recurrent {
         }
         (Tensor::stack(outputs, 1), state)
     }
+}
+
+/// Run a stack of layers over `x` `[batch, time, d_in]` (`keep` as for [`Recurrent::run`]),
+/// each layer with a backward twin when `backward` has one for it, `dropout` between layers.
+/// Returns the top layer's outputs `[batch, time, dirs * width]` (the directions concatenated)
+/// and each layer's final state, likewise concatenated.
+pub fn run_stack(
+    forward: &[Recurrent],
+    backward: &[Recurrent],
+    mut x: Tensor<3>,
+    keep: Tensor<2>,
+    dropout: &Dropout,
+) -> (Tensor<3>, Vec<RnnState>) {
+    let mut finals = Vec::with_capacity(forward.len());
+    for (l, layer) in forward.iter().enumerate() {
+        if l > 0 {
+            x = dropout.forward(x);
+        }
+        let (out_f, state_f) = layer.run(x.clone(), keep.clone(), false);
+        match backward.get(l) {
+            Some(twin) => {
+                let (out_b, state_b) = twin.run(x, keep.clone(), true);
+                x = Tensor::cat(vec![out_f, out_b], 2);
+                finals.push(RnnState {
+                    h: Tensor::cat(vec![state_f.h, state_b.h], 1),
+                    c: state_f
+                        .c
+                        .zip(state_b.c)
+                        .map(|(f, b)| Tensor::cat(vec![f, b], 1)),
+                });
+            }
+            None => {
+                x = out_f;
+                finals.push(state_f);
+            }
+        }
+    }
+    (x, finals)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! previous top-layer state, and predicts through a deep output layer
 //! `tanh(W [state; context; embedding])` tied to the target embedding.
 
-use super::recurrent::{CellKind, Recurrent, RnnState};
+use super::recurrent::{CellKind, Recurrent, RnnState, run_stack};
 use super::seq2seq::Seq2Seq;
 use crate::error::{Error, Result};
 use crate::recipe::{DataSizes, ModelOptions, TaskKind, vocab_at_least};
@@ -286,37 +286,20 @@ impl Seq2Seq for RnnSeq2Seq {
 
     fn encode(&self, source: Tensor<2, Int>, source_padding: Tensor<2, Bool>) -> RnnMemory {
         let keep = source_padding.clone().bool_not().float();
-        let mut x = self.dropout.forward(self.source_embed.forward(source));
-        let mut finals = Vec::new();
-        for (l, forward) in self.encoder_forward.iter().enumerate() {
-            if l > 0 {
-                x = self.dropout.forward(x);
-            }
-            let (out_f, state_f) = forward.run(x.clone(), keep.clone(), false);
-            match self.encoder_backward.get(l) {
-                Some(backward) => {
-                    let (out_b, state_b) = backward.run(x, keep.clone(), true);
-                    x = Tensor::cat(vec![out_f, out_b], 2);
-                    finals.push((
-                        Tensor::cat(vec![state_f.h, state_b.h], 1),
-                        state_f
-                            .c
-                            .zip(state_b.c)
-                            .map(|(f, b)| Tensor::cat(vec![f, b], 1)),
-                    ));
-                }
-                None => {
-                    x = out_f;
-                    finals.push((state_f.h, state_f.c));
-                }
-            }
-        }
+        let embedded = self.dropout.forward(self.source_embed.forward(source));
+        let (x, finals) = run_stack(
+            &self.encoder_forward,
+            &self.encoder_backward,
+            embedded,
+            keep,
+            &self.dropout,
+        );
         let initial = finals
             .into_iter()
             .enumerate()
-            .map(|(l, (h, c))| RnnState {
-                h: self.bridge_h[l].forward(h).tanh(),
-                c: c.map(|c| self.bridge_c[l].forward(c).tanh()),
+            .map(|(l, state)| RnnState {
+                h: self.bridge_h[l].forward(state.h).tanh(),
+                c: state.c.map(|c| self.bridge_c[l].forward(c).tanh()),
             })
             .collect();
         RnnMemory {
