@@ -148,6 +148,26 @@ fn textcnn_learns_sentiment_and_eval_reports_accuracy_f1_and_confusion() {
     );
 }
 
+#[test]
+fn rnn_classifier_learns_sentiment_with_attention_pooling() {
+    let s = Scratch::new();
+    s.write("reviews.csv", reviews(300));
+    let model = "model:\n  type: rnn\n  cell: gru\n  embedding_dim: 32\n  hidden_size: 32\n  \
+        pooling: attention\n  dropout: 0.1\n  max_len: 64\n";
+    s.write(
+        "recipe.yaml",
+        format!("seed: 5\noutput_dir: exp\n{CSV_DATA}{model}{TRAIN}"),
+    );
+    let out = s.ok(&["train", "recipe.yaml"]);
+    assert!(out.contains("model: rnn"), "{out}");
+    assert_loss_falls(&s.train_losses());
+    s.ok(&["eval", "exp"]);
+    let report = eval_report(&s, "exp");
+    assert_eq!(report["texts"].as_u64().unwrap(), 60);
+    let accuracy = report["accuracy"].as_f64().unwrap();
+    assert!(accuracy > 0.7, "accuracy {accuracy}");
+}
+
 fn pretraining_recipe(weighting: &str, next_sentence: &str) -> String {
     format!(
         "seed: 7\noutput_dir: pre\n{CSV_DATA}  prepared_dir: pre_data\n\

@@ -7,6 +7,7 @@ pub mod encoder;
 pub mod gelu;
 pub mod gpt2;
 pub mod recurrent;
+pub mod rnn_classifier;
 pub mod rnn_seq2seq;
 pub mod seq2seq;
 pub mod textcnn;

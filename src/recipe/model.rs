@@ -5,7 +5,7 @@
 
 use super::DataFormat;
 use crate::error::Result;
-use crate::models::{bert, gpt2, rnn_seq2seq, textcnn, transformer_seq2seq};
+use crate::models::{bert, gpt2, rnn_classifier, rnn_seq2seq, textcnn, transformer_seq2seq};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -15,6 +15,7 @@ pub enum ModelSection {
     RnnSeq2seq(rnn_seq2seq::RnnSeq2SeqOptions),
     TransformerSeq2seq(transformer_seq2seq::TransformerSeq2SeqOptions),
     Cnn(textcnn::TextCnnOptions),
+    Rnn(rnn_classifier::RnnClassifierOptions),
     Bert(bert::BertOptions),
 }
 
@@ -25,6 +26,7 @@ impl ModelSection {
             ModelSection::RnnSeq2seq(o) => o,
             ModelSection::TransformerSeq2seq(o) => o,
             ModelSection::Cnn(o) => o,
+            ModelSection::Rnn(o) => o,
             ModelSection::Bert(o) => o,
         }
     }
@@ -35,6 +37,7 @@ impl ModelSection {
             ModelSection::RnnSeq2seq(o) => o,
             ModelSection::TransformerSeq2seq(o) => o,
             ModelSection::Cnn(o) => o,
+            ModelSection::Rnn(o) => o,
             ModelSection::Bert(o) => o,
         }
     }

@@ -187,6 +187,7 @@ pub fn with_pipeline<J: PipelineJob>(recipe: &Recipe, job: J) -> Result<J::Outpu
         ModelSection::RnnSeq2seq(o) => job.run(translation::Translation::new(o.config()?)),
         ModelSection::TransformerSeq2seq(o) => job.run(translation::Translation::new(o.config()?)),
         ModelSection::Cnn(o) => job.run(classify::Classification::new(o.config()?)),
+        ModelSection::Rnn(o) => job.run(classify::Classification::new(o.config()?)),
         ModelSection::Bert(o) => match o.head {
             BertHead::SequenceClassification => job.run(classify::Classification::new(o.config()?)),
             BertHead::TokenClassification => job.run(tagging::Tagging::new(o.config()?)),
@@ -329,6 +330,7 @@ mod tests {
             ("rnn_seq2seq", TaskKind::Translation),
             ("transformer_seq2seq", TaskKind::Translation),
             ("cnn", TaskKind::Classification),
+            ("rnn", TaskKind::Classification),
             ("bert\n  head: pretraining", TaskKind::Pretraining),
             (
                 "bert\n  head: sequence_classification",
