@@ -2,6 +2,8 @@
 //! of token ids, and the facts the task needs to encode and batch texts for it.
 
 use super::bert::BertInput;
+use crate::error::{Error, Result};
+use crate::recipe::DataSizes;
 use burn::module::Module;
 use burn::prelude::*;
 use burn::store::ModuleSnapshot;
@@ -47,4 +49,24 @@ pub trait ClassifierConfig {
     }
     /// The model width, for schedules that scale by it.
     fn width(&self) -> usize;
+}
+
+/// Record a classifier's vocabulary size and number of labels from the data.
+pub fn record_sizes((vocab, labels): (&mut Option<usize>, &mut Option<usize>), sizes: &DataSizes) {
+    *vocab = Some(sizes.vocab);
+    *labels = Some(sizes.labels.len());
+}
+
+/// A classifier's vocabulary size and number of labels, as `train` recorded them.
+pub fn recorded_sizes(
+    model: &str,
+    vocab: Option<usize>,
+    labels: Option<usize>,
+) -> Result<(usize, usize)> {
+    vocab.zip(labels).ok_or_else(|| {
+        Error::Recipe(format!(
+            "the {model} model needs `model.vocab_size` and `model.num_labels` (filled in by \
+             `nlpkit train`; give an experiment folder it wrote)"
+        ))
+    })
 }

@@ -3,9 +3,9 @@
 //! Yang et al. 2016), dropout and a linear layer to the labels. Padding never reaches the
 //! pooling: the state holds through it and pooled positions are masked.
 
-use super::classifier::{ClassifierConfig, TextBatch};
+use super::classifier::{self, ClassifierConfig, TextBatch};
 use super::recurrent::{CellKind, Recurrent, run_stack};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::recipe::{DataSizes, ModelOptions, TaskKind};
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::prelude::*;
@@ -106,8 +106,7 @@ impl ModelOptions for RnnClassifierOptions {
     }
 
     fn record_sizes(&mut self, sizes: &DataSizes) -> Result<()> {
-        self.vocab_size = Some(sizes.vocab);
-        self.num_labels = Some(sizes.labels.len());
+        classifier::record_sizes((&mut self.vocab_size, &mut self.num_labels), sizes);
         Ok(())
     }
 }
@@ -115,13 +114,8 @@ impl ModelOptions for RnnClassifierOptions {
 impl RnnClassifierOptions {
     /// The model configuration of a resolved recipe whose sizes `train` recorded.
     pub fn config(&self) -> Result<RnnClassifierConfig> {
-        let (Some(vocab_size), Some(num_labels)) = (self.vocab_size, self.num_labels) else {
-            return Err(Error::Recipe(
-                "the rnn model needs `model.vocab_size` and `model.num_labels` (filled in by \
-                 `nlpkit train`; give an experiment folder it wrote)"
-                    .into(),
-            ));
-        };
+        let (vocab_size, num_labels) =
+            classifier::recorded_sizes(self.name(), self.vocab_size, self.num_labels)?;
         Ok(RnnClassifierConfig {
             options: self.clone(),
             vocab_size,

@@ -6,9 +6,9 @@
 //! `tanh(W [state; context; embedding])` tied to the target embedding.
 
 use super::recurrent::{CellKind, Recurrent, RnnState, run_stack};
-use super::seq2seq::Seq2Seq;
-use crate::error::{Error, Result};
-use crate::recipe::{DataSizes, ModelOptions, TaskKind, vocab_at_least};
+use super::seq2seq::{Seq2Seq, record_vocab_sizes, recorded_vocab_sizes};
+use crate::error::Result;
+use crate::recipe::{DataSizes, ModelOptions, TaskKind};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig,
 };
@@ -91,14 +91,8 @@ impl ModelOptions for RnnSeq2SeqOptions {
     }
 
     fn record_sizes(&mut self, sizes: &DataSizes) -> Result<()> {
-        let (source, target) = (self.source_vocab_size, self.target_vocab_size);
-        self.source_vocab_size = Some(vocab_at_least(source, sizes.vocab, "source_vocab_size")?);
-        self.target_vocab_size = Some(vocab_at_least(
-            target,
-            sizes.target_vocab,
-            "target_vocab_size",
-        )?);
-        Ok(())
+        let sides = (&mut self.source_vocab_size, &mut self.target_vocab_size);
+        record_vocab_sizes(sides, sizes)
     }
 }
 
@@ -112,21 +106,6 @@ impl RnnSeq2SeqOptions {
             source_vocab,
             target_vocab,
         })
-    }
-}
-
-/// Both sides' vocabulary sizes, which `train` records in the resolved recipe.
-pub(crate) fn recorded_vocab_sizes(
-    model: &str,
-    source: Option<usize>,
-    target: Option<usize>,
-) -> Result<(usize, usize)> {
-    match (source, target) {
-        (Some(s), Some(t)) => Ok((s, t)),
-        _ => Err(Error::Recipe(format!(
-            "the {model} model needs `model.source_vocab_size` and `model.target_vocab_size`, \
-             filled in by `nlpkit train`; give an experiment folder it wrote"
-        ))),
     }
 }
 

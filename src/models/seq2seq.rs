@@ -2,6 +2,8 @@
 //! teacher-forced forward pass for training, and encode-once / step-by-step decoding with a
 //! state that can be reordered row by row (beam search).
 
+use crate::error::{Error, Result};
+use crate::recipe::{DataSizes, vocab_at_least};
 use burn::module::Module;
 use burn::prelude::*;
 use burn::store::ModuleSnapshot;
@@ -44,6 +46,36 @@ pub trait Seq2Seq: Module + ModuleSnapshot {
 
     /// The model width, for schedules that scale by it.
     fn width(&self) -> usize;
+}
+
+/// Record both sides' vocabulary sizes (`model.source_vocab_size`, `model.target_vocab_size`):
+/// the tokenizers' unless the recipe gives larger ones.
+pub fn record_vocab_sizes(
+    (source, target): (&mut Option<usize>, &mut Option<usize>),
+    sizes: &DataSizes,
+) -> Result<()> {
+    *source = Some(vocab_at_least(*source, sizes.vocab, "source_vocab_size")?);
+    *target = Some(vocab_at_least(
+        *target,
+        sizes.target_vocab,
+        "target_vocab_size",
+    )?);
+    Ok(())
+}
+
+/// Both sides' vocabulary sizes, as `train` recorded them in the resolved recipe.
+pub fn recorded_vocab_sizes(
+    model: &str,
+    source: Option<usize>,
+    target: Option<usize>,
+) -> Result<(usize, usize)> {
+    match (source, target) {
+        (Some(s), Some(t)) => Ok((s, t)),
+        _ => Err(Error::Recipe(format!(
+            "the {model} model needs `model.source_vocab_size` and `model.target_vocab_size`, \
+             filled in by `nlpkit train`; give an experiment folder it wrote"
+        ))),
+    }
 }
 
 /// A model's configuration: what the task needs to build it.

@@ -3,8 +3,8 @@
 //! convolution, and residual blocks (two width-3 convolutions with a skip connection, as in
 //! ResNet/DPCNN) stacked on each branch before the pooling.
 
-use super::classifier::{ClassifierConfig, TextBatch};
-use crate::error::{Error, Result};
+use super::classifier::{self, ClassifierConfig, TextBatch};
+use crate::error::Result;
 use crate::recipe::{DataSizes, ModelOptions, TaskKind};
 use burn::nn::conv::{Conv1d, Conv1dConfig};
 use burn::nn::{
@@ -94,8 +94,7 @@ impl ModelOptions for TextCnnOptions {
     }
 
     fn record_sizes(&mut self, sizes: &DataSizes) -> Result<()> {
-        self.vocab_size = Some(sizes.vocab);
-        self.num_labels = Some(sizes.labels.len());
+        classifier::record_sizes((&mut self.vocab_size, &mut self.num_labels), sizes);
         Ok(())
     }
 }
@@ -103,13 +102,8 @@ impl ModelOptions for TextCnnOptions {
 impl TextCnnOptions {
     /// The model configuration of a resolved recipe whose sizes `train` recorded.
     pub fn config(&self) -> Result<TextCnnConfig> {
-        let (Some(vocab_size), Some(num_labels)) = (self.vocab_size, self.num_labels) else {
-            return Err(Error::Recipe(
-                "the cnn model needs `model.vocab_size` and `model.num_labels` (filled in by \
-                 `nlpkit train`; give an experiment folder it wrote)"
-                    .into(),
-            ));
-        };
+        let (vocab_size, num_labels) =
+            classifier::recorded_sizes(self.name(), self.vocab_size, self.num_labels)?;
         Ok(TextCnnConfig {
             options: self.clone(),
             vocab_size,

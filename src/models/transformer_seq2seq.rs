@@ -7,10 +7,9 @@
 
 use super::encoder::{Encoder, EncoderConfig};
 use super::gelu::gelu;
-use super::rnn_seq2seq::recorded_vocab_sizes;
-use super::seq2seq::{Seq2Seq, sinusoidal_positions};
+use super::seq2seq::{Seq2Seq, record_vocab_sizes, recorded_vocab_sizes, sinusoidal_positions};
 use crate::error::{Error, Result};
-use crate::recipe::{DataSizes, ModelOptions, TaskKind, vocab_at_least};
+use crate::recipe::{DataSizes, ModelOptions, TaskKind};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
     Linear, LinearConfig,
@@ -105,14 +104,8 @@ impl ModelOptions for TransformerSeq2SeqOptions {
     }
 
     fn record_sizes(&mut self, sizes: &DataSizes) -> Result<()> {
-        let (source, target) = (self.source_vocab_size, self.target_vocab_size);
-        self.source_vocab_size = Some(vocab_at_least(source, sizes.vocab, "source_vocab_size")?);
-        self.target_vocab_size = Some(vocab_at_least(
-            target,
-            sizes.target_vocab,
-            "target_vocab_size",
-        )?);
-        Ok(())
+        let sides = (&mut self.source_vocab_size, &mut self.target_vocab_size);
+        record_vocab_sizes(sides, sizes)
     }
 }
 
