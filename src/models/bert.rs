@@ -9,7 +9,7 @@ use super::crf::Crf;
 use super::encoder::{Encoder, EncoderConfig};
 use super::gelu::gelu;
 use crate::error::{Error, Result};
-use crate::recipe::{DataSizes, ModelOptions, TaskKind};
+use crate::recipe::{DataSizes, ModelOptions, TaskKind, require_dropout, require_positive};
 use burn::module::Param;
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
@@ -176,17 +176,16 @@ impl ModelOptions for BertOptions {
     }
 
     fn validate(&self, problems: &mut Vec<String>) {
-        for (key, value) in [
-            ("n_layer", self.n_layer),
-            ("n_head", self.n_head),
-            ("width", self.width),
-            ("ffn_width", self.ffn_width),
-            ("embedding_size", self.embedding_size),
-        ] {
-            if value == Some(0) {
-                problems.push(format!("`model.{key}` must be at least 1"));
-            }
-        }
+        require_positive(
+            problems,
+            &[
+                ("n_layer", self.n_layer.unwrap_or(1)),
+                ("n_head", self.n_head.unwrap_or(1)),
+                ("width", self.width.unwrap_or(1)),
+                ("ffn_width", self.ffn_width.unwrap_or(1)),
+                ("embedding_size", self.embedding_size.unwrap_or(1)),
+            ],
+        );
         if let (Some(w), Some(h)) = (self.width, self.n_head)
             && h > 0
             && w % h != 0
@@ -198,11 +197,7 @@ impl ModelOptions for BertOptions {
         if self.max_len.is_some_and(|l| l < 4) {
             problems.push("`model.max_len` must be at least 4 ([CLS] a [SEP] b)".into());
         }
-        if let Some(p) = self.dropout
-            && !(0.0..1.0).contains(&p)
-        {
-            problems.push(format!("`model.dropout` must be in [0, 1), got {p}"));
-        }
+        require_dropout(problems, self.dropout.unwrap_or(0.0));
         if self.crf && self.head != BertHead::TokenClassification {
             problems.push("`model.crf` is for `head: token_classification` only".into());
         }

@@ -4,7 +4,9 @@
 
 use super::gelu::gelu;
 use crate::error::{Error, Result};
-use crate::recipe::{DataSizes, ModelOptions, TaskKind, vocab_at_least};
+use crate::recipe::{
+    DataSizes, ModelOptions, TaskKind, require_dropout, require_positive, vocab_at_least,
+};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
     Linear, LinearConfig,
@@ -99,26 +101,21 @@ impl ModelOptions for Gpt2Options {
 
     fn validate(&self, problems: &mut Vec<String>) {
         let (n_embd, n_head) = (self.n_embd.unwrap_or(0), self.n_head.unwrap_or(0));
-        for (key, value) in [
-            ("n_layer", self.n_layer),
-            ("n_head", self.n_head),
-            ("n_embd", self.n_embd),
-            ("block_size", self.block_size),
-        ] {
-            if value == Some(0) {
-                problems.push(format!("`model.{key}` must be at least 1"));
-            }
-        }
+        require_positive(
+            problems,
+            &[
+                ("n_layer", self.n_layer.unwrap_or(1)),
+                ("n_head", self.n_head.unwrap_or(1)),
+                ("n_embd", self.n_embd.unwrap_or(1)),
+                ("block_size", self.block_size.unwrap_or(1)),
+            ],
+        );
         if n_head > 0 && n_embd % n_head != 0 {
             problems.push(format!(
                 "`model.n_embd` ({n_embd}) must be a multiple of `model.n_head` ({n_head})"
             ));
         }
-        if let Some(p) = self.dropout
-            && !(0.0..1.0).contains(&p)
-        {
-            problems.push(format!("`model.dropout` must be in [0, 1), got {p}"));
-        }
+        require_dropout(problems, self.dropout.unwrap_or(0.0));
     }
 
     /// Rows of the embedding: at least the tokenizer's vocabulary.

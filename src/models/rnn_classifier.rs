@@ -6,7 +6,7 @@
 use super::classifier::{self, ClassifierConfig, TextBatch};
 use super::recurrent::{CellKind, Recurrent, run_stack};
 use crate::error::Result;
-use crate::recipe::{DataSizes, ModelOptions, TaskKind};
+use crate::recipe::{DataSizes, ModelOptions, TaskKind, require_dropout, require_positive};
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
@@ -87,22 +87,16 @@ impl ModelOptions for RnnClassifierOptions {
     }
 
     fn validate(&self, problems: &mut Vec<String>) {
-        for (key, value) in [
-            ("embedding_dim", self.embedding_dim),
-            ("hidden_size", self.hidden_size),
-            ("num_layers", self.num_layers),
-            ("max_len", self.max_len),
-        ] {
-            if value == 0 {
-                problems.push(format!("`model.{key}` must be at least 1"));
-            }
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            problems.push(format!(
-                "`model.dropout` must be in [0, 1), got {}",
-                self.dropout
-            ));
-        }
+        require_positive(
+            problems,
+            &[
+                ("embedding_dim", self.embedding_dim),
+                ("hidden_size", self.hidden_size),
+                ("num_layers", self.num_layers),
+                ("max_len", self.max_len),
+            ],
+        );
+        require_dropout(problems, self.dropout);
     }
 
     fn record_sizes(&mut self, sizes: &DataSizes) -> Result<()> {

@@ -8,7 +8,7 @@
 use super::recurrent::{CellKind, Recurrent, RnnState, run_stack};
 use super::seq2seq::{Seq2Seq, record_vocab_sizes, recorded_vocab_sizes};
 use crate::error::Result;
-use crate::recipe::{DataSizes, ModelOptions, TaskKind};
+use crate::recipe::{DataSizes, ModelOptions, TaskKind, require_dropout, require_positive};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig,
 };
@@ -72,22 +72,16 @@ impl ModelOptions for RnnSeq2SeqOptions {
     }
 
     fn validate(&self, problems: &mut Vec<String>) {
-        for (key, value) in [
-            ("embed_dim", self.embed_dim),
-            ("hidden_size", self.hidden_size),
-            ("num_layers", self.num_layers),
-            ("attention_dim", self.attention_dim.unwrap_or(1)),
-        ] {
-            if value == 0 {
-                problems.push(format!("`model.{key}` must be at least 1"));
-            }
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            problems.push(format!(
-                "`model.dropout` must be in [0, 1), got {}",
-                self.dropout
-            ));
-        }
+        require_positive(
+            problems,
+            &[
+                ("embed_dim", self.embed_dim),
+                ("hidden_size", self.hidden_size),
+                ("num_layers", self.num_layers),
+                ("attention_dim", self.attention_dim.unwrap_or(1)),
+            ],
+        );
+        require_dropout(problems, self.dropout);
     }
 
     fn record_sizes(&mut self, sizes: &DataSizes) -> Result<()> {

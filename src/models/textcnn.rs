@@ -5,7 +5,7 @@
 
 use super::classifier::{self, ClassifierConfig, TextBatch};
 use crate::error::Result;
-use crate::recipe::{DataSizes, ModelOptions, TaskKind};
+use crate::recipe::{DataSizes, ModelOptions, TaskKind, require_dropout, require_positive};
 use burn::nn::conv::{Conv1d, Conv1dConfig};
 use burn::nn::{
     BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer,
@@ -77,20 +77,14 @@ impl ModelOptions for TextCnnOptions {
         if self.max_len < self.kernel_sizes.iter().copied().max().unwrap_or(1) {
             problems.push("`model.max_len` must be at least the widest kernel".into());
         }
-        for (key, value) in [
-            ("embedding_dim", self.embedding_dim),
-            ("channels", self.channels),
-        ] {
-            if value == 0 {
-                problems.push(format!("`model.{key}` must be at least 1"));
-            }
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            problems.push(format!(
-                "`model.dropout` must be in [0, 1), got {}",
-                self.dropout
-            ));
-        }
+        require_positive(
+            problems,
+            &[
+                ("embedding_dim", self.embedding_dim),
+                ("channels", self.channels),
+            ],
+        );
+        require_dropout(problems, self.dropout);
     }
 
     fn record_sizes(&mut self, sizes: &DataSizes) -> Result<()> {

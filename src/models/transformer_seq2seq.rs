@@ -9,7 +9,7 @@ use super::encoder::{Encoder, EncoderConfig};
 use super::gelu::gelu;
 use super::seq2seq::{Seq2Seq, record_vocab_sizes, recorded_vocab_sizes, sinusoidal_positions};
 use crate::error::{Error, Result};
-use crate::recipe::{DataSizes, ModelOptions, TaskKind};
+use crate::recipe::{DataSizes, ModelOptions, TaskKind, require_dropout, require_positive};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
     Linear, LinearConfig,
@@ -75,17 +75,16 @@ impl ModelOptions for TransformerSeq2SeqOptions {
     }
 
     fn validate(&self, problems: &mut Vec<String>) {
-        for (key, value) in [
-            ("encoder_layers", self.encoder_layers),
-            ("decoder_layers", self.decoder_layers),
-            ("d_model", self.d_model),
-            ("n_head", self.n_head),
-            ("ffn_dim", self.ffn_dim),
-        ] {
-            if value == 0 {
-                problems.push(format!("`model.{key}` must be at least 1"));
-            }
-        }
+        require_positive(
+            problems,
+            &[
+                ("encoder_layers", self.encoder_layers),
+                ("decoder_layers", self.decoder_layers),
+                ("d_model", self.d_model),
+                ("n_head", self.n_head),
+                ("ffn_dim", self.ffn_dim),
+            ],
+        );
         if self.n_head > 0 && !self.d_model.is_multiple_of(self.n_head) {
             problems.push(format!(
                 "`model.d_model` ({}) must be a multiple of `model.n_head` ({})",
@@ -95,12 +94,7 @@ impl ModelOptions for TransformerSeq2SeqOptions {
         if !self.d_model.is_multiple_of(2) {
             problems.push("`model.d_model` must be even (sinusoidal positions)".into());
         }
-        if !(0.0..1.0).contains(&self.dropout) {
-            problems.push(format!(
-                "`model.dropout` must be in [0, 1), got {}",
-                self.dropout
-            ));
-        }
+        require_dropout(problems, self.dropout);
     }
 
     fn record_sizes(&mut self, sizes: &DataSizes) -> Result<()> {

@@ -10,7 +10,10 @@ mod overrides;
 mod validate;
 
 pub use load::{load_recipe, parse_recipe};
-pub use model::{DataSizes, ModelOptions, ModelSection, TaskKind, vocab_at_least};
+pub use model::{
+    DataSizes, ModelOptions, ModelSection, TaskKind, require_dropout, require_positive,
+    vocab_at_least,
+};
 pub use overrides::apply_overrides;
 
 use serde::{Deserialize, Serialize};

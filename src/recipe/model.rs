@@ -132,3 +132,19 @@ pub fn vocab_at_least(given: Option<usize>, tokenizer: usize, key: &str) -> Resu
     }
     Ok(size)
 }
+
+/// A problem for each `model.<key>` among `values` that is 0.
+pub fn require_positive(problems: &mut Vec<String>, values: &[(&str, usize)]) {
+    for (key, value) in values {
+        if *value == 0 {
+            problems.push(format!("`model.{key}` must be at least 1"));
+        }
+    }
+}
+
+/// A problem unless `model.dropout` is a probability below 1.
+pub fn require_dropout(problems: &mut Vec<String>, dropout: f64) {
+    if !(0.0..1.0).contains(&dropout) {
+        problems.push(format!("`model.dropout` must be in [0, 1), got {dropout}"));
+    }
+}
