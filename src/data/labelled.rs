@@ -333,6 +333,13 @@ pub fn load_examples(dir: &Path, split: Split) -> Result<Vec<Example>> {
         .collect()
 }
 
+/// A labelled-data tokenizer and the ids of its special tokens.
+pub fn load_tokenizer(path: &Path) -> Result<(TextTokenizer, Specials)> {
+    let tokenizer = TextTokenizer::load(path)?;
+    let specials = Specials::of(&tokenizer)?;
+    Ok((tokenizer, specials))
+}
+
 /// The ids of BERT's special tokens in a tokenizer.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Specials {

@@ -133,7 +133,7 @@ pub fn read_splits<T>(
 }
 
 /// `data.valid` and `data.test`, when given: both, or neither (then `data.train` is split).
-pub fn split_files(data: &DataSection) -> Result<Option<[&Path; 2]>> {
+fn split_files(data: &DataSection) -> Result<Option<[&Path; 2]>> {
     match (&data.valid, &data.test) {
         (None, None) => Ok(None),
         (Some(valid), Some(test)) => Ok(Some([valid, test])),

@@ -70,7 +70,7 @@ pub struct EvalReport<S> {
 }
 
 /// The folder name of a checkpoint: `step_00002000`, or an averaged checkpoint's own name.
-pub fn checkpoint_name(checkpoint: &Checkpoint) -> String {
+fn checkpoint_name(checkpoint: &Checkpoint) -> String {
     checkpoint
         .dir
         .file_name()

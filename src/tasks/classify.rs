@@ -5,7 +5,9 @@
 use super::{EvalRequest, LossSum, Pipeline, StepLoss, Task};
 use crate::data::Split;
 use crate::data::batching::{BatchLimits, EpochBatches, batches_by_length};
-use crate::data::labelled::{Example, LabelledMeta, Specials, load_examples};
+use crate::data::labelled::{
+    Example, LabelledMeta, Specials, load_examples, load_tokenizer, tokenizer_path,
+};
 use crate::data::prepared::load_meta;
 use crate::data::token_batches::TokenBatch;
 use crate::data::tokenizer::TextTokenizer;
@@ -126,8 +128,7 @@ impl<S: ClassifierConfig> Pipeline for Classification<S> {
     ) -> Result<Evaluation<ClassifyScores>> {
         let dir = request.recipe.prepared_dir();
         let meta: LabelledMeta = load_meta(&dir)?;
-        let tokenizer = TextTokenizer::load(&request.exp.tokenizer_path())?;
-        let specials = Specials::of(&tokenizer)?;
+        let (tokenizer, specials) = load_tokenizer(&request.exp.tokenizer_path())?;
         let set = LabelledSet::load(
             &self.spec,
             &dir,
@@ -265,8 +266,7 @@ impl<S: ClassifierConfig> ClassifyTask<S> {
     pub fn new(recipe: &Recipe, spec: S, shard: Shard) -> Result<Self> {
         let dir = recipe.prepared_dir();
         let meta: LabelledMeta = load_meta(&dir)?;
-        let tokenizer = TextTokenizer::load(&crate::data::labelled::tokenizer_path(&dir))?;
-        let specials = Specials::of(&tokenizer)?;
+        let (tokenizer, specials) = load_tokenizer(&tokenizer_path(&dir))?;
         let train = LabelledSet::load(&spec, &dir, Split::Train, &meta, &tokenizer, &specials)?;
         let valid = LabelledSet::load(&spec, &dir, Split::Valid, &meta, &tokenizer, &specials)?;
         if valid.ids.is_empty() {

@@ -6,7 +6,7 @@
 use super::{EvalRequest, LossSum, Pipeline, StepLoss, Task};
 use crate::data::Split;
 use crate::data::batching::{BatchLimits, EpochBatches, batches_by_length};
-use crate::data::labelled::{Example, Specials, load_examples};
+use crate::data::labelled::{Example, Specials, load_examples, load_tokenizer, tokenizer_path};
 use crate::data::pretraining::{Instance, Masked, create_instances, mask_tokens, sentences};
 use crate::data::token_batches::TokenBatch;
 use crate::data::tokenizer::TextTokenizer;
@@ -336,8 +336,7 @@ impl Pipeline for Pretraining {
         request: &EvalRequest,
     ) -> Result<Evaluation<PretrainScores>> {
         let dir = request.recipe.prepared_dir();
-        let tokenizer = TextTokenizer::load(&request.exp.tokenizer_path())?;
-        let specials = Specials::of(&tokenizer)?;
+        let (tokenizer, specials) = load_tokenizer(&request.exp.tokenizer_path())?;
         let objective = &self.objective;
         let set = objective.instances(
             &dir,
@@ -381,8 +380,7 @@ pub struct PretrainTask {
 impl PretrainTask {
     fn new(recipe: &Recipe, pretraining: Pretraining, shard: Shard) -> Result<Self> {
         let dir = recipe.prepared_dir();
-        let tokenizer = TextTokenizer::load(&crate::data::labelled::tokenizer_path(&dir))?;
-        let specials = Specials::of(&tokenizer)?;
+        let (tokenizer, specials) = load_tokenizer(&tokenizer_path(&dir))?;
         let objective = &pretraining.objective;
         let train = objective.instances(&dir, Split::Train, &tokenizer, &specials, recipe.seed)?;
         let valid =

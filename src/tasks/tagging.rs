@@ -5,7 +5,9 @@
 use super::{EvalRequest, LossSum, Pipeline, StepLoss, Task};
 use crate::data::Split;
 use crate::data::batching::{BatchLimits, EpochBatches, batches_by_length};
-use crate::data::labelled::{Example, LabelledMeta, Specials, encode_tokens, load_examples};
+use crate::data::labelled::{
+    Example, LabelledMeta, Specials, encode_tokens, load_examples, load_tokenizer, tokenizer_path,
+};
 use crate::data::prepared::load_meta;
 use crate::data::token_batches::TokenBatch;
 use crate::data::tokenizer::TextTokenizer;
@@ -91,8 +93,7 @@ impl Pipeline for Tagging {
     ) -> Result<Evaluation<TaggingScores>> {
         let dir = request.recipe.prepared_dir();
         let meta: LabelledMeta = load_meta(&dir)?;
-        let tokenizer = TextTokenizer::load(&request.exp.tokenizer_path())?;
-        let specials = Specials::of(&tokenizer)?;
+        let (tokenizer, specials) = load_tokenizer(&request.exp.tokenizer_path())?;
         let set = TaggedSet::load(
             &dir,
             request.split,
@@ -240,8 +241,7 @@ impl TaggingTask {
     pub fn new(recipe: &Recipe, config: BertConfig, shard: Shard) -> Result<Self> {
         let dir = recipe.prepared_dir();
         let meta: LabelledMeta = load_meta(&dir)?;
-        let tokenizer = TextTokenizer::load(&crate::data::labelled::tokenizer_path(&dir))?;
-        let specials = Specials::of(&tokenizer)?;
+        let (tokenizer, specials) = load_tokenizer(&tokenizer_path(&dir))?;
         let load =
             |split| TaggedSet::load(&dir, split, &meta, &tokenizer, &specials, config.max_len);
         let (train, valid) = (load(Split::Train)?, load(Split::Valid)?);
