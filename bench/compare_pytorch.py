@@ -13,6 +13,9 @@ Models:
     python3 bench/compare_pytorch.py [--models gpt gpt-256 encoder] [--backends flex ndarray tch]
                                      [--rounds 3]
 
+The default build has flex only: `--backends ndarray` needs `cargo build --release --features
+ndarray` (and the encoder example built the same way).
+
 nlpkit's GPT steps are timed by `nlpkit train` itself (metrics.jsonl, the first log window
 dropped); the encoder's by `examples/encoder_step.rs` (build it with
 `cargo build --release --example encoder_step`). The tch backend uses target/release/nlpkit-tch
@@ -96,7 +99,7 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--models", nargs="+", default=["gpt", "gpt-256", "encoder"],
                    choices=["gpt", "gpt-256", "encoder"])
-    p.add_argument("--backends", nargs="+", default=["flex", "ndarray"])
+    p.add_argument("--backends", nargs="+", default=["flex"])
     p.add_argument("--torch-python", help="a python with torch (default: .venv-torch, set up "
                                             "on first use)")
     args = p.parse_args()

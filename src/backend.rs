@@ -28,6 +28,56 @@ pub fn compiled_backends() -> Vec<&'static str> {
     names
 }
 
+/// The kernels the flex backend's matmul runs on this CPU, chosen at run time the way its `gemm`
+/// crate chooses them (AVX-512 kernels are compiled in through Burn's `x86-v4` feature): the one
+/// figure that most decides CPU training speed, worth a line when a run starts.
+pub fn matmul_kernels() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            "AVX-512 (x86-64-v4)"
+        } else if std::arch::is_x86_feature_detected!("fma") {
+            "AVX2+FMA (x86-64-v3)"
+        } else {
+            "scalar (no FMA on this CPU)"
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            "NEON"
+        } else {
+            "scalar"
+        }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        "scalar"
+    }
+}
+
+/// The backend as a run's first lines state it: the recipe's choice, and for flex the matmul
+/// kernels this CPU gets, so two machines' speeds can be told apart.
+pub fn describe(section: &BackendSection) -> String {
+    let chosen = format!("{} ({})", section.kind.name(), section.device);
+    match section.kind {
+        BackendKind::Flex => format!("{chosen}, matmul on {}", matmul_kernels()),
+        _ => chosen,
+    }
+}
+
+/// What `nlpkit --version` prints after the name: the version, the git commit it was built
+/// from, the compiled backends and the matmul kernels of this CPU.
+pub fn version_text() -> String {
+    format!(
+        "{} (commit {})\nbackends: {}\nflex matmul on this CPU: {}",
+        env!("CARGO_PKG_VERSION"),
+        env!("NLPKIT_GIT_COMMIT"),
+        compiled_backends().join(", "),
+        matmul_kernels()
+    )
+}
+
 /// Make sure nothing inside Burn silently starts a GPU backend: `Device::default()` (used, for
 /// one, when an optimiser state is loaded) honours `BURN_DEVICE`, so point it at a CPU backend
 /// unless the user chose otherwise. Called once at start-up, before any thread exists.

@@ -1,4 +1,3 @@
-use clap::Parser;
 use nlpkit::distributed;
 
 fn main() {
@@ -21,7 +20,7 @@ fn main() {
         );
         distributed::abort_job_after_panic();
     }));
-    let cli = nlpkit::cli::Cli::parse();
+    let cli = nlpkit::cli::parse();
     // The whole command runs on one thread of the CPU pool, MPI included: it is set up, used and
     // ended (`exit`) on that thread, as its funneled threading level requires.
     nlpkit::backend::run_with_cpu_defaults(distributed::launcher_local_size(), || {

@@ -1,7 +1,10 @@
-//! Each compiled backend trains a tiny GPT for a few dozen steps and the loss falls.
+//! Each compiled backend trains a tiny GPT for a few dozen steps and the loss falls; a backend
+//! left out of the build is refused with the feature that brings it; `--version` says what the
+//! binary holds.
 
 mod common;
-use common::{Scratch, assert_loss_falls, tiny_recipe};
+use common::{Scratch, assert_loss_falls, succeeded, tiny_recipe};
+use std::process::Command;
 
 #[test]
 fn flex_trains_with_falling_loss() {
@@ -10,6 +13,7 @@ fn flex_trains_with_falling_loss() {
     assert_loss_falls(&s.train_losses());
 }
 
+#[cfg(feature = "ndarray")]
 #[test]
 fn ndarray_trains_with_falling_loss() {
     let s = Scratch::with_recipe(&tiny_recipe("ndarray", 40));
@@ -20,6 +24,7 @@ fn ndarray_trains_with_falling_loss() {
 /// wgpu runs on Mesa's lavapipe (software Vulkan) where it is installed, as in CI. Where no
 /// adapter exists the binary must say so clearly (exit 2, no panic); CI sets
 /// `NLPKIT_REQUIRE_WGPU=1` so a missing adapter there fails the test.
+#[cfg(feature = "wgpu")]
 #[test]
 fn wgpu_trains_on_a_cpu_adapter_or_explains_why_not() {
     let s = Scratch::with_recipe(&tiny_recipe("wgpu", 24));
@@ -40,4 +45,93 @@ fn wgpu_trains_on_a_cpu_adapter_or_explains_why_not() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// The backends this test binary was built with, by the same features as the nlpkit binary.
+fn compiled_backends() -> Vec<&'static str> {
+    [
+        ("flex", cfg!(feature = "flex")),
+        ("ndarray", cfg!(feature = "ndarray")),
+        ("wgpu", cfg!(feature = "wgpu")),
+        ("tch", cfg!(feature = "tch")),
+        ("cuda", cfg!(feature = "cuda")),
+    ]
+    .into_iter()
+    .filter_map(|(name, compiled)| compiled.then_some(name))
+    .collect()
+}
+
+/// The default build holds flex only: a recipe naming another backend gets the cargo feature to
+/// rebuild with, before anything is written.
+#[test]
+fn a_backend_left_out_of_the_build_names_its_feature() {
+    for backend in ["ndarray", "wgpu", "tch", "cuda"] {
+        if compiled_backends().contains(&backend) {
+            continue;
+        }
+        let s = Scratch::with_recipe(&tiny_recipe(backend, 5));
+        let out = s.run(&["train", "recipe.yaml", "--quiet"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{backend}: {stderr}");
+        assert!(
+            stderr.contains(&format!("`backend.type: {backend}` is not compiled"))
+                && stderr.contains(&format!("cargo build --release --features {backend}")),
+            "{stderr}"
+        );
+        assert!(!s.path().join("exp").exists(), "nothing may be written");
+    }
+}
+
+/// `nlpkit --version`: version and commit, the compiled backends (CI names the ones its build
+/// must have in `NLPKIT_REQUIRE_BACKENDS`, so a feature dropped from CI's build fails here rather
+/// than silently skipping that backend's tests), and the matmul kernels this CPU gets.
+#[test]
+fn version_names_the_commit_the_backends_and_the_matmul_kernels() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nlpkit"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let stdout = succeeded("nlpkit --version", out);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map_or("unknown".to_string(), |out| {
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        });
+    assert_eq!(
+        lines[0],
+        format!("nlpkit {} (commit {commit})", env!("CARGO_PKG_VERSION"))
+    );
+    let backends = lines[1].strip_prefix("backends: ").expect(&stdout);
+    assert_eq!(backends, compiled_backends().join(", "));
+    for required in std::env::var("NLPKIT_REQUIRE_BACKENDS")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|name| !name.is_empty())
+    {
+        assert!(
+            backends.split(", ").any(|name| name == required),
+            "this build lacks the required backend {required}: {stdout}"
+        );
+    }
+    let kernels = lines[2]
+        .strip_prefix("flex matmul on this CPU: ")
+        .expect(&stdout);
+    #[cfg(target_arch = "x86_64")]
+    {
+        let expected = if std::arch::is_x86_feature_detected!("avx512f") {
+            "AVX-512"
+        } else if std::arch::is_x86_feature_detected!("fma") {
+            "AVX2+FMA"
+        } else {
+            "scalar"
+        };
+        assert!(kernels.starts_with(expected), "{stdout}");
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    assert!(!kernels.is_empty());
 }

@@ -99,20 +99,6 @@ fn unknown_backend() {
 }
 
 #[test]
-fn backend_not_compiled_in() {
-    // The default build has flex, ndarray and wgpu; tch and cuda are cargo features.
-    let missing = if cfg!(feature = "tch") { "cuda" } else { "tch" };
-    rejects(
-        &recipe_with("  type: flex", &format!("  type: {missing}")),
-        None,
-        &[
-            "not compiled into this binary",
-            &format!("--features {missing}"),
-        ],
-    );
-}
-
-#[test]
 fn missing_data_file() {
     rejects(
         &recipe_with("  train: input.txt", "  train: nowhere.txt"),

@@ -63,7 +63,6 @@ impl ModelArgs {
 #[derive(Parser, Debug)]
 #[command(
     name = "nlpkit",
-    version,
     about = "Train NLP models from YAML recipes (Burn, one static binary)",
     long_about = "Train NLP models from YAML recipes.\n\nA recipe says which backend, data, tokenizer, \
                   model, loss, optimiser, schedule and training budget to use. Typical use:\n  \
@@ -104,7 +103,15 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// The command's definition, for completions.
+/// The command's definition, with the version text only known at run time.
 pub fn command() -> clap::Command {
-    <Cli as clap::CommandFactory>::command()
+    // `--version` is asked once per process: leaking the text is what clap's `&'static str` takes.
+    let version: &'static str = Box::leak(crate::backend::version_text().into_boxed_str());
+    <Cli as clap::CommandFactory>::command().version(version)
+}
+
+/// Parse the process's arguments (exits with clap's message and code on bad arguments).
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
 }

@@ -79,10 +79,9 @@ impl PipelineJob for TrainJob<'_> {
                 n => format!(" on {n} ranks"),
             };
             println!(
-                "model: {}; backend {} ({}); {} steps of {}{ranks_note}",
+                "model: {}; backend {}; {} steps of {}{ranks_note}",
                 recipe.model.name(),
-                recipe.backend.kind.name(),
-                recipe.backend.device,
+                crate::backend::describe(&recipe.backend),
                 total_steps(recipe, &task),
                 task.step_description(ranks.world, recipe.train.accum_grad),
             );
