@@ -19,6 +19,9 @@ pub enum Error {
     /// The training run itself failed (loss became NaN, a checkpoint could not be read, ...).
     #[error("{0}")]
     Run(String),
+    /// A stop signal ended training after its checkpoint was written (`train::stop`).
+    #[error("{message}")]
+    Stopped { message: String, signal: i32 },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -32,7 +35,15 @@ impl Error {
         match self {
             Error::Recipe(_) | Error::Data(_) | Error::Usage(_) => 2,
             Error::Run(_) | Error::Io { .. } => 1,
+            // As a shell reports a command that a signal ended.
+            Error::Stopped { signal, .. } => 128 + signal,
         }
+    }
+
+    /// Every rank ends with this error at the same point (a stop they agreed on), so an MPI job
+    /// can shut down cleanly instead of being aborted.
+    pub fn ends_every_rank(&self) -> bool {
+        matches!(self, Error::Stopped { .. })
     }
 
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
@@ -71,21 +82,90 @@ pub fn read_file(path: &Path, key: &str) -> Result<Vec<u8>> {
     })
 }
 
-/// Write a file atomically: write a temporary sibling, flush it to disk, then rename over the
-/// target, so a crash leaves either the old file or the new one, never half of one.
+/// Write a file atomically: write a temporary sibling, flush it to disk, rename it over the
+/// target and flush the folder, so a crash or a power cut leaves either the old file or the new
+/// one, never half of one. The temporary name is the process's own, so two writers never share
+/// one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let tmp = tmp_sibling(path);
-    let mut file = std::fs::File::create(&tmp).with_path("create", &tmp)?;
-    file.write_all(bytes).with_path("write", &tmp)?;
-    file.sync_all().with_path("sync", &tmp)?;
-    std::fs::rename(&tmp, path).with_path("rename into place", path)
+    let written = (|| {
+        let mut file = std::fs::File::create(&tmp).with_path("create", &tmp)?;
+        file.write_all(bytes).with_path("write", &tmp)?;
+        file.sync_all().with_path("sync", &tmp)?;
+        std::fs::rename(&tmp, path).with_path("rename into place", path)
+    })();
+    if written.is_err() {
+        // A full disk, say: leave no half-written temporary file behind.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
+    if let Some(folder) = path.parent() {
+        sync_dir(folder);
+    }
+    Ok(())
 }
 
-pub fn tmp_sibling(path: &Path) -> PathBuf {
+/// A hidden temporary name beside `path`, unique to this process and call.
+fn tmp_sibling(path: &Path) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp"))
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(".{name}.{}-{call}.tmp", std::process::id()))
+}
+
+/// Flush a folder's entries so a rename into it survives a power cut (best effort: not every
+/// file system lets a folder be opened for syncing).
+pub fn sync_dir(dir: &Path) {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    if let Ok(handle) = std::fs::File::open(dir) {
+        let _ = handle.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_atomic;
+
+    fn names_in(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn write_atomic_replaces_the_file_and_leaves_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        assert_eq!(names_in(dir.path()), ["state.json"]);
+    }
+
+    #[test]
+    fn a_failed_write_keeps_the_target_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A folder in the way: the rename over it fails.
+        let path = dir.path().join("taken");
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("inside"), "kept").unwrap();
+        assert!(write_atomic(&path, b"new").is_err());
+        assert_eq!(names_in(dir.path()), ["taken"]);
+        assert_eq!(
+            std::fs::read_to_string(path.join("inside")).unwrap(),
+            "kept"
+        );
+    }
 }

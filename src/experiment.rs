@@ -12,9 +12,10 @@
 //!   checkpoints/step_*/  model.safetensors, optimizer.bpk, trainer_state.json
 //!   eval_*.json          reports written by `nlpkit eval`, predictions_* / translations_*
 //!                        beside them
+//!   .lock                held by the `nlpkit train` writing into the folder (its pid inside)
 //! ```
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::recipe::{Recipe, load_recipe};
 use std::path::{Path, PathBuf};
 
@@ -28,6 +29,11 @@ pub const LABELS: &str = "labels.json";
 
 pub struct Experiment {
     pub dir: PathBuf,
+}
+
+/// Holds an experiment folder for one training run (`Experiment::lock_for_training`).
+pub struct ExperimentLock {
+    _file: std::fs::File,
 }
 
 impl Experiment {
@@ -47,6 +53,47 @@ impl Experiment {
         }
         let recipe = load_recipe(&exp.recipe_path(), &[])?;
         Ok((exp, recipe))
+    }
+
+    /// Take the folder for one training run: an advisory lock on `EXP_DIR/.lock`, held until the
+    /// returned guard is dropped and released by the OS if the process dies, so a crashed run
+    /// never leaves the folder locked. A second run on the folder is refused with the holder's
+    /// pid rather than racing it for checkpoints and `metrics.jsonl`.
+    pub fn lock_for_training(&self) -> Result<ExperimentLock> {
+        use std::io::{Read, Seek, Write};
+        std::fs::create_dir_all(&self.dir).with_path("create", &self.dir)?;
+        let path = self.file(".lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_path("open", &path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = match holder.trim() {
+                    "" => "another process".to_string(),
+                    pid => format!("process {pid}"),
+                };
+                return Err(Error::Usage(format!(
+                    "{} is in use: {holder} is training into it (lock {}); wait for it to end, \
+                     stop it, or set another output_dir (e.g. --set output_dir=exp/run2)",
+                    self.dir.display(),
+                    path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::io(format!("cannot lock {}", path.display()), e));
+            }
+        }
+        file.set_len(0).with_path("write", &path)?;
+        file.rewind().with_path("write", &path)?;
+        write!(file, "{}", std::process::id()).with_path("write", &path)?;
+        Ok(ExperimentLock { _file: file })
     }
 
     /// A file of the folder, by name.

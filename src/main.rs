@@ -2,6 +2,8 @@ use nlpkit::distributed;
 
 fn main() {
     nlpkit::backend::pin_default_device();
+    // Warnings of Burn, tokenizers and ours on stderr; RUST_LOG=info (or debug, off) changes it.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     std::panic::set_hook(Box::new(|info| {
         let message = info
             .payload()
@@ -24,14 +26,20 @@ fn main() {
     // The whole command runs on one thread of the CPU pool, MPI included: it is set up, used and
     // ended (`exit`) on that thread, as its funneled threading level requires.
     nlpkit::backend::run_with_cpu_defaults(distributed::launcher_local_size(), || {
-        let code = match nlpkit::cli::run(cli) {
-            Ok(()) => 0,
+        let (code, every_rank) = match nlpkit::cli::run(cli) {
+            Ok(()) => (0, true),
             Err(error) => {
-                eprintln!("error: {}{error}", distributed::message_prefix());
-                error.exit_code()
+                let kind = if error.ends_every_rank() {
+                    "stopped"
+                } else {
+                    "error"
+                };
+                eprintln!("{kind}: {}{error}", distributed::message_prefix());
+                (error.exit_code(), error.ends_every_rank())
             }
         };
-        // With several ranks a failure aborts the whole job, which would otherwise wait for us.
-        distributed::exit(code)
+        // With several ranks a failure of one aborts the whole job, which would otherwise wait
+        // for it.
+        distributed::exit(code, every_rank)
     })
 }

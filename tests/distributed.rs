@@ -269,3 +269,59 @@ fn a_hung_rank_makes_the_others_abort_after_the_timeout() {
         "{stderr}"
     );
 }
+
+/// SIGTERM to one rank alone (a pre-emption notice that reached one node): the ranks agree on
+/// the stop in the step's all-reduce, all stop after the same step with its checkpoint, the job
+/// shuts down cleanly (no abort), and resuming it ends with the uninterrupted run's weights.
+#[test]
+fn a_stop_signal_to_one_rank_stops_every_rank_after_the_same_step() {
+    let steps = 40;
+    let s = Scratch::with_recipe(
+        &recipe(4, "").replace("  max_steps: 6\n", &format!("  max_steps: {steps}\n")),
+    );
+    succeed(mpirun(
+        &s,
+        2,
+        &["train", "recipe.yaml", "-q", "--set", "output_dir=straight"],
+    ));
+    let dir = s.path().canonicalize().unwrap();
+    let child = mpirun(&s, 2, &["train", "recipe.yaml", "-q"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = s.path().join("exp/metrics.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::read_to_string(&metrics).map_or(0, |m| m.lines().count()) < 5 {
+        assert!(Instant::now() < deadline, "training never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Command::new("kill")
+        .args(["-TERM", &rank_pid(&dir, 1).to_string()])
+        .status()
+        .unwrap();
+    let (out, _) = wait_at_most(child, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("rank 1 of 2: SIGTERM stopped training after step")
+            && stderr.contains("rank 0 of 2: a stop signal to another rank stopped training"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("MPI_ABORT"),
+        "a clean shutdown, not an abort:\n{stderr}"
+    );
+    let stopped_at = records(&s, "exp").iter().filter(|r| r.0 == "train").count();
+    assert!(stopped_at < steps, "the run was not stopped early");
+    assert!(
+        final_weights(&s, "exp", stopped_at).exists(),
+        "the checkpoint of the stop step {stopped_at}"
+    );
+    succeed(mpirun(&s, 2, &["train", "recipe.yaml", "-q", "--resume"]));
+    same_weights(
+        &final_weights(&s, "straight", steps),
+        &final_weights(&s, "exp", steps),
+    )
+    .expect("the stopped and resumed 2-rank run ends with the uninterrupted run's weights");
+}

@@ -1,7 +1,7 @@
 //! The user's workflow end to end: prepare, train, resume, eval, generate.
 
 mod common;
-use common::{Scratch, same_weights, tiny_recipe};
+use common::{Scratch, resumable_recipe, same_weights, tiny_recipe};
 use std::path::Path;
 
 #[test]
@@ -74,19 +74,6 @@ fn bad_overrides_are_explained() {
     }
 }
 
-/// Train for `steps` of a 30-step schedule (cosine over 30 steps whatever max_steps is), with
-/// dropout, accumulation and clipping, so everything that carries state across steps is used.
-fn resumable_recipe() -> String {
-    tiny_recipe("flex", 30)
-        .replace("  dropout: 0.0", "  dropout: 0.1")
-        .replace(
-            "scheduler:\n  type: constant\n",
-            "scheduler:\n  type: warmup_cosine\n  warmup_steps: 5\n  decay_steps: 30\n  min_lr: 1.0e-3\n",
-        )
-        .replace("  batch_size: 8\n", "  batch_size: 4\n  accum_grad: 2\n  grad_clip: 0.5\n")
-        .replace("  save_interval: 10\n", "  save_interval: 5\n  keep_last: 1\n")
-}
-
 fn final_weights(s: &Scratch) -> std::path::PathBuf {
     s.path()
         .join("exp/checkpoints/step_00000030/model.safetensors")
@@ -94,10 +81,10 @@ fn final_weights(s: &Scratch) -> std::path::PathBuf {
 
 #[test]
 fn resume_after_interruption_ends_with_identical_weights() {
-    let straight = Scratch::with_recipe(&resumable_recipe());
+    let straight = Scratch::with_recipe(&resumable_recipe(30));
     straight.ok(&["train", "recipe.yaml", "--quiet"]);
 
-    let interrupted = Scratch::with_recipe(&resumable_recipe());
+    let interrupted = Scratch::with_recipe(&resumable_recipe(30));
     // Stop after 15 steps (the run ends as an interruption would: checkpoints up to step 15).
     interrupted.ok(&[
         "train",
@@ -121,6 +108,8 @@ fn resume_after_interruption_ends_with_identical_weights() {
     assert_eq!(a[15..], b[15..]);
 }
 
+/// A run holds its folder: a second one is refused (exit 2, the holder's pid) while it trains,
+/// and a run killed outright leaves no lock behind (the OS releases it).
 #[test]
 fn a_killed_run_leaves_a_loadable_checkpoint_and_resumes() {
     let s = Scratch::with_recipe(
@@ -136,11 +125,20 @@ fn a_killed_run_leaves_a_loadable_checkpoint_and_resumes() {
     while count_checkpoints(&checkpoints) < 2 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    let second = s.run(&["train", "recipe.yaml", "--resume", "--quiet"]);
+    let refusal = String::from_utf8_lossy(&second.stderr);
+    let held = child.try_wait().unwrap().is_none();
     child.kill().unwrap(); // SIGKILL: no chance to clean up
     child.wait().unwrap();
     assert!(
         count_checkpoints(&checkpoints) >= 2,
         "no checkpoint appeared in time"
+    );
+    assert!(held, "the first run ended before the second one started");
+    assert_eq!(second.status.code(), Some(2), "{refusal}");
+    assert!(
+        refusal.contains("is in use") && refusal.contains(&format!("process {}", child.id())),
+        "{refusal}"
     );
     // The latest complete checkpoint loads and training continues from it.
     let out = s.ok(&[
@@ -332,4 +330,25 @@ fn eval_refuses_data_prepared_by_another_tokenizer() {
         stderr.contains("differs from the experiment's") && stderr.contains("prepare-data"),
         "{stderr}"
     );
+}
+
+/// On a terminal the bar and the evaluation lines are drawn on stdout, the stream tested for a
+/// terminal, so `nlpkit train r.yaml 2>err.log` still shows them.
+#[test]
+fn progress_shows_on_the_terminal_when_only_stderr_is_redirected() {
+    let s = Scratch::with_recipe(&tiny_recipe("flex", 20));
+    // util-linux's `script` runs the command on a pseudo-terminal and copies what it shows.
+    let command = format!(
+        "'{}' train recipe.yaml 2>err.log",
+        env!("CARGO_BIN_EXE_nlpkit")
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(s.path())
+        .output()
+        .expect("script (util-linux) runs");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("step 20: valid loss"), "{shown}");
+    assert!(shown.contains("20/20"), "{shown}");
 }

@@ -41,6 +41,13 @@ pub fn train_recipe(mut recipe: Recipe, options: &TrainOptions) -> Result<()> {
         ranks.wait_for_main();
         tasks::prepare(&recipe, Preparation::Reuse)?
     };
+    // Keep any other run out of the folder from its first write on (rank 0 alone writes there);
+    // a bad recipe or bad data has been reported by now without creating it.
+    let _lock = if ranks.is_main() {
+        Some(exp.lock_for_training()?)
+    } else {
+        None
+    };
     // The resolved recipe states the model completely, so the experiment folder rebuilds it.
     recipe.model.options_mut().record_sizes(&data.sizes)?;
     let job = TrainJob {

@@ -21,6 +21,11 @@ use tokenizers::{AddedToken, Tokenizer};
 #[derive(Clone)]
 pub struct TextTokenizer {
     inner: Tokenizer,
+    /// Built here, by a kind whose pre-tokenizer splits before every space (see
+    /// [`TextTokenizer::encode`]), so a long text may be encoded in pieces. A loaded
+    /// `tokenizer.json` may normalise across such a cut (a `Prepend` normaliser adds its marker to
+    /// each piece), so it encodes texts whole.
+    splits_at_spaces: bool,
 }
 
 fn tk_error(what: &str, e: impl std::fmt::Display) -> Error {
@@ -122,7 +127,10 @@ impl TextTokenizer {
         if section.kind == TokenizerKind::Char && !specials.is_empty() {
             tokenizer.add_special_tokens(&specials);
         }
-        Ok(Self { inner: tokenizer })
+        Ok(Self {
+            inner: tokenizer,
+            splits_at_spaces: true,
+        })
     }
 
     pub fn load(path: &Path) -> Result<Self> {
@@ -135,7 +143,10 @@ impl TextTokenizer {
         }
         let inner = Tokenizer::from_file(path)
             .map_err(|e| tk_error(&format!("cannot load {}", path.display()), e))?;
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            splits_at_spaces: false,
+        })
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
@@ -173,8 +184,12 @@ impl TextTokenizer {
             .map_err(|e| tk_error("decoding failed", e))
     }
 
-    /// Encode a long text, in pieces encoded in parallel.
+    /// Encode a long text: in pieces encoded in parallel where that gives the tokens of the
+    /// whole text, whole otherwise.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        if !self.splits_at_spaces {
+            return self.encode_in_pieces(text, usize::MAX);
+        }
         self.encode_in_pieces(text, 64 * 1024)
     }
 
@@ -286,6 +301,41 @@ mod tests {
             assert_eq!(t.encode_in_pieces(&text, 50).unwrap(), whole, "{kind:?}");
             assert_eq!(t.decode(&whole).unwrap(), text, "{kind:?}");
         }
+    }
+
+    /// A `tokenizer.json` whose normaliser prepends a word marker (Llama/SentencePiece style):
+    /// encoding it in pieces would put a marker at every piece, so it is encoded whole.
+    #[test]
+    fn a_loaded_tokenizer_with_a_prepend_normaliser_encodes_long_texts_whole() {
+        use tokenizers::normalizers::prepend::Prepend;
+        let text = "ab ba ".repeat(20_000); // 120 kB: more than one piece
+        let vocab: Vocab = ["\u{2581}", "a", "b", " "]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), i as u32))
+            .collect();
+        let model = BPE::builder()
+            .vocab_and_merges(vocab, vec![])
+            .build()
+            .unwrap();
+        let mut inner = Tokenizer::new(model);
+        inner.with_normalizer(Some(Prepend::new("\u{2581}".into())));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        inner.save(&path, false).unwrap();
+
+        let loaded = TextTokenizer::load(&path).unwrap();
+        let whole = inner
+            .encode_fast(text.as_str(), false)
+            .unwrap()
+            .get_ids()
+            .to_vec();
+        assert_eq!(
+            whole.iter().filter(|&&id| id == 0).count(),
+            1,
+            "one marker, at the start"
+        );
+        assert_eq!(loaded.encode(&text).unwrap(), whole);
     }
 
     #[test]

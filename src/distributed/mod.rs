@@ -249,15 +249,17 @@ pub fn message_prefix() -> String {
         .unwrap_or_default()
 }
 
-/// End the process after `main`'s work: shut MPI down cleanly on success; on failure, end the
-/// whole job (other ranks would otherwise wait for this one in their next collective).
-pub fn exit(code: i32) -> ! {
+/// End the process after `main`'s work: shut MPI down cleanly when every rank ends here
+/// (success, an agreed stop); on a failure of this rank alone, end the whole job (other ranks
+/// would otherwise wait for this one in their next collective).
+pub fn exit(code: i32, every_rank: bool) -> ! {
     #[cfg(feature = "mpi")]
     {
-        mpi_comm::end(code, JOB.get().is_some())
+        mpi_comm::end(code, JOB.get().is_some() && !every_rank)
     }
     #[cfg(not(feature = "mpi"))]
     {
+        let _ = every_rank;
         std::process::exit(code)
     }
 }

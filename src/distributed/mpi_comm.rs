@@ -107,12 +107,12 @@ impl Comm {
     }
 }
 
-/// Finalise MPI after success; otherwise abort the whole job when it has several ranks.
-pub fn end(code: i32, several_ranks: bool) -> ! {
+/// Finalise MPI, or abort the whole job when `abort_job` and the code is a failure.
+pub fn end(code: i32, abort_job: bool) -> ! {
     if !mpi::environment::is_initialized() || mpi::environment::is_finalized() {
         std::process::exit(code);
     }
-    if code != 0 && several_ranks {
+    if code != 0 && abort_job {
         SimpleCommunicator::world().abort(code);
     }
     // SAFETY: MPI is initialised and not finalised, and no request is pending on this path.

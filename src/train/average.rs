@@ -21,7 +21,7 @@ pub enum Selection {
 
 /// The checkpoints under `root` that `selection` names, or an error saying how many there are.
 pub fn select(root: &Path, selection: Selection) -> Result<Vec<Checkpoint>> {
-    let all = checkpoint::list(root)?;
+    let all = checkpoint::sound(checkpoint::list(root)?);
     let (chosen, wanted, what): (Vec<Checkpoint>, usize, &str) = match selection {
         Selection::Last(n) => (
             all.iter().rev().take(n).cloned().collect(),
@@ -141,7 +141,11 @@ pub fn average(checkpoints: &[Checkpoint], out: &Path) -> Result<PathBuf> {
     let mut metadata: HashMap<String, String> = header.metadata().clone().unwrap_or_default();
     let steps: Vec<usize> = checkpoints.iter().map(|c| c.state.step).collect();
     metadata.insert("nlpkit_averaged_steps".into(), format!("{steps:?}"));
-    let bytes = safetensors::serialize(views, Some(metadata))
+    let mut bytes = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| Error::Run(format!("cannot serialise the averaged weights: {e}")))?;
+    // The metadata came from a hash map: sort it, so equal averages are equal files.
+    let header_end = 8 + u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    checkpoint::sort_safetensors_header(&mut bytes[8..header_end])
         .map_err(|e| Error::Run(format!("cannot serialise the averaged weights: {e}")))?;
 
     std::fs::create_dir_all(out).with_path("create", out)?;
@@ -159,6 +163,14 @@ pub fn average(checkpoints: &[Checkpoint], out: &Path) -> Result<PathBuf> {
         .collect();
     let text = serde_json::to_string_pretty(&json!({ "averaged_from": sources })).expect("json");
     write_atomic(&out.join("averaged_from.json"), text.as_bytes())?;
+    checkpoint::write_manifest(
+        out,
+        &[
+            "model.safetensors",
+            "trainer_state.json",
+            "averaged_from.json",
+        ],
+    )?;
     Ok(model_path)
 }
 

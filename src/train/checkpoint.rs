@@ -3,8 +3,11 @@
 //!
 //! A checkpoint is written into a hidden temporary folder that is renamed into place only when
 //! complete, so a crash leaves the previous checkpoints intact and never a half-written one.
+//! Its last file, `manifest.json`, records every other file's size and SHA-256: a checkpoint
+//! damaged later (a truncated copy, a bad disk) is found before it is loaded, and `--resume`
+//! falls back to the newest sound one.
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result, sync_dir};
 use crate::experiment::Experiment;
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
@@ -15,6 +18,7 @@ use std::path::{Path, PathBuf};
 const MODEL_FILE: &str = "model.safetensors";
 const OPTIMIZER_FILE: &str = "optimizer.bpk";
 const STATE_FILE: &str = "trainer_state.json";
+const MANIFEST_FILE: &str = "manifest.json";
 
 /// Everything besides tensors that a resumed run needs. The data position and the dropout seed
 /// are functions of `step`, so the step is the whole position.
@@ -67,27 +71,21 @@ pub fn save<M: ModuleSnapshot>(
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).with_path("remove", &tmp)?;
     }
-    std::fs::create_dir_all(&tmp).with_path("create", &tmp)?;
-
-    let mut store = SafetensorsStore::from_file(tmp.join(MODEL_FILE))
-        .metadata("nlpkit_step", state.step.to_string())
-        .overwrite(true);
-    model
-        .save_into(&mut store)
-        .map_err(|e| Error::Run(format!("cannot write model weights: {e}")))?;
-    optimizer
-        .save(tmp.join(OPTIMIZER_FILE))
-        .map_err(|e| Error::Run(format!("cannot write optimiser state: {e}")))?;
-    let json = serde_json::to_string_pretty(state).expect("state serialises");
-    crate::error::write_atomic(&tmp.join(STATE_FILE), json.as_bytes())?;
-    sync_dir(&tmp);
-
-    let dir = root.join(&name);
-    if dir.exists() {
-        // Re-saving the same step (a resumed run that ends where it started): replace it.
-        std::fs::remove_dir_all(&dir).with_path("remove", &dir)?;
+    if let Err(e) = write_files(&tmp, model, optimizer, state) {
+        // A full disk, say: free what the failed save took; the checkpoints before it stand.
+        let _ = std::fs::remove_dir_all(&tmp);
+        let last = match latest(root) {
+            Ok(Some(last)) => format!("the last complete checkpoint is {}", last.dir.display()),
+            _ => "no checkpoint was written before it".to_string(),
+        };
+        return Err(Error::Run(format!(
+            "cannot save the checkpoint of step {} ({e}); {last}. Free disk space (or fix the \
+             error), then continue with --resume",
+            state.step
+        )));
     }
-    std::fs::rename(&tmp, &dir).with_path("rename into place", &dir)?;
+    let dir = root.join(&name);
+    put_in_place(&tmp, &dir)?;
     sync_dir(root);
     Ok(Checkpoint {
         dir,
@@ -95,16 +93,226 @@ pub fn save<M: ModuleSnapshot>(
     })
 }
 
-/// Flush a folder's entries so a rename survives a power cut (best effort: not every file
-/// system lets a folder be opened for syncing).
-fn sync_dir(dir: &Path) {
-    if let Ok(handle) = std::fs::File::open(dir) {
-        let _ = handle.sync_all();
+/// The files of a checkpoint, written into the folder `tmp`, the manifest last.
+fn write_files<M: ModuleSnapshot>(
+    tmp: &Path,
+    model: &M,
+    optimizer: &ModuleOptimizer,
+    state: &TrainerState,
+) -> Result<()> {
+    std::fs::create_dir_all(tmp).with_path("create", tmp)?;
+    let mut store = SafetensorsStore::from_file(tmp.join(MODEL_FILE))
+        .metadata("nlpkit_step", state.step.to_string())
+        .overwrite(true);
+    model
+        .save_into(&mut store)
+        .map_err(|e| Error::Run(format!("cannot write model weights: {e}")))?;
+    canonical_safetensors_header(&tmp.join(MODEL_FILE))?;
+    save_optimizer(optimizer, &tmp.join(OPTIMIZER_FILE))?;
+    let json = serde_json::to_string_pretty(state).expect("state serialises");
+    crate::error::write_atomic(&tmp.join(STATE_FILE), json.as_bytes())?;
+    write_manifest(tmp, &[MODEL_FILE, OPTIMIZER_FILE, STATE_FILE])?;
+    sync_dir(tmp);
+    Ok(())
+}
+
+/// Rename the finished folder `tmp` to `dir`. Re-saving a step that exists (a resumed run that
+/// ends where it started) swaps the two folders in one atomic rename where the OS can
+/// (Linux's `RENAME_EXCHANGE`), so the step is never missing, then removes the old one.
+fn put_in_place(tmp: &Path, dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return std::fs::rename(tmp, dir).with_path("rename into place", dir);
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if exchange(tmp, dir).is_ok() {
+        return std::fs::remove_dir_all(tmp).with_path("remove", tmp);
+    }
+    std::fs::remove_dir_all(dir).with_path("remove", dir)?;
+    std::fs::rename(tmp, dir).with_path("rename into place", dir)
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: both are valid NUL-terminated paths; renameat2 only reads them.
+    let done = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
-/// Complete checkpoints under `root`, oldest first. Temporary folders of an interrupted save
-/// are ignored.
+/// Write the optimiser's state with its tensors in name order. Burn lays them out in the order
+/// of a hash map of parameters, which changes from run to run; sorted, equal states are equal
+/// files.
+fn save_optimizer(optimizer: &ModuleOptimizer, path: &Path) -> Result<()> {
+    let failed =
+        |e: &dyn std::fmt::Display| Error::Run(format!("cannot write optimiser state: {e}"));
+    let bytes = optimizer.into_bytes().map_err(|e| failed(&e))?;
+    let pack = burn_pack::Reader::from_bytes(bytes).map_err(|e| failed(&e))?;
+    let (metadata, scalars) = (pack.metadata().clone(), pack.scalars().clone());
+    let mut tensors = pack.into_tensors().map_err(|e| failed(&e))?;
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut writer = burn_pack::Writer::new(tensors);
+    for (key, value) in &metadata {
+        writer = writer.with_metadata(key, value);
+    }
+    for (key, value) in &scalars {
+        writer = writer.with_scalar(key, *value);
+    }
+    writer.write_to_file(path).map_err(|e| failed(&e))
+}
+
+/// Burn writes the safetensors header's `__metadata__` from a hash map, in an order that changes
+/// from run to run. Sort it in place (the header keeps its length), so that equal weights give
+/// byte-equal files and equal checksums.
+fn canonical_safetensors_header(path: &Path) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let damaged =
+        |why: &str| Error::Run(format!("{} as written is damaged: {why}", path.display()));
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_path("open", path)?;
+    let mut length = [0u8; 8];
+    file.read_exact(&mut length).with_path("read", path)?;
+    let length = usize::try_from(u64::from_le_bytes(length)).map_err(|_| damaged("header size"))?;
+    let mut header = vec![0u8; length];
+    file.read_exact(&mut header).with_path("read", path)?;
+    sort_safetensors_header(&mut header).map_err(|e| damaged(&e))?;
+    file.seek(SeekFrom::Start(8)).with_path("write", path)?;
+    file.write_all(&header).with_path("write", path)
+}
+
+/// Sort a safetensors header (the JSON after the 8-byte length) in place: tensors by name,
+/// metadata by key, padded with spaces to its length as safetensors pads it.
+pub fn sort_safetensors_header(header: &mut [u8]) -> std::result::Result<(), String> {
+    // A BTreeMap at both levels sorts the tensors' names and the metadata's keys.
+    let parsed: std::collections::BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|e| e.to_string())?;
+    let sorted = serde_json::to_vec(&parsed).expect("a JSON map serialises");
+    if sorted.len() > header.len() {
+        return Err("its header grew when sorted".into());
+    }
+    header[..sorted.len()].copy_from_slice(&sorted);
+    header[sorted.len()..].fill(b' ');
+    Ok(())
+}
+
+/// What the manifest records of one file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct FileRecord {
+    bytes: u64,
+    sha256: String,
+}
+
+/// Size and SHA-256 of a file, flushed to disk on the way (the manifest vouches for it).
+fn record_file(path: &Path) -> Result<FileRecord> {
+    use sha2::{Digest, Sha256};
+    let mut file = std::fs::File::open(path).with_path("open", path)?;
+    let mut hasher = Sha256::new();
+    let bytes = std::io::copy(&mut file, &mut hasher).with_path("read", path)?;
+    file.sync_all().with_path("sync", path)?;
+    Ok(FileRecord {
+        bytes,
+        sha256: format!("{:x}", hasher.finalize()),
+    })
+}
+
+/// `manifest.json` in `dir`: each named file's size and SHA-256, by name.
+pub fn write_manifest(dir: &Path, names: &[&str]) -> Result<()> {
+    let mut files = std::collections::BTreeMap::new();
+    for name in names {
+        files.insert(name.to_string(), record_file(&dir.join(name))?);
+    }
+    let json = serde_json::to_string_pretty(&serde_json::json!({ "files": files }))
+        .expect("the manifest serialises");
+    crate::error::write_atomic(&dir.join(MANIFEST_FILE), json.as_bytes())
+}
+
+/// Check every file a checkpoint's manifest lists against its recorded size and SHA-256; the
+/// error names the first file that differs. Checkpoints written before manifests existed have
+/// none and are taken as they are.
+pub fn verify(checkpoint: &Checkpoint) -> Result<()> {
+    let manifest_path = checkpoint.dir.join(MANIFEST_FILE);
+    let Ok(text) = std::fs::read_to_string(&manifest_path) else {
+        return Ok(());
+    };
+    #[derive(Deserialize)]
+    struct Manifest {
+        files: std::collections::BTreeMap<String, FileRecord>,
+    }
+    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| {
+        Error::Data(format!(
+            "checkpoint manifest {} is damaged: {e}",
+            manifest_path.display()
+        ))
+    })?;
+    for (name, recorded) in &manifest.files {
+        let path = checkpoint.dir.join(name);
+        let bad = |what: String| {
+            Error::Data(format!(
+                "checkpoint file {} {what}; the checkpoint is damaged (a truncated copy, a bad \
+                 disk?): use another one",
+                path.display()
+            ))
+        };
+        let size = std::fs::metadata(&path)
+            .map_err(|e| bad(format!("cannot be read ({e})")))?
+            .len();
+        if size != recorded.bytes {
+            return Err(bad(format!(
+                "has {size} bytes where {} were written",
+                recorded.bytes
+            )));
+        }
+        if record_file(&path)?.sha256 != recorded.sha256 {
+            return Err(bad("does not have the SHA-256 it was written with".into()));
+        }
+    }
+    Ok(())
+}
+
+/// The first of `candidates` that passes [`verify`], with a warning for each one before it that
+/// does not.
+fn first_sound(candidates: impl IntoIterator<Item = Checkpoint>) -> Option<Checkpoint> {
+    candidates
+        .into_iter()
+        .find(|candidate| match verify(candidate) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!(
+                    "warning: {}skipping {}: {e}",
+                    crate::distributed::message_prefix(),
+                    candidate.dir.display()
+                );
+                false
+            }
+        })
+}
+
+/// The checkpoints of `candidates` that pass [`verify`], with a warning for each one that does not.
+pub fn sound(candidates: Vec<Checkpoint>) -> Vec<Checkpoint> {
+    let mut rest = candidates.into_iter();
+    std::iter::from_fn(|| first_sound(&mut rest)).collect()
+}
+
+/// Checkpoints under `root`, oldest first, whether sound or not. Temporary folders of an
+/// interrupted save are ignored; a folder whose trainer state cannot be read is left out with
+/// a warning.
 pub fn list(root: &Path) -> Result<Vec<Checkpoint>> {
     let Ok(entries) = std::fs::read_dir(root) else {
         return Ok(Vec::new());
@@ -119,23 +327,35 @@ pub fn list(root: &Path) -> Result<Vec<Checkpoint>> {
         if !is_step {
             continue;
         }
-        let Ok(text) = std::fs::read_to_string(dir.join(STATE_FILE)) else {
-            continue;
-        };
-        let state: TrainerState = serde_json::from_str(&text).map_err(|e| {
-            Error::Run(format!(
-                "{} is damaged: {e}",
-                dir.join(STATE_FILE).display()
-            ))
-        })?;
-        out.push(Checkpoint { dir, state });
+        match read_state(&dir) {
+            Ok(state) => out.push(Checkpoint { dir, state }),
+            Err(e) => eprintln!(
+                "warning: {}skipping {}: {e}",
+                crate::distributed::message_prefix(),
+                dir.display()
+            ),
+        }
     }
     out.sort_by_key(|c| c.state.step);
     Ok(out)
 }
 
+/// The trainer state of a checkpoint folder.
+fn read_state(dir: &Path) -> Result<TrainerState> {
+    let path = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Error::Data(format!(
+            "{} cannot be read ({e}); the checkpoint is incomplete",
+            path.display()
+        ))
+    })?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::Data(format!("{} is damaged: {e}", path.display())))
+}
+
+/// The newest sound checkpoint (damaged newer ones are skipped with a warning).
 pub fn latest(root: &Path) -> Result<Option<Checkpoint>> {
-    Ok(list(root)?.pop())
+    Ok(first_sound(list(root)?.into_iter().rev()))
 }
 
 /// Checkpoints with a finite validation loss, lowest first (ties: the later one first).
@@ -148,9 +368,9 @@ pub fn ranked_by_validation_loss(checkpoints: Vec<Checkpoint>) -> Vec<Checkpoint
     scored.into_iter().map(|(_, c)| c).collect()
 }
 
-/// The checkpoint with the lowest validation loss (ties: the later one).
+/// The sound checkpoint with the lowest validation loss (ties: the later one).
 pub fn best(root: &Path) -> Result<Option<Checkpoint>> {
-    Ok(ranked_by_validation_loss(list(root)?).into_iter().next())
+    Ok(first_sound(ranked_by_validation_loss(list(root)?)))
 }
 
 /// The checkpoint a trained model is read from by default: the best by validation loss, else
@@ -166,7 +386,9 @@ pub fn best_or_latest(root: &Path) -> Result<Option<Checkpoint>> {
 /// [`best_or_latest`].
 pub fn choose(exp: &Experiment, named: Option<&Path>) -> Result<Checkpoint> {
     if let Some(path) = named {
-        return resolve_user_checkpoint(path);
+        let checkpoint = resolve_user_checkpoint(path)?;
+        verify(&checkpoint)?;
+        return Ok(checkpoint);
     }
     best_or_latest(&exp.checkpoints_dir())?.ok_or_else(|| {
         Error::Usage(format!(
@@ -305,18 +527,13 @@ pub fn resolve_user_checkpoint(path: &Path) -> Result<Checkpoint> {
     } else {
         path.to_path_buf()
     };
-    let text = std::fs::read_to_string(dir.join(STATE_FILE)).map_err(|_| {
-        Error::Usage(format!(
+    if !dir.join(STATE_FILE).is_file() {
+        return Err(Error::Usage(format!(
             "{} is not a checkpoint (no {STATE_FILE}); give a folder like EXP_DIR/checkpoints/step_00002000",
             path.display()
-        ))
-    })?;
-    let state = serde_json::from_str(&text).map_err(|e| {
-        Error::Run(format!(
-            "{} is damaged: {e}",
-            dir.join(STATE_FILE).display()
-        ))
-    })?;
+        )));
+    }
+    let state = read_state(&dir)?;
     Ok(Checkpoint { dir, state })
 }
 
@@ -337,6 +554,20 @@ mod tests {
             loss_weighting: None,
         };
         std::fs::write(dir.join(STATE_FILE), serde_json::to_string(&state).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_resaved_step_replaces_the_old_one_and_leaves_no_temporary_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let (tmp, dir) = (root.path().join(".step.tmp"), root.path().join("step"));
+        for contents in ["old", "new"] {
+            std::fs::create_dir(&tmp).unwrap();
+            std::fs::write(tmp.join("model.safetensors"), contents).unwrap();
+            super::put_in_place(&tmp, &dir).unwrap();
+            assert!(!tmp.exists());
+            let saved = std::fs::read_to_string(dir.join("model.safetensors")).unwrap();
+            assert_eq!(saved, contents);
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod optim;
 pub mod params;
 pub mod progress;
 pub mod schedule;
+pub mod stop;
 pub mod weighting;
 
 use crate::distributed::grads::{average_gradients, weights_checksum};
@@ -200,6 +201,7 @@ pub fn train<T: Task>(
     let mut window_steps = 0usize;
     let mut window_allreduce_s = 0.0;
     let mut final_valid = None;
+    let stop_signals = stop::StopSignals::listen();
 
     for step in start..total {
         let lr = schedule.step();
@@ -238,12 +240,16 @@ pub fn train<T: Task>(
             part_kpis: part_kpis.into_iter().map(mean).collect(),
         };
         // With several ranks, gradients and the figures are averaged across them here, before
-        // clipping, so every rank clips by the same norm and applies the same update.
+        // clipping, so every rank clips by the same norm and applies the same update. A stop
+        // signal travels with them, so that all ranks stop after the same step.
         let mut buffer = figures.to_buffer();
+        let stop_signal = stop_signals.requested();
+        buffer.push(if stop_signal.is_some() { 1.0 } else { 0.0 });
         // Validation's collectives are not part of the step: leave them out of the share.
         ranks.take_comm_seconds();
         let mut grads = average_gradients(&model, grads, &mut buffer, ranks, step + 1);
         window_allreduce_s += ranks.take_comm_seconds();
+        let stop_now = buffer.pop().is_some_and(|asked| asked > 0.0);
         let figures = StepFigures::from_buffer(&buffer, parts);
         let (train_loss, train_nll) = (figures.loss as f64, figures.nll as f64);
         let part_losses: Vec<f64> = figures.part_losses.iter().map(|&v| v as f64).collect();
@@ -327,8 +333,11 @@ pub fn train<T: Task>(
             window_allreduce_s = 0.0;
         }
 
-        let save_now = done % cfg.save_interval == 0 || done == total;
-        let eval_now = done % cfg.eval_interval == 0 || save_now;
+        let scheduled_save = done % cfg.save_interval == 0 || done == total;
+        let eval_now = done % cfg.eval_interval == 0 || scheduled_save;
+        // A stop saves at once, without a validation pass that was not due (a pre-emption
+        // notice leaves little time).
+        let save_now = scheduled_save || stop_now;
         let mut valid_loss = None;
         if eval_now {
             let part = validation_sum(task, &model, &ad, ranks.shard());
@@ -372,6 +381,22 @@ pub fn train<T: Task>(
             };
             checkpoint::save(&checkpoints, &model, &optimizer, &state)?;
             checkpoint::prune(&checkpoints, cfg.keep_last, cfg.keep_best)?;
+        }
+        if stop_now && done < total {
+            progress.finish();
+            let signal = stop_signal.unwrap_or_else(stop::default_signal);
+            let by = match stop_signal {
+                Some(_) => stop::signal_name(signal),
+                None => "a stop signal to another rank".into(),
+            };
+            return Err(Error::Stopped {
+                message: format!(
+                    "{by} stopped training after step {done} of {total}; its checkpoint is in \
+                     {}. Continue with `nlpkit train RECIPE --resume`",
+                    checkpoints.display()
+                ),
+                signal,
+            });
         }
     }
     progress.finish();
@@ -423,7 +448,8 @@ pub fn refuse_to_overwrite(exp: &Experiment, resume: bool) -> Result<()> {
     if resume {
         return Ok(());
     }
-    match checkpoint::latest(&exp.checkpoints_dir())? {
+    // Any checkpoint counts here, sound or not: none is overwritten without --resume.
+    match checkpoint::list(&exp.checkpoints_dir())?.pop() {
         Some(last) => Err(Error::Usage(format!(
             "{} already holds checkpoints (latest: step {}); pass --resume to continue it, or set \
              another output_dir (e.g. --set output_dir=exp/run2)",

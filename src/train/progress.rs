@@ -2,7 +2,7 @@
 //! otherwise, and every figure as one JSON object a line in `metrics.jsonl`.
 
 use crate::error::{IoContext, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Map, Value, json};
 use std::fs::File;
 use std::io::{IsTerminal, Write};
@@ -38,7 +38,10 @@ impl Progress {
         let display = if quiet {
             Display::Silent
         } else if std::io::stdout().is_terminal() {
-            let bar = ProgressBar::new(total as u64);
+            // Drawn on the stream just tested: indicatif's default, stderr, would hide the bar
+            // and the evaluation lines printed above it whenever stderr alone is redirected.
+            let bar =
+                ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stdout());
             bar.set_style(
                 ProgressStyle::with_template(
                     "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
@@ -70,8 +73,11 @@ impl Progress {
         let Some(metrics) = &mut self.metrics else {
             return Ok(());
         };
-        let line = Value::Object(fields).to_string();
-        writeln!(metrics, "{line}")
+        // One write a record: a killed run leaves at most one partial last line, which a
+        // resumed run drops (`forget_after`).
+        let line = format!("{}\n", Value::Object(fields));
+        metrics
+            .write_all(line.as_bytes())
             .map_err(|e| crate::error::Error::io("cannot write metrics.jsonl", e))
     }
 

@@ -34,6 +34,20 @@ pub fn tiny_recipe(backend: &str, max_steps: usize) -> String {
     )
 }
 
+/// A run of `steps` steps with dropout, accumulation, clipping and a warm-up then cosine
+/// schedule (over 30 steps), so everything that carries state across steps is used; evaluated
+/// every 10 steps, saved every 5 keeping the last.
+pub fn resumable_recipe(steps: usize) -> String {
+    tiny_recipe("flex", steps)
+        .replace("  dropout: 0.0", "  dropout: 0.1")
+        .replace(
+            "scheduler:\n  type: constant\n",
+            "scheduler:\n  type: warmup_cosine\n  warmup_steps: 5\n  decay_steps: 30\n  min_lr: 1.0e-3\n",
+        )
+        .replace("  batch_size: 8\n", "  batch_size: 4\n  accum_grad: 2\n  grad_clip: 0.5\n")
+        .replace("  save_interval: 10\n", "  save_interval: 5\n  keep_last: 1\n")
+}
+
 impl Scratch {
     pub fn new() -> Self {
         Self {

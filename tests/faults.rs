@@ -1,0 +1,296 @@
+//! Nothing lost when a run is stopped or killed: graceful stops on SIGTERM, SIGINT and SIGUSR1,
+//! SIGKILL at pseudo-random moments, damaged checkpoints, and byte-identical artefacts.
+#![cfg(unix)]
+
+mod common;
+
+use common::{Scratch, resumable_recipe, same_weights};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+fn spawn_train(s: &Scratch, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_nlpkit"))
+        .args(["train", "recipe.yaml", "--resume", "--quiet"])
+        .args(extra)
+        .current_dir(s.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("nlpkit runs")
+}
+
+fn send(child: &Child, signal: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{signal}");
+}
+
+/// The train steps logged in `exp/metrics.jsonl`, in order.
+fn logged_steps(s: &Scratch) -> Vec<u64> {
+    let Ok(text) = std::fs::read_to_string(s.path().join("exp/metrics.jsonl")) else {
+        return Vec::new();
+    };
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("whole JSON lines"))
+        .filter(|v| v["split"] == "train")
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect()
+}
+
+/// The newest checkpoint's step.
+fn latest_step(s: &Scratch) -> Option<u64> {
+    std::fs::read_dir(s.path().join("exp/checkpoints"))
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("step_")?.parse::<u64>().ok()
+        })
+        .max()
+}
+
+fn checkpoint_dir(s: &Scratch, step: u64) -> PathBuf {
+    s.path().join(format!("exp/checkpoints/step_{step:08}"))
+}
+
+/// Wait until the run has logged `steps` train steps, or it ends.
+fn wait_for_steps(s: &Scratch, child: &mut Child, steps: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while logged_steps(s).len() < steps && child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "no progress in time");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn finish(child: Child) -> (ExitStatus, String) {
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A straight run of `steps` steps of [`resumable_recipe`], for comparison.
+fn straight_run(steps: usize) -> Scratch {
+    let straight = Scratch::with_recipe(&resumable_recipe(steps));
+    straight.ok(&["train", "recipe.yaml", "--quiet"]);
+    straight
+}
+
+fn final_weights(s: &Scratch, steps: u64) -> PathBuf {
+    checkpoint_dir(s, steps).join("model.safetensors")
+}
+
+/// Each stop signal finishes the step under way, writes its checkpoint and exits with 128 + the
+/// signal's number; resuming after every stop ends with the weights and the logged losses of an
+/// uninterrupted run.
+#[test]
+fn stop_signals_save_the_current_step_and_the_resumed_run_equals_a_straight_one() {
+    let steps = 60;
+    let straight = straight_run(steps);
+    let s = Scratch::with_recipe(&resumable_recipe(steps));
+    let mut stops = 0;
+    for (signal, code, after) in [("TERM", 143, 3), ("INT", 130, 11), ("USR1", 138, 29)] {
+        let mut child = spawn_train(&s, &[]);
+        wait_for_steps(&s, &mut child, after);
+        send(&child, signal);
+        let (status, stderr) = finish(child);
+        assert_eq!(status.code(), Some(code), "SIG{signal}: {stderr}");
+        assert!(
+            stderr.contains(&format!("SIG{signal} stopped training after step"))
+                && stderr.contains("--resume"),
+            "{stderr}"
+        );
+        // No step lost: the checkpoint holds the last step logged.
+        let logged = logged_steps(&s);
+        assert_eq!(latest_step(&s), logged.last().copied(), "SIG{signal}");
+        stops += 1;
+    }
+    assert_eq!(stops, 3);
+    s.ok(&["train", "recipe.yaml", "--resume", "--quiet"]);
+    same_weights(
+        &final_weights(&straight, steps as u64),
+        &final_weights(&s, steps as u64),
+    )
+    .expect("the stopped and resumed run ends with the straight run's weights");
+    assert_eq!(logged_steps(&s), (1..=steps as u64).collect::<Vec<_>>());
+    assert_eq!(straight.train_losses(), s.train_losses());
+}
+
+/// Ctrl-C twice: the second one ends the run at once, without waiting for the step.
+#[test]
+fn a_second_sigint_aborts_at_once() {
+    let s = Scratch::with_recipe(&resumable_recipe(100_000));
+    let mut child = spawn_train(&s, &[]);
+    wait_for_steps(&s, &mut child, 2);
+    send(&child, "INT");
+    send(&child, "INT");
+    let (status, stderr) = finish(child);
+    assert_eq!(status.code(), Some(130), "{stderr}");
+}
+
+/// SIGKILL at 24 pseudo-random moments (during start-up, steps, validation and checkpoint
+/// writes), each followed by `--resume`: the run ends with the weights of an uninterrupted one,
+/// and `metrics.jsonl` holds every step exactly once.
+#[test]
+fn killed_at_random_moments_and_resumed_each_time_ends_as_a_straight_run() {
+    // Enough steps that 24 kills come before the end on a fast machine.
+    let steps = 1500;
+    let straight = straight_run(steps);
+    let s = Scratch::with_recipe(&resumable_recipe(steps));
+    // A fixed linear congruential sequence: the same moments on every run of the test.
+    let mut state = 0x2545_f491_u64;
+    let mut next_delay = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        Duration::from_millis(30 + (state >> 33) % 400)
+    };
+    let mut kills = 0;
+    while kills < 24 {
+        let mut child = spawn_train(&s, &[]);
+        std::thread::sleep(next_delay());
+        if child.try_wait().unwrap().is_some() {
+            break; // finished before the kill: the machine is faster than planned
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+    }
+    assert!(
+        kills >= 20,
+        "only {kills} kills happened before the run finished"
+    );
+    let reached = latest_step(&s).unwrap_or(0);
+    assert!(reached < steps as u64, "the kills left nothing to resume");
+    s.ok(&["train", "recipe.yaml", "--resume", "--quiet"]);
+    same_weights(
+        &final_weights(&straight, steps as u64),
+        &final_weights(&s, steps as u64),
+    )
+    .expect("the killed and resumed run ends with the straight run's weights");
+    assert_eq!(logged_steps(&s), (1..=steps as u64).collect::<Vec<_>>());
+}
+
+/// A write that fails mid-save (EFBIG here, from a file-size limit between the sizes of the
+/// model and of the optimiser state, where a full disk would give ENOSPC) ends the run with exit
+/// 1 and a message naming the last good checkpoint, which stays loadable; no half-written folder
+/// is left behind, and the run resumes once the space is there.
+#[test]
+fn a_failed_checkpoint_write_ends_the_run_and_keeps_the_last_checkpoint() {
+    let s =
+        Scratch::with_recipe(&resumable_recipe(20).replace("  keep_last: 1\n", "  keep_last: 5\n"));
+    s.ok(&[
+        "train",
+        "recipe.yaml",
+        "--quiet",
+        "--set",
+        "train.max_steps=10",
+    ]);
+    let good = checkpoint_dir(&s, 10);
+    let size = |name: &str| std::fs::metadata(good.join(name)).unwrap().len();
+    let (model, optimizer) = (size("model.safetensors"), size("optimizer.bpk"));
+    assert!(
+        optimizer > model + 4096,
+        "model {model}, optimiser {optimizer} bytes"
+    );
+    // bash's `ulimit -f` counts KiB; an ignored SIGXFSZ turns the limit into a write error.
+    let command = format!(
+        "trap '' XFSZ; ulimit -f {}; exec '{}' train recipe.yaml --resume --quiet",
+        (model + optimizer) / 2 / 1024,
+        env!("CARGO_BIN_EXE_nlpkit")
+    );
+    let out = Command::new("bash")
+        .args(["-c", &command])
+        .current_dir(s.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot save the checkpoint of step 15")
+            && stderr.contains("the last complete checkpoint is")
+            && stderr.contains("step_00000010"),
+        "{stderr}"
+    );
+    let mut left: Vec<String> = std::fs::read_dir(s.path().join("exp/checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["step_00000005", "step_00000010"]);
+    s.ok(&["eval", "exp", "--split", "valid"]);
+    s.ok(&["train", "recipe.yaml", "--resume", "--quiet"]);
+    assert_eq!(logged_steps(&s), (1..=20).collect::<Vec<_>>());
+}
+
+fn corrupt_one_byte(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A damaged newest checkpoint is skipped by `--resume` with a warning naming it, and refused,
+/// naming its file, when asked for by `--checkpoint`.
+#[test]
+fn a_damaged_checkpoint_is_found_before_it_is_loaded() {
+    let s =
+        Scratch::with_recipe(&resumable_recipe(15).replace("  keep_last: 1\n", "  keep_last: 3\n"));
+    s.ok(&["train", "recipe.yaml", "--quiet"]);
+    let newest = checkpoint_dir(&s, 15);
+    corrupt_one_byte(&newest.join("model.safetensors"));
+
+    let out = s.run(&["eval", "exp", "--checkpoint", newest.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("model.safetensors") && stderr.contains("SHA-256"),
+        "{stderr}"
+    );
+
+    // A truncated optimiser state in the same checkpoint: found by its size.
+    let optimizer = newest.join("optimizer.bpk");
+    let length = std::fs::metadata(&optimizer).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&optimizer)
+        .unwrap()
+        .set_len(length / 2)
+        .unwrap();
+
+    let out = s.run(&[
+        "train",
+        "recipe.yaml",
+        "--resume",
+        "--set",
+        "train.max_steps=20",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("step_00000015"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("step_00000010 (step 10)"), "{stdout}");
+}
+
+/// Two runs with the same seed write byte-identical weight and optimiser files.
+#[test]
+fn equal_runs_write_byte_identical_checkpoints() {
+    let (a, b) = (straight_run(10), straight_run(10));
+    for file in ["model.safetensors", "optimizer.bpk"] {
+        let (x, y) = (
+            checkpoint_dir(&a, 10).join(file),
+            checkpoint_dir(&b, 10).join(file),
+        );
+        assert!(
+            std::fs::read(&x).unwrap() == std::fs::read(&y).unwrap(),
+            "{file} differs"
+        );
+    }
+}
