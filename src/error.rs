@@ -69,16 +69,21 @@ impl<T> IoContext<T> for std::io::Result<T> {
 
 /// Read a whole file, turning "not found" into a data error that says which file and key.
 pub fn read_file(path: &Path, key: &str) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::Data(format!(
-                "data file {} (from `{key}`) does not exist; check the path in the recipe \
-                 (relative paths are resolved against the current directory)",
-                path.display()
-            ))
-        } else {
-            Error::io(format!("cannot read {}", path.display()), e)
-        }
+    std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::Data(format!(
+            "data file {} (from `{key}`) does not exist; check the path in the recipe \
+             (relative paths are resolved against the current directory)",
+            path.display()
+        )),
+        std::io::ErrorKind::IsADirectory => Error::Data(format!(
+            "data file {} (from `{key}`) is a folder; name a file",
+            path.display()
+        )),
+        std::io::ErrorKind::PermissionDenied => Error::Data(format!(
+            "data file {} (from `{key}`) cannot be read: permission denied",
+            path.display()
+        )),
+        _ => Error::io(format!("cannot read {}", path.display()), e),
     })
 }
 

@@ -114,10 +114,8 @@ pub fn delimiter_for(path: &Path, section: &CsvSection) -> char {
 /// Read the texts and labels of a table. A row without the text or label column, or with an
 /// empty label, is an error naming its line.
 pub fn read_labelled(path: &Path, key: &str, section: &CsvSection) -> Result<Vec<LabelledText>> {
-    let bytes = crate::error::read_file(path, key)?;
+    let text = super::text::read_text(path, key)?;
     let file = path.display().to_string();
-    let text = String::from_utf8(bytes)
-        .map_err(|_| Error::Data(format!("{file} (`{key}`) is not valid UTF-8")))?;
     parse_labelled(&text, &file, delimiter_for(path, section), section)
 }
 

@@ -22,10 +22,8 @@ pub fn is_valid_tag(tag: &str) -> bool {
 }
 
 pub fn read_tagged(path: &Path, key: &str) -> Result<Vec<TaggedSentence>> {
-    let bytes = crate::error::read_file(path, key)?;
+    let text = super::text::read_text(path, key)?;
     let file = path.display().to_string();
-    let text = String::from_utf8(bytes)
-        .map_err(|_| Error::Data(format!("{file} (`{key}`) is not valid UTF-8")))?;
     parse_tagged(&text, &file)
 }
 

@@ -12,7 +12,7 @@ pub fn read_text(path: &Path, key: &str) -> Result<String> {
             path.display()
         )));
     }
-    String::from_utf8(bytes).map_err(|e| {
+    let mut text = String::from_utf8(bytes).map_err(|e| {
         let valid = e.utf8_error().valid_up_to();
         let bytes = e.as_bytes();
         let line = 1 + bytes[..valid].iter().filter(|&&b| b == b'\n').count();
@@ -23,5 +23,10 @@ pub fn read_text(path: &Path, key: &str) -> Result<String> {
             path.display(),
             bytes[valid]
         ))
-    })
+    })?;
+    // A byte-order mark (Excel and Notepad write one) is no part of the first line's text.
+    if text.starts_with('\u{feff}') {
+        text.drain(..'\u{feff}'.len_utf8());
+    }
+    Ok(text)
 }

@@ -423,13 +423,38 @@ pub fn load_model<M: ModuleSnapshot + Module>(mut model: M, path: &Path) -> Resu
             path.display()
         )));
     }
-    let mut store = SafetensorsStore::from_file(path);
+    // Differences come back in the result (not as one long error) to be summarised.
+    let mut store = SafetensorsStore::from_file(path)
+        .validate(false)
+        .allow_partial(true);
     let result = model
         .load_from(&mut store)
-        .map_err(|e| Error::Run(format!("cannot read {}: {e}", path.display())))?;
-    if !result.is_success() || !result.missing.is_empty() || !result.unused.is_empty() {
-        return Err(Error::Run(format!(
-            "{} does not match this model (was the recipe's model section changed?): {result}",
+        .map_err(|e| Error::Data(format!("cannot read {}: {e}", path.display())))?;
+    let differences: Vec<String> = result
+        .errors
+        .iter()
+        .map(|e| e.to_string())
+        .chain(
+            result
+                .missing
+                .iter()
+                .map(|(p, _)| format!("`{p}` is not in the checkpoint")),
+        )
+        .chain(
+            result
+                .unused
+                .iter()
+                .map(|p| format!("`{p}` is not in the model")),
+        )
+        .collect();
+    if let Some(first) = differences.first() {
+        let more = match differences.len() - 1 {
+            0 => String::new(),
+            n => format!(" (and {n} more differences)"),
+        };
+        return Err(Error::Data(format!(
+            "{} does not match this model: {first}{more}; was the recipe's model section \
+             changed, or is it another experiment's checkpoint?",
             path.display()
         )));
     }
@@ -451,7 +476,7 @@ pub fn load_part<M: ModuleSnapshot + Module>(mut model: M, path: &Path, prefix: 
         .allow_partial(true);
     let result = model
         .load_from(&mut store)
-        .map_err(|e| Error::Run(format!("cannot read {}: {e}", path.display())))?;
+        .map_err(|e| Error::Data(format!("cannot read {}: {e}", path.display())))?;
     let missing: Vec<&str> = result
         .missing
         .iter()
@@ -459,7 +484,7 @@ pub fn load_part<M: ModuleSnapshot + Module>(mut model: M, path: &Path, prefix: 
         .filter(|p| p.starts_with(prefix))
         .collect();
     if !result.errors.is_empty() || !missing.is_empty() || result.applied.is_empty() {
-        return Err(Error::Run(format!(
+        return Err(Error::Data(format!(
             "{} does not fit this model's `{prefix}*` tensors (was it pretrained with another \
              shape?): {result}",
             path.display()
@@ -513,7 +538,7 @@ pub fn pretrained_weights(experiment_dir: &Path) -> Result<PathBuf> {
 
 pub fn load_optimizer(optimizer: ModuleOptimizer, path: &Path) -> Result<ModuleOptimizer> {
     optimizer.load(path).map_err(|e| {
-        Error::Run(format!(
+        Error::Data(format!(
             "cannot read optimiser state {}: {e}",
             path.display()
         ))
