@@ -1,8 +1,24 @@
 //! Reading a recipe file: YAML parsing with errors that name the key path and the line, and a
 //! "did you mean" for misspelt keys.
+//!
+//! serde-saphyr reports what is wrong as a structured error ([`YamlError`]) with the position
+//! where it found it, but without the key path. The path comes from a second parse of the same
+//! text, only when the first fails: serde-saphyr reads it into a [`Node`] tree that keeps where
+//! each key and value is written, and the path is the chain of keys leading to the error's
+//! position. Flow mappings, nested lists and aliases are thus followed as the parser reads them,
+//! with no counting of indentation and no reading of message text.
+//!
+//! One place needs more than the position. serde buffers the `model:` section to find its
+//! `type:` first, and an error raised from the buffer carries the position of the `model` key.
+//! For an unknown key the error names the key, which is then looked up in that section's tree;
+//! a wrong value there (`n_layer: four`) is reported at the `model` key, with the message
+//! naming the expected type.
 
 use super::Recipe;
 use crate::error::{Error, Result};
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::options::{DuplicateKeyPolicy, NonFiniteFloatPolicy};
+use serde_saphyr::{Error as YamlError, Location, MessageFormatter, Spanned};
 use std::path::{Path, PathBuf};
 
 /// Read, parse, apply `--set` overrides, fill presets and defaults, make paths absolute and
@@ -12,26 +28,51 @@ pub fn load_recipe(path: &Path, overrides: &[String]) -> Result<Recipe> {
         std::io::ErrorKind::NotFound => {
             Error::Recipe(format!("recipe file {} does not exist", path.display()))
         }
-        std::io::ErrorKind::InvalidData => {
-            Error::Recipe(format!("recipe file {} is not valid UTF-8", path.display()))
-        }
+        std::io::ErrorKind::InvalidData => Error::Recipe(format!(
+            "recipe file {} is not valid UTF-8 text",
+            path.display()
+        )),
+        std::io::ErrorKind::IsADirectory => Error::Recipe(format!(
+            "{} is a folder; give the recipe file (an experiment folder keeps its recipe as \
+             recipe.yaml)",
+            path.display()
+        )),
         _ => Error::io(format!("cannot read recipe {}", path.display()), e),
     })?;
-    let recipe = parse_recipe(&text, &path.display().to_string())?;
+    let origin = path.display().to_string();
+    let recipe = parse_recipe(&text, &origin)?;
     let recipe = super::apply_overrides(recipe, overrides)?;
-    resolve(recipe)
+    resolve(recipe, &origin)
 }
+
+/// Replayed events allowed for all aliases (`*name`) together. serde-saphyr's default is a
+/// million, which lets a "billion laughs" recipe build a million values before it fails; a
+/// recipe has a few hundred, so this cap still leaves room for every sane use of aliases.
+const MAX_REPLAYED_EVENTS: usize = 10_000;
 
 /// Parse recipe text; `origin` names the file in error messages.
 pub fn parse_recipe(text: &str, origin: &str) -> Result<Recipe> {
-    serde_saphyr::from_str::<Recipe>(text).map_err(|e| {
-        let line = e.location().map(|l| l.line() as usize);
-        Error::Recipe(describe_yaml_error(&raw_message(&e), text, origin, line))
-    })
+    // Editors on Windows may start the file with a byte-order mark; YAML allows it there.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut options = yaml_options();
+    // A repeated key is an error (also serde-saphyr's default, stated because it matters): the
+    // first value would otherwise be dropped without a word.
+    options.duplicate_keys = DuplicateKeyPolicy::Error;
+    serde_saphyr::from_str_with_options::<Recipe>(text, options)
+        .map_err(|e| Error::Recipe(format!("{origin}: {}", describe(&e, text))))
+}
+
+/// The options both parses share: serde-saphyr's budget on events, nodes and depth, and the
+/// cap on alias replay.
+fn yaml_options() -> serde_saphyr::Options {
+    let mut options = serde_saphyr::Options::default();
+    options.alias_limits.max_total_replayed_events = MAX_REPLAYED_EVENTS;
+    options.with_snippet = false;
+    options
 }
 
 /// Fill the model preset and defaults, make paths absolute, then validate.
-fn resolve(mut recipe: Recipe) -> Result<Recipe> {
+fn resolve(mut recipe: Recipe, origin: &str) -> Result<Recipe> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("cannot read current directory", e))?;
     let absolute = |p: &mut PathBuf| {
         if p.is_relative() {
@@ -75,209 +116,462 @@ fn resolve(mut recipe: Recipe) -> Result<Recipe> {
         }
     }
     recipe.model.options_mut().resolve()?;
-    super::validate::validate(&recipe)?;
+    super::validate::validate(&recipe).map_err(|e| match e {
+        Error::Recipe(problems) => Error::Recipe(format!("{origin}: {problems}")),
+        e => e,
+    })?;
     Ok(recipe)
 }
 
-/// The message of a YAML error without its "error: line N column M:" prefix and the rendered
-/// source snippet (we say where ourselves).
-fn raw_message(e: &serde_saphyr::Error) -> String {
-    let rendered = e.to_string();
-    let first = rendered.lines().next().unwrap_or_default().trim();
-    let first = first.strip_prefix("error:").unwrap_or(first).trim_start();
-    match first
-        .strip_prefix("line ")
-        .and_then(|rest| rest.split_once(": "))
-    {
-        Some((position, message)) if position.contains("column") => message.to_string(),
-        _ => first.to_string(),
+/// A YAML node as serde-saphyr reads it, with where each key and value is written.
+#[derive(Debug)]
+enum Node {
+    Map(Vec<(Spanned<Node>, Spanned<Node>)>),
+    Seq(Vec<Spanned<Node>>),
+    /// A scalar's value, written back as text (`~` for null).
+    Scalar(String),
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(NodeVisitor)
     }
 }
 
-/// Turn a serde/YAML error message into one that says what, where and what to do.
-pub(crate) fn describe_yaml_error(
-    message: &str,
-    text: &str,
-    origin: &str,
-    line: Option<usize>,
-) -> String {
-    let message = strip_location_suffix(message);
-    if let Some((unknown, expected)) = parse_unknown_field(&message) {
-        // Serde's own line may point at the enclosing mapping (internally tagged sections are
-        // buffered), so find the offending key in the text.
-        let key_line = find_key_line(text, &unknown, line).or(line);
-        let path = key_line
-            .map(|l| key_path_at_line(text, l))
-            .unwrap_or_else(|| unknown.clone());
-        let at = key_line
-            .map(|l| format!(" at line {l}"))
-            .unwrap_or_default();
-        let hint = match nearest(&unknown, &expected) {
-            Some(best) => format!("; did you mean `{best}`?"),
-            None if !expected.is_empty() => format!("; valid keys here: {}", expected.join(", ")),
-            None => String::new(),
-        };
-        return format!("{origin}: unknown key `{path}`{at}{hint}");
+struct NodeVisitor;
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = Node;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any YAML node")
     }
-    if let Some((variant, expected)) = parse_unknown_variant(&message) {
-        let key_line = line.or_else(|| find_value_line(text, &variant));
-        let path = key_line
-            .map(|l| key_path_at_line(text, l))
-            .unwrap_or_default();
-        let at = key_line
-            .map(|l| format!(" at line {l}"))
-            .unwrap_or_default();
-        let hint = match nearest(&variant, &expected) {
-            Some(best) => format!("did you mean `{best}`? "),
-            None => String::new(),
-        };
-        return format!(
-            "{origin}: unknown value `{variant}` for `{path}`{at}; {hint}valid values: {}",
-            expected.join(", ")
-        );
+
+    fn visit_bool<E>(self, v: bool) -> std::result::Result<Node, E> {
+        Ok(Node::Scalar(v.to_string()))
     }
-    let message = explain_type_error(&message);
-    match line {
-        Some(l) => {
-            let path = key_path_at_line(text, l);
-            let value = value_at_line(text, l)
-                .map(|v| format!(" has `{v}`"))
-                .unwrap_or_default();
-            if path.is_empty() {
-                format!("{origin}: line {l}: {message}")
-            } else {
-                format!("{origin}: `{path}` at line {l}{value}: {message}")
+
+    fn visit_i64<E>(self, v: i64) -> std::result::Result<Node, E> {
+        Ok(Node::Scalar(v.to_string()))
+    }
+
+    fn visit_i128<E>(self, v: i128) -> std::result::Result<Node, E> {
+        Ok(Node::Scalar(v.to_string()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> std::result::Result<Node, E> {
+        Ok(Node::Scalar(v.to_string()))
+    }
+
+    fn visit_u128<E>(self, v: u128) -> std::result::Result<Node, E> {
+        Ok(Node::Scalar(v.to_string()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> std::result::Result<Node, E> {
+        Ok(Node::Scalar(v.to_string()))
+    }
+
+    fn visit_str<E>(self, v: &str) -> std::result::Result<Node, E> {
+        Ok(Node::Scalar(v.to_string()))
+    }
+
+    fn visit_unit<E>(self) -> std::result::Result<Node, E> {
+        Ok(Node::Scalar("~".into()))
+    }
+
+    fn visit_none<E>(self) -> std::result::Result<Node, E> {
+        Ok(Node::Scalar("~".into()))
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Node, D::Error> {
+        Node::deserialize(d)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Node, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Node::Seq(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Node, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(key) = map.next_key()? {
+            entries.push((key, map.next_value()?));
+        }
+        Ok(Node::Map(entries))
+    }
+}
+
+/// The tree of `text`. Repeated keys are all kept, to name both lines, and `.nan` stays text:
+/// the typed parse judges those.
+fn parse_tree(text: &str) -> std::result::Result<Spanned<Node>, YamlError> {
+    let mut options = yaml_options();
+    options.duplicate_keys = DuplicateKeyPolicy::PassThrough;
+    options.non_finite_float_policy = NonFiniteFloatPolicy::AsString;
+    serde_saphyr::from_str_with_options(text, options)
+}
+
+/// One key of a key path (or `[i]` for a list item), where it is written and the node it holds.
+struct Step<'a> {
+    key: String,
+    at: Location,
+    node: &'a Spanned<Node>,
+}
+
+/// (line, column), to compare positions.
+fn position(at: Location) -> (u64, u64) {
+    (at.line(), at.column())
+}
+
+/// The entries of a mapping or the items of a list.
+fn children(node: &Spanned<Node>) -> Vec<Step<'_>> {
+    match &node.value {
+        Node::Map(entries) => entries
+            .iter()
+            .map(|(key, node)| Step {
+                key: match &key.value {
+                    Node::Scalar(text) => text.clone(),
+                    _ => "?".into(),
+                },
+                at: key.referenced,
+                node,
+            })
+            .collect(),
+        Node::Seq(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, node)| Step {
+                key: format!("[{i}]"),
+                at: node.referenced,
+                node,
+            })
+            .collect(),
+        Node::Scalar(_) => Vec::new(),
+    }
+}
+
+/// An alias's nodes carry the anchor's positions, not those of the place that uses it.
+fn is_alias(node: &Spanned<Node>) -> bool {
+    node.referenced != node.defined
+}
+
+/// The keys leading to the position `at`: at each level the last entry written at or before
+/// it. The walk stops at an alias, whose nodes are written elsewhere.
+fn steps_to(root: &Spanned<Node>, at: (u64, u64)) -> Vec<Step<'_>> {
+    let mut steps: Vec<Step> = Vec::new();
+    let mut node = root;
+    loop {
+        let Some(step) = children(node)
+            .into_iter()
+            .rev()
+            .find(|s| position(s.at) <= at)
+        else {
+            return steps;
+        };
+        let child = step.node;
+        steps.push(step);
+        if is_alias(child) || position(child.referenced) > at {
+            return steps;
+        }
+        node = child;
+    }
+}
+
+/// Where `key` is written under `node` (its own entries first, then deeper), as steps from it.
+fn find_key<'a>(node: &'a Spanned<Node>, key: &str) -> Option<Vec<Step<'a>>> {
+    let mut entries = children(node);
+    if let Some(i) = entries.iter().position(|s| s.key == key) {
+        return Some(vec![entries.swap_remove(i)]);
+    }
+    entries.into_iter().find_map(|step| {
+        let mut rest = find_key(step.node, key)?;
+        rest.insert(0, step);
+        Some(rest)
+    })
+}
+
+/// `data.tokenizer.special_tokens[1]`.
+fn dotted(steps: &[Step]) -> String {
+    let mut path = String::new();
+    for step in steps {
+        if !path.is_empty() && !step.key.starts_with('[') {
+            path.push('.');
+        }
+        path.push_str(&step.key);
+    }
+    path
+}
+
+/// Turn a YAML error into a message that says what, where and what to do.
+fn describe(error: &YamlError, text: &str) -> String {
+    let tree = match parse_tree(text) {
+        Ok(tree) => Some(tree),
+        // serde-saphyr reads as it parses, so a type error can come before a syntax error
+        // further on (`[8` unclosed); the syntax error is the one to fix first.
+        Err(syntax) if !too_big(&syntax) && !too_big(error) => return describe_at(&syntax, None),
+        Err(_) => None,
+    };
+    if let Some(shape) = tree.as_ref().and_then(not_a_mapping) {
+        return shape;
+    }
+    describe_at(error, tree.as_ref().map(|root| (root, text)))
+}
+
+/// Whether an error is a breach of the limits on size and alias expansion.
+fn too_big(error: &YamlError) -> bool {
+    matches!(
+        without_alias(error).0,
+        YamlError::AliasReplayLimitExceeded { .. }
+            | YamlError::AliasExpansionLimitExceeded { .. }
+            | YamlError::AliasReplayStackDepthExceeded { .. }
+            | YamlError::AliasReplayCounterOverflow { .. }
+            | YamlError::Budget { .. }
+    )
+}
+
+/// The error itself, and where the alias that led to it is used and its anchor written.
+fn without_alias(error: &YamlError) -> (&YamlError, Option<serde_saphyr::Locations>) {
+    match error.without_snippet() {
+        YamlError::AliasError {
+            error, locations, ..
+        } => (error.without_snippet(), Some(*locations)),
+        error => (error, None),
+    }
+}
+
+/// The message for `error`, with its key path when the `tree` of the text is known.
+fn describe_at(error: &YamlError, tree: Option<(&Spanned<Node>, &str)>) -> String {
+    let (error, alias) = without_alias(error);
+    let Some(at) = error.location() else {
+        return message(error);
+    };
+    let mut steps = tree
+        .map(|(root, _)| steps_to(root, position(at)))
+        .unwrap_or_default();
+    let mut through = String::new();
+    if let (Some(alias), Some((root, _))) = (alias, tree) {
+        // The error is inside an anchor's value used through an alias: its path is the alias's
+        // followed by the keys from the anchored node down to the error.
+        let (used, defined) = (alias.reference_location, alias.defined_location);
+        let inside = (steps.iter())
+            .position(|s| position(s.node.referenced) == position(defined))
+            .map_or(Vec::new(), |anchor| steps.split_off(anchor + 1));
+        steps = steps_to(root, position(used));
+        steps.extend(inside);
+        through = if steps.last().is_some_and(|s| s.at.line() == used.line()) {
+            format!(" (an alias of line {})", defined.line())
+        } else {
+            format!(" (through the alias at line {})", used.line())
+        };
+    }
+    let path = dotted(&steps);
+    let line = steps.last().map_or(at.line(), |s| s.at.line());
+    let at_line = format!(" at line {line}{through}");
+    match error {
+        YamlError::SerdeUnknownField {
+            field, expected, ..
+        } => {
+            let steps = match tree {
+                Some((root, _)) => with_key(root, steps, field),
+                None => steps,
+            };
+            let mut path = dotted(&steps);
+            if steps.last().is_none_or(|s| s.key != *field) {
+                path = join(&path, field);
+            }
+            let line = steps.last().map_or(at.line(), |s| s.at.line());
+            unknown_key(&path, &format!(" at line {line}{through}"), field, expected)
+        }
+        YamlError::SerdeUnknownVariant {
+            variant, expected, ..
+        } => unknown_value(variant, &path, &at_line, expected),
+        YamlError::DuplicateMappingKey { key, .. } => {
+            let key = key.as_deref().unwrap_or("?");
+            // The tree keeps both entries; the first is in the mapping that holds the second.
+            let first = match (tree, steps.len()) {
+                (None, _) | (_, 0) => None,
+                (Some((root, _)), 1) => children(root).into_iter().find(|s| s.key == key),
+                (_, n) => children(steps[n - 2].node)
+                    .into_iter()
+                    .find(|s| s.key == key),
+            };
+            let (path, twice) = match first {
+                Some(first) if first.at.line() != line => {
+                    (path, format!("at lines {} and {line}", first.at.line()))
+                }
+                Some(first) => (
+                    path,
+                    format!(
+                        "at line {line}, columns {} and {}",
+                        first.at.column(),
+                        at.column()
+                    ),
+                ),
+                None => (key.to_string(), format!("at line {}", at.line())),
+            };
+            format!("duplicate key `{path}` {twice}; keep one")
+        }
+        YamlError::SerdeMissingField { field, .. } => {
+            // The error is at the last key of the mapping that lacks the field (or at the
+            // mapping itself when it is empty).
+            let at_key = steps.last().is_some_and(|s| position(s.at) == position(at));
+            let section = &steps[..steps.len() - usize::from(at_key)];
+            match section.last() {
+                Some(s) => format!(
+                    "missing key `{}` in `{}` at line {}",
+                    join(&dotted(section), field),
+                    dotted(section),
+                    s.at.line()
+                ),
+                None => format!("missing key `{field}` at the top level"),
             }
         }
-        None => format!("{origin}: {message}"),
+        YamlError::AliasReplayLimitExceeded { .. }
+        | YamlError::AliasExpansionLimitExceeded { .. }
+        | YamlError::AliasReplayStackDepthExceeded { .. }
+        | YamlError::AliasReplayCounterOverflow { .. } => format!(
+            "line {}: the aliases (`*name`) expand to more than {MAX_REPLAYED_EVENTS} YAML \
+             values, far more than a recipe holds; write the values out",
+            at.line()
+        ),
+        YamlError::Budget { breach, .. } => format!(
+            "line {}: the YAML is too large or too deeply nested for a recipe ({breach:?})",
+            at.line()
+        ),
+        _ => match (steps.last(), tree) {
+            (Some(last), Some((_, text))) => {
+                let value = scalar_text(last.node, text)
+                    .map(|v| format!(" has `{v}`"))
+                    .unwrap_or_default();
+                format!("`{path}`{at_line}{value}: {}", message(error))
+            }
+            _ => format!(
+                "line {}, column {}: {}",
+                at.line(),
+                at.column(),
+                message(error)
+            ),
+        },
     }
 }
 
-/// serde-saphyr says "invalid u64"; say what is expected instead.
-fn explain_type_error(message: &str) -> String {
-    let expected = match message.trim() {
-        "invalid u64" | "invalid u32" | "invalid usize" => "expected a whole number (0 or more)",
-        "invalid i64" | "invalid i32" => "expected a whole number",
-        "invalid f64" | "invalid f32" => "expected a number",
-        "invalid bool" | "invalid boolean" => "expected true or false",
-        _ => return message.to_string(),
+/// A scalar as written in the text (`1e400`, not the `.inf` it reads as), from its span.
+fn scalar_text<'t>(node: &Spanned<Node>, text: &'t str) -> Option<&'t str> {
+    let Node::Scalar(_) = node.value else {
+        return None;
     };
-    format!("{message}: {expected}")
+    let span = node.defined.span();
+    let start = usize::try_from(span.byte_offset()?).ok()?;
+    let len = usize::try_from(span.byte_len()?).ok()?;
+    text.get(start..start + len).map(str::trim)
 }
 
-/// The value written after `key:` on `line` (1-based), if any.
-fn value_at_line(text: &str, line: usize) -> Option<String> {
-    let raw = text.lines().nth(line.checked_sub(1)?)?;
-    let (_, value) = raw.split_once(':')?;
-    let value = value.split(" #").next()?.trim();
-    (!value.is_empty()).then(|| value.to_string())
+/// The steps to `key`: those given when they end there, else the first place it is written
+/// under their deepest node that has it (serde's buffered `model:` section reports its
+/// unknown keys at the `model` key).
+fn with_key<'a>(root: &'a Spanned<Node>, mut steps: Vec<Step<'a>>, key: &str) -> Vec<Step<'a>> {
+    if steps.last().is_some_and(|s| s.key == key) {
+        return steps;
+    }
+    for depth in (0..=steps.len()).rev() {
+        let node = if depth == 0 {
+            root
+        } else {
+            steps[depth - 1].node
+        };
+        if let Some(found) = find_key(node, key) {
+            steps.truncate(depth);
+            steps.extend(found);
+            return steps;
+        }
+    }
+    steps
 }
 
-/// serde_saphyr appends " at line X column Y" to some messages; we say it our way.
-fn strip_location_suffix(message: &str) -> String {
-    match message.find(" at line ") {
-        Some(i) => message[..i].to_string(),
-        None => message.to_string(),
+/// A recipe that is not a mapping of sections, said plainly.
+fn not_a_mapping(root: &Spanned<Node>) -> Option<String> {
+    let what = match &root.value {
+        Node::Map(_) => return None,
+        Node::Seq(_) => format!("a list (line {})", root.referenced.line()),
+        Node::Scalar(v) if v == "~" => {
+            return Some(
+                "the recipe is empty; it needs at least the `data` and `model` sections".into(),
+            );
+        }
+        Node::Scalar(v) => format!("the single value `{v}`"),
+    };
+    Some(format!(
+        "the recipe is {what}; it must be a mapping of sections (`data:`, `model:`, `train:`, ...)"
+    ))
+}
+
+/// serde-saphyr's own words for an error, without its position (we say where), with the
+/// expected types said in recipe terms.
+fn message(error: &YamlError) -> String {
+    let expected = match error {
+        YamlError::InvalidScalar { ty, .. } => match *ty {
+            "u64" | "usize" => format!("a whole number from 0 to {}", u64::MAX),
+            ty if ty.starts_with('u') => "a whole number (0 or more)".into(),
+            ty if ty.starts_with('i') => "a whole number".into(),
+            "floating point" | "f64" | "f32" => "a number (at most about 1.8e308)".into(),
+            "boolean" | "bool" => "true or false".into(),
+            ty => return format!("invalid {ty}"),
+        },
+        YamlError::Unexpected { expected, .. } => match *expected {
+            "string scalar" | "scalar" => "a single value, not a list or a mapping".into(),
+            "mapping start" => "a mapping (`key: value` entries)".into(),
+            "sequence start" => "a list".into(),
+            expected => expected.to_string(),
+        },
+        _ => {
+            return serde_saphyr::UserMessageFormatter
+                .format_message(error)
+                .into_owned();
+        }
+    };
+    format!("expected {expected}")
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
     }
 }
 
-/// "unknown field `x`, expected one of `a`, `b`" -> ("x", ["a", "b"]).
-fn parse_unknown_field(message: &str) -> Option<(String, Vec<String>)> {
-    let rest = &message[message.find("unknown field `")? + "unknown field `".len()..];
-    let end = rest.find('`')?;
-    Some((rest[..end].to_string(), backticked(&rest[end + 1..])))
+/// "unknown key `path` at line N; did you mean `x`?" (or the valid keys when none is close).
+pub(super) fn unknown_key(path: &str, at: &str, key: &str, expected: &[&str]) -> String {
+    let hint = match nearest(key, expected) {
+        Some(best) => format!("; did you mean `{best}`?"),
+        None if !expected.is_empty() => format!("; valid keys here: {}", expected.join(", ")),
+        None => String::new(),
+    };
+    format!("unknown key `{path}`{at}{hint}")
 }
 
-fn parse_unknown_variant(message: &str) -> Option<(String, Vec<String>)> {
-    let rest = &message[message.find("unknown variant `")? + "unknown variant `".len()..];
-    let end = rest.find('`')?;
-    Some((rest[..end].to_string(), backticked(&rest[end + 1..])))
-}
-
-/// The names after "expected one of" (or "expected"), with or without backticks:
-/// serde writes "`a`, `b`", serde-saphyr "a, b".
-fn backticked(text: &str) -> Vec<String> {
-    let list = text
-        .split_once("expected one of ")
-        .or_else(|| text.split_once("expected "))
-        .map_or("", |(_, list)| list);
-    list.split(", ")
-        .map(|name| name.trim().trim_matches('`').to_string())
-        .filter(|name| !name.is_empty() && !name.contains(' '))
-        .collect()
+/// "unknown value `v` for `path` at line N; did you mean `x`? valid values: a, b".
+pub(super) fn unknown_value(value: &str, path: &str, at: &str, expected: &[&str]) -> String {
+    let hint = match nearest(value, expected) {
+        Some(best) => format!("did you mean `{best}`? "),
+        None => String::new(),
+    };
+    format!(
+        "unknown value `{value}` for `{path}`{at}; {hint}valid values: {}",
+        expected.join(", ")
+    )
 }
 
 /// The closest valid name, if it is close enough to be a plausible typo.
-pub(crate) fn nearest(word: &str, candidates: &[String]) -> Option<String> {
+pub(crate) fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     candidates
         .iter()
-        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .map(|c| (strsim::damerau_levenshtein(word, c), *c))
         .filter(|(d, c)| *d <= 2.max(c.len() / 3))
         .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c.clone())
-}
-
-/// The line (1-based) where `key:` is written, preferring the one nearest `near`.
-fn find_key_line(text: &str, key: &str, near: Option<usize>) -> Option<usize> {
-    let lines: Vec<usize> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| {
-            let t = l.trim_start().trim_start_matches("- ");
-            t.strip_prefix(key)
-                .is_some_and(|r| r.trim_start().starts_with(':'))
-        })
-        .map(|(i, _)| i + 1)
-        .collect();
-    match near {
-        Some(n) => lines.into_iter().filter(|&l| l >= n).min_by_key(|&l| l - n),
-        None => lines.into_iter().next(),
-    }
-}
-
-/// The line (1-based) where `value` is written as a mapping value.
-fn find_value_line(text: &str, value: &str) -> Option<usize> {
-    text.lines()
-        .position(|l| {
-            l.split_once(':').is_some_and(|(_, v)| {
-                v.split('#')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .trim_matches(['"', '\''])
-                    == value
-            })
-        })
-        .map(|i| i + 1)
-}
-
-/// The dotted key path of the mapping key written on `line` (1-based), found from indentation:
-/// `train:\n  batch_size: 0` at line 2 gives `train.batch_size`.
-pub(crate) fn key_path_at_line(text: &str, line: usize) -> String {
-    let mut stack: Vec<(usize, String)> = Vec::new();
-    for raw in text.lines().take(line) {
-        let trimmed = raw.trim_start();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let indent = raw.len() - trimmed.len();
-        let Some((key, _)) = trimmed.trim_start_matches("- ").split_once(':') else {
-            continue;
-        };
-        let key = key.trim().trim_matches(['"', '\'']);
-        if key.is_empty() || key.contains(' ') {
-            continue;
-        }
-        while stack.last().is_some_and(|(i, _)| *i >= indent) {
-            stack.pop();
-        }
-        stack.push((indent, key.to_string()));
-    }
-    stack
-        .into_iter()
-        .map(|(_, k)| k)
-        .collect::<Vec<_>>()
-        .join(".")
+        .map(|(_, c)| c)
 }
 
 #[cfg(test)]
@@ -286,29 +580,35 @@ mod tests {
 
     const TEXT: &str = "seed: 1\ntrain:\n  max_steps: 10\n  bach_size: 4\nmodel:\n  type: gpt2\n";
 
+    fn error_of(text: &str) -> String {
+        parse_recipe(text, "r.yaml").unwrap_err().to_string()
+    }
+
     #[test]
-    fn key_path_follows_indentation() {
-        assert_eq!(key_path_at_line(TEXT, 4), "train.bach_size");
-        assert_eq!(key_path_at_line(TEXT, 1), "seed");
-        assert_eq!(key_path_at_line(TEXT, 6), "model.type");
+    fn the_path_follows_the_parser_not_the_indentation() {
+        let tree =
+            parse_tree("seed: 1\ntrain: {max_steps: 10,\n  bach_size: [4, [5, 6]]}\n").unwrap();
+        let at = |line, column| dotted(&steps_to(&tree, (line, column)));
+        assert_eq!(at(1, 7), "seed");
+        assert_eq!(at(2, 16), "train.max_steps");
+        assert_eq!(at(3, 3), "train.bach_size");
+        assert_eq!(at(3, 18), "train.bach_size[1]");
+        assert_eq!(at(3, 19), "train.bach_size[1][0]");
     }
 
     #[test]
     fn misspelt_key_gets_a_suggestion() {
-        for msg in [
-            "unknown field `bach_size`, expected one of `max_steps`, `batch_size`",
-            "unknown field `bach_size`, expected one of max_steps, batch_size",
-        ] {
-            let out = describe_yaml_error(msg, TEXT, "r.yaml", Some(2));
-            assert_eq!(
-                out,
+        let out = error_of(TEXT);
+        assert!(
+            out.contains(
                 "r.yaml: unknown key `train.bach_size` at line 4; did you mean `batch_size`?"
-            );
-        }
+            ),
+            "{out}"
+        );
     }
 
     #[test]
     fn unrelated_key_lists_valid_keys() {
-        assert_eq!(nearest("zzzzzz", &["batch_size".into()]), None);
+        assert_eq!(nearest("zzzzzz", &["batch_size"]), None);
     }
 }

@@ -5,6 +5,7 @@
 //! is reported like one in the file.
 
 use super::Recipe;
+use super::load::{unknown_key, unknown_value};
 use crate::error::{Error, Result};
 use serde_json::Value;
 
@@ -30,12 +31,45 @@ pub fn apply_overrides(recipe: Recipe, overrides: &[String]) -> Result<Recipe> {
             .map_err(|why| Error::Recipe(format!("--set {item}: {why}")))?;
         // Check each override on its own so the message names the one that is wrong.
         serde_json::from_value::<Recipe>(tree.clone()).map_err(|e| {
-            let message = e.to_string();
-            let hint = super::load::describe_yaml_error(&message, "", "", None);
-            Error::Recipe(format!("--set {item}: {}", hint.trim_start_matches(": ")))
+            Error::Recipe(format!("--set {item}: {}", describe(&e.to_string(), path)))
         })?;
     }
     Ok(serde_json::from_value(tree).expect("checked above"))
+}
+
+/// serde_json's errors are only text: the unknown key or value is read out of it, to give the
+/// hints a recipe file's errors give.
+fn describe(message: &str, path: &str) -> String {
+    let message = message.split(" at line ").next().unwrap_or(message);
+    if let Some((key, expected)) = named(message, "unknown field `") {
+        let path = if path.rsplit('.').next() == Some(key) {
+            path.to_string()
+        } else {
+            format!("{path}.{key}")
+        };
+        return unknown_key(&path, "", key, &expected);
+    }
+    if let Some((value, expected)) = named(message, "unknown variant `") {
+        return unknown_value(value, path, "", &expected);
+    }
+    format!("`{path}`: {message}")
+}
+
+/// For `prefix` "unknown field `": "unknown field `x`, expected one of `a`, `b`" gives
+/// ("x", ["a", "b"]).
+fn named<'a>(message: &'a str, prefix: &str) -> Option<(&'a str, Vec<&'a str>)> {
+    let rest = &message[message.find(prefix)? + prefix.len()..];
+    let (name, rest) = rest.split_once('`')?;
+    let list = (rest
+        .split_once("expected one of ")
+        .or_else(|| rest.split_once("expected ")))
+    .map_or("", |(_, list)| list);
+    let expected = list
+        .split(", ")
+        .map(|name| name.trim().trim_matches('`'))
+        .filter(|name| !name.is_empty() && !name.contains(' '))
+        .collect();
+    Some((name, expected))
 }
 
 fn set_path(tree: &mut Value, path: &str, value: Value) -> std::result::Result<(), String> {

@@ -1,4 +1,6 @@
 //! Checks that serde's types cannot express: ranges, relations between keys, required pairs.
+//! YAML's `.nan` and `.inf` are floats to serde, so every float's check also asks for a finite
+//! value (a range check such as `(0.0..1.0).contains` does so by itself).
 
 use super::{
     DataFormat, ModelSection, Recipe, SchedulerKind, TaskKind, TokenizerKind, TokenizerSection,
@@ -85,11 +87,15 @@ pub fn validate(recipe: &Recipe) -> Result<()> {
         "optim.betas",
         format!("must both be in [0, 1), got {:?}", o.betas),
     );
-    check(o.eps > 0.0, "optim.eps", "must be positive".into());
     check(
-        o.weight_decay >= 0.0,
+        o.eps > 0.0 && o.eps.is_finite(),
+        "optim.eps",
+        format!("must be positive, got {}", o.eps),
+    );
+    check(
+        o.weight_decay >= 0.0 && o.weight_decay.is_finite(),
         "optim.weight_decay",
-        "must not be negative".into(),
+        format!("must be 0 or positive, got {}", o.weight_decay),
     );
     check(
         (0.0..1.0).contains(&o.momentum),
@@ -99,12 +105,12 @@ pub fn validate(recipe: &Recipe) -> Result<()> {
 
     let s = &recipe.scheduler;
     check(
-        s.min_lr >= 0.0,
+        s.min_lr >= 0.0 && s.min_lr.is_finite(),
         "scheduler.min_lr",
-        "must not be negative".into(),
+        format!("must be 0 or positive, got {}", s.min_lr),
     );
     check(
-        s.min_lr <= o.lr || o.lr <= 0.0,
+        s.min_lr <= o.lr || !(o.lr > 0.0),
         "scheduler.min_lr",
         format!("({}) must not exceed `optim.lr` ({})", s.min_lr, o.lr),
     );
@@ -120,6 +126,28 @@ pub fn validate(recipe: &Recipe) -> Result<()> {
         "loss.label_smoothing",
         format!("must be in [0, 1), got {}", l.label_smoothing),
     );
+    check(
+        l.temperature > 0.0 && l.temperature.is_finite(),
+        "loss.temperature",
+        format!("must be positive, got {}", l.temperature),
+    );
+    check(
+        l.focal_gamma >= 0.0 && l.focal_gamma.is_finite(),
+        "loss.focal_gamma",
+        format!("must be 0 or positive, got {}", l.focal_gamma),
+    );
+    check(
+        (0.0..1.0).contains(&l.kpi_momentum),
+        "loss.kpi_momentum",
+        format!("must be in [0, 1), got {}", l.kpi_momentum),
+    );
+    for (name, weight) in &l.task_weights {
+        check(
+            *weight >= 0.0 && weight.is_finite(),
+            &format!("loss.task_weights.{name}"),
+            format!("must be 0 or positive, got {weight}"),
+        );
+    }
 
     let sp = &recipe.data.split;
     let ratios = [sp.train, sp.valid, sp.test];
@@ -228,7 +256,8 @@ pub fn validate(recipe: &Recipe) -> Result<()> {
             "and `max_target_tokens` must be at least 1".into(),
         );
         check(
-            p.max_length_ratio == 0.0 || p.max_length_ratio >= 1.0,
+            p.max_length_ratio == 0.0
+                || (p.max_length_ratio >= 1.0 && p.max_length_ratio.is_finite()),
             "data.parallel.max_length_ratio",
             format!("must be 0 (off) or at least 1, got {}", p.max_length_ratio),
         );
