@@ -206,3 +206,354 @@ fn uncertainty_weighting_needs_several_losses() {
         &["`loss.weighting: uncertainty` needs a task with several losses"],
     );
 }
+
+/// `recipe_with` for several replacements in turn.
+fn recipe_with_all(pairs: &[(&str, &str)]) -> String {
+    let mut recipe = tiny_recipe("flex", 5);
+    for (from, to) in pairs {
+        assert!(recipe.contains(from), "test recipe has no {from:?}");
+        recipe = recipe.replacen(from, to, 1);
+    }
+    recipe
+}
+
+/// A "billion laughs" document: nine levels of nine aliases, 9^9 values once expanded.
+fn billion_laughs(indent: &str) -> String {
+    let mut yaml = format!("{indent}a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for (from, to) in "abcdefgh".chars().zip("bcdefghi".chars()) {
+        let refs = vec![format!("*{from}"); 9].join(", ");
+        yaml.push_str(&format!("{indent}{to}: &{to} [{refs}]\n"));
+    }
+    yaml
+}
+
+/// Every kind of broken recipe, through `recipe check`: exit 2, no panic, and the message names
+/// the key path and the line (or the file, for whole-file problems). The line numbers are those
+/// of `tiny_recipe` (`train.batch_size` is on line 26).
+#[test]
+fn a_battery_of_bad_recipes() {
+    let model = "model:\n  type: gpt2\n  n_layer: 1\n  n_head: 2\n  n_embd: 32\n  block_size: 16\n  dropout: 0.0\n";
+    let base = tiny_recipe("flex", 5);
+    let cases: Vec<(&str, Vec<u8>, Vec<&str>)> = vec![
+        // YAML syntax.
+        (
+            "unclosed bracket",
+            recipe_with("  batch_size: 8", "  batch_size: [8").into(),
+            vec!["recipe.yaml: line 27, column 15:"],
+        ),
+        (
+            "unclosed quote",
+            recipe_with("  device: default", "  device: \"default").into(),
+            vec!["recipe.yaml: line 4, column 1:", "quoted scalar"],
+        ),
+        (
+            "bad indentation",
+            recipe_with("  n_head: 2", " n_head: 2").into(),
+            vec!["recipe.yaml: line 14, column 2:"],
+        ),
+        (
+            "tab indentation",
+            recipe_with("  batch_size: 8", "\tbatch_size: 8").into(),
+            vec!["recipe.yaml: line 25,", "tab"],
+        ),
+        // Flow mappings and nested flow sequences.
+        (
+            "flow mapping, buffered model section",
+            recipe_with(
+                model,
+                "model: {type: gpt2, n_layr: 1, n_head: 2, n_embd: 32, block_size: 16}\n",
+            )
+            .into(),
+            vec!["unknown key `model.n_layr` at line 11; did you mean `n_layer`?"],
+        ),
+        (
+            "flow mapping",
+            recipe_with(
+                "train:\n  max_steps: 5\n",
+                "train: {max_steps: 5, bach_size: 8}\nxtrain:\n",
+            )
+            .into(),
+            vec!["unknown key `train.bach_size` at line 24; did you mean `batch_size`?"],
+        ),
+        (
+            "nested flow sequence",
+            recipe_with("  lr: 1.0e-2", "  lr: 1.0e-2\n  betas: [[0.9], 0.95]").into(),
+            vec!["`optim.betas[0]` at line 21: expected a single value"],
+        ),
+        (
+            "list in a list of strings",
+            recipe_with(
+                "    type: char",
+                "    type: char\n    special_tokens: [a, [b, c]]",
+            )
+            .into(),
+            vec!["`data.tokenizer.special_tokens[1]` at line 11"],
+        ),
+        // Duplicate keys: both lines.
+        (
+            "duplicate key",
+            format!("{base}  batch_size: 4\n").into(),
+            vec!["duplicate key `train.batch_size` at lines 26 and 31; keep one"],
+        ),
+        (
+            "duplicate key in a flow mapping",
+            recipe_with(
+                "scheduler:\n  type: constant\n",
+                "scheduler: {type: constant, type: noam}\n",
+            )
+            .into(),
+            vec!["duplicate key `scheduler.type` at line 22, columns 13 and 29"],
+        ),
+        (
+            "duplicate section",
+            format!("{base}train:\n  max_steps: 3\n").into(),
+            vec!["duplicate key `train` at lines 24 and 31"],
+        ),
+        (
+            "duplicate key in the model section",
+            recipe_with("  n_head: 2", "  n_head: 2\n  n_head: 4").into(),
+            vec!["duplicate key `model.n_head` at lines 14 and 15"],
+        ),
+        // Aliases.
+        (
+            "alias to a wrong-typed value",
+            recipe_with_all(&[
+                ("output_dir: exp", "output_dir: &out exp"),
+                ("  batch_size: 8", "  batch_size: *out"),
+            ])
+            .into(),
+            vec![
+                "`train.batch_size` at line 26 (an alias of line 5) has `exp`: expected a whole number",
+            ],
+        ),
+        (
+            "alias to a mapping of the wrong kind",
+            recipe_with_all(&[
+                ("backend:\n", "backend: &b\n"),
+                ("  tokenizer:\n    type: char\n", "  tokenizer: *b\n"),
+            ])
+            .into(),
+            vec![
+                "unknown value `flex` for `data.tokenizer.type` at line 2 (through the alias at line 9)",
+                "valid values: char, bpe",
+            ],
+        ),
+        (
+            "billion laughs in the model section",
+            recipe_with(
+                "  type: gpt2\n",
+                &format!("  type: gpt2\n{}", billion_laughs("  ")),
+            )
+            .into(),
+            vec!["recipe.yaml: line 13: the aliases (`*name`) expand to more than 10000"],
+        ),
+        (
+            "billion laughs at the top",
+            format!("{}{base}", billion_laughs("")).into(),
+            vec!["unknown key `a` at line 1; valid keys here: backend"],
+        ),
+        // Wrong types.
+        (
+            "string for a number",
+            recipe_with("  batch_size: 8", "  batch_size: eight").into(),
+            vec!["`train.batch_size` at line 26 has `eight`: expected a whole number"],
+        ),
+        (
+            "string for a float",
+            recipe_with("  lr: 1.0e-2", "  lr: fast").into(),
+            vec!["`optim.lr` at line 20 has `fast`: expected a number"],
+        ),
+        (
+            "not a boolean",
+            recipe_with("  lr: 1.0e-2", "  lr: 1.0e-2\n  nesterov: maybe").into(),
+            vec!["`optim.nesterov` at line 21 has `maybe`: expected true or false"],
+        ),
+        (
+            "list for a mapping",
+            recipe_with(
+                "optim:\n  type: adamw\n  lr: 1.0e-2\n  weight_decay: 0.0\n",
+                "optim: [adamw]\n",
+            )
+            .into(),
+            vec!["`optim` at line 18: expected a mapping"],
+        ),
+        (
+            "mapping for a scalar",
+            recipe_with("seed: 7", "seed: {value: 7}").into(),
+            vec!["`seed` at line 4: expected a single value"],
+        ),
+        (
+            "scalar for the model section",
+            recipe_with(model, "model: gpt2\n").into(),
+            vec!["`model` at line 11 has `gpt2`"],
+        ),
+        (
+            "wrong type in the buffered model section",
+            recipe_with("  n_layer: 1", "  n_layer: four").into(),
+            vec!["`model` at line 11", "expected usize"],
+        ),
+        // Out of range.
+        (
+            "negative whole number",
+            recipe_with("  batch_size: 8", "  batch_size: -4").into(),
+            vec!["`train.batch_size` at line 26 has `-4`: expected a whole number from 0"],
+        ),
+        (
+            "zero where positive is needed",
+            recipe_with("  batch_size: 8", "  batch_size: 0").into(),
+            vec![
+                "recipe.yaml: invalid recipe",
+                "`train.batch_size` must be at least 1",
+            ],
+        ),
+        (
+            "dropout above 1",
+            recipe_with("  dropout: 0.0", "  dropout: 1.5").into(),
+            vec![
+                "recipe.yaml: invalid recipe",
+                "`model.dropout` must be in [0, 1), got 1.5",
+            ],
+        ),
+        // Not finite, too large.
+        (
+            "NaN learning rate",
+            recipe_with("  lr: 1.0e-2", "  lr: .nan").into(),
+            vec!["`optim.lr` must be positive, got NaN"],
+        ),
+        (
+            "infinite epsilon",
+            recipe_with("  lr: 1.0e-2", "  lr: 1.0e-2\n  eps: .inf").into(),
+            vec!["`optim.eps` must be positive, got inf"],
+        ),
+        (
+            "infinite weight decay",
+            recipe_with("  weight_decay: 0.0", "  weight_decay: .inf").into(),
+            vec!["`optim.weight_decay` must be 0 or positive, got inf"],
+        ),
+        (
+            "NaN DWA temperature",
+            format!("{base}loss:\n  temperature: .nan\n").into(),
+            vec!["`loss.temperature` must be positive, got NaN"],
+        ),
+        (
+            "NaN in the buffered model section",
+            recipe_with("  dropout: 0.0", "  dropout: .nan").into(),
+            vec![
+                "`model.dropout` at line 17 has `.nan`",
+                "not a finite number",
+            ],
+        ),
+        (
+            "float beyond f64",
+            recipe_with("  lr: 1.0e-2", "  lr: 1e400").into(),
+            vec!["`optim.lr` at line 20 has `1e400`: expected a number"],
+        ),
+        (
+            "integer beyond u64",
+            recipe_with("  max_steps: 5", "  max_steps: 99999999999999999999999").into(),
+            vec![
+                "`train.max_steps` at line 25 has `99999999999999999999999`: expected a whole number from 0 to 18446744073709551615",
+            ],
+        ),
+        // Whole-file shapes.
+        (
+            "empty file",
+            Vec::new(),
+            vec!["recipe.yaml: the recipe is empty"],
+        ),
+        (
+            "only a comment",
+            b"# nothing yet\n".to_vec(),
+            vec!["recipe.yaml: the recipe is empty"],
+        ),
+        (
+            "a list, not a mapping",
+            b"- data\n- model\n".to_vec(),
+            vec!["recipe.yaml: the recipe is a list (line 1); it must be a mapping"],
+        ),
+        (
+            "not UTF-8",
+            [base.as_bytes(), b"# \xff\xfe\n"].concat(),
+            vec!["recipe.yaml is not valid UTF-8"],
+        ),
+        // Missing and unknown.
+        (
+            "missing section",
+            base.replace(model, "").into(),
+            vec!["missing key `model` at the top level"],
+        ),
+        (
+            "missing key",
+            recipe_with("  train: input.txt\n", "").into(),
+            vec!["missing key `data.train` in `data` at line 6"],
+        ),
+        (
+            "unknown model type",
+            recipe_with("  type: gpt2", "  type: gpt3").into(),
+            vec![
+                "unknown value `gpt3` for `model.type` at line 12; did you mean `gpt2`? valid values: gpt2,",
+            ],
+        ),
+        (
+            "unknown tokenizer type",
+            recipe_with("    type: char", "    type: chars").into(),
+            vec![
+                "unknown value `chars` for `data.tokenizer.type` at line 10; did you mean `char`?",
+            ],
+        ),
+    ];
+    assert!(cases.len() >= 30);
+    let mut failures = Vec::new();
+    for (name, recipe, needles) in &cases {
+        let s = Scratch::new();
+        s.write("recipe.yaml", recipe);
+        let out = s.run(&["recipe", "check", "recipe.yaml"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let bad = out.status.code() != Some(2)
+            || stderr.contains("panicked")
+            || stderr.contains("internal failure")
+            || needles.iter().any(|n| !stderr.contains(n));
+        if bad {
+            failures.push(format!(
+                "{name} (exit {:?}, wanted {needles:?}):\n{stderr}",
+                out.status.code()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A byte-order mark and Windows line ends, alone or together, are read as the plain recipe.
+#[test]
+fn a_recipe_with_a_bom_or_crlf_line_ends_loads() {
+    let base = tiny_recipe("flex", 5);
+    let crlf = base.replace('\n', "\r\n");
+    for (name, recipe) in [
+        ("BOM", format!("\u{feff}{base}")),
+        ("CRLF", crlf.clone()),
+        ("BOM and CRLF", format!("\u{feff}{crlf}")),
+    ] {
+        let s = Scratch::new();
+        s.write("recipe.yaml", &recipe);
+        let out = s.run(&["recipe", "check", "recipe.yaml"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{name}: {stderr}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("batch_size: 8"),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn a_folder_given_as_the_recipe() {
+    let s = Scratch::new();
+    std::fs::create_dir(s.path().join("exp")).unwrap();
+    let out = s.run(&["recipe", "check", "exp"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("exp is a folder; give the recipe file"),
+        "{stderr}"
+    );
+}
