@@ -110,7 +110,8 @@ pub fn validate(recipe: &Recipe) -> Result<()> {
         format!("must be 0 or positive, got {}", s.min_lr),
     );
     check(
-        s.min_lr <= o.lr || !(o.lr > 0.0),
+        // Compared only with a valid `optim.lr` (NaN is reported once, above).
+        s.min_lr <= o.lr || o.lr <= 0.0 || o.lr.is_nan(),
         "scheduler.min_lr",
         format!("({}) must not exceed `optim.lr` ({})", s.min_lr, o.lr),
     );
