@@ -52,8 +52,8 @@ const MAX_REPLAYED_EVENTS: usize = 10_000;
 
 /// Parse recipe text; `origin` names the file in error messages.
 pub fn parse_recipe(text: &str, origin: &str) -> Result<Recipe> {
-    // Editors on Windows may start the file with a byte-order mark; YAML allows it there.
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // A byte-order mark (Windows editors) and CRLF line ends need nothing: serde-saphyr reads
+    // both (tests/bad_recipes.rs checks it).
     let mut options = yaml_options();
     // A repeated key is an error (also serde-saphyr's default, stated because it matters): the
     // first value would otherwise be dropped without a word.
