@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Scratch, tiny_recipe};
+use common::{Scratch, tiny_recipe, truncate_to_a_fraction};
 use std::process::Output;
 
 /// The line of `prepare-data`'s report that gives the vocabulary size.
@@ -281,13 +281,7 @@ fn checkpoints_and_arguments() {
     // Truncated weights of a checkpoint without a manifest (as written before manifests).
     std::fs::remove_file(step.join("manifest.json")).unwrap();
     let weights = step.join("model.safetensors");
-    let length = std::fs::metadata(&weights).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&weights)
-        .unwrap()
-        .set_len(length / 3)
-        .unwrap();
+    truncate_to_a_fraction(&weights, 3);
     expect(
         &s,
         &eval("exp/checkpoints/step_00000010"),

@@ -169,16 +169,22 @@ fn start_long_run(s: &Scratch, extra: &[&str]) -> Child {
         "train.max_steps=1000000",
     ];
     args.extend(extra);
-    let child = mpirun(s, 2, &args)
+    start_run(s, &args, 1)
+}
+
+/// `mpirun -np 2 nlpkit ARGS` in the background, once it has written `records` lines of
+/// `exp/metrics.jsonl`.
+fn start_run(s: &Scratch, args: &[&str], records: usize) -> Child {
+    let child = mpirun(s, 2, args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let metrics = s.path().join("exp/metrics.jsonl");
     let deadline = Instant::now() + Duration::from_secs(120);
-    while std::fs::metadata(&metrics).map_or(true, |m| m.len() == 0) {
+    while std::fs::read_to_string(&metrics).map_or(0, |m| m.lines().count()) < records {
         assert!(Instant::now() < deadline, "training never started");
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(20));
     }
     child
 }
@@ -285,17 +291,7 @@ fn a_stop_signal_to_one_rank_stops_every_rank_after_the_same_step() {
         &["train", "recipe.yaml", "-q", "--set", "output_dir=straight"],
     ));
     let dir = s.path().canonicalize().unwrap();
-    let child = mpirun(&s, 2, &["train", "recipe.yaml", "-q"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let metrics = s.path().join("exp/metrics.jsonl");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while std::fs::read_to_string(&metrics).map_or(0, |m| m.lines().count()) < 5 {
-        assert!(Instant::now() < deadline, "training never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let child = start_run(&s, &["train", "recipe.yaml", "-q"], 5);
     Command::new("kill")
         .args(["-TERM", &rank_pid(&dir, 1).to_string()])
         .status()

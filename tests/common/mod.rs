@@ -157,6 +157,13 @@ pub fn same_weights(a: &Path, b: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Cut a file to `1 / parts` of its length, as an interrupted copy leaves it.
+pub fn truncate_to_a_fraction(path: &Path, parts: u64) {
+    let length = std::fs::metadata(path).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.set_len(length / parts).unwrap();
+}
+
 /// The largest absolute difference between the f32 tensors of two safetensors files.
 pub fn max_weight_difference(a: &Path, b: &Path) -> f32 {
     let (ba, bb) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
