@@ -130,12 +130,27 @@ fn stop_signals_save_the_current_step_and_the_resumed_run_equals_a_straight_one(
 #[test]
 fn a_second_sigint_aborts_at_once() {
     let s = Scratch::with_recipe(&resumable_recipe(100_000));
-    let mut child = spawn_train(&s, &[]);
+    // Steps of a tenth of a second or more, so that the second signal comes inside the step the
+    // first one lets finish.
+    let slow = [
+        "--set",
+        "model.n_embd=256",
+        "--set",
+        "model.block_size=128",
+        "--set",
+        "train.batch_size=32",
+    ];
+    let mut child = spawn_train(&s, &slow);
     wait_for_steps(&s, &mut child, 2);
     send(&child, "INT");
+    std::thread::sleep(Duration::from_millis(10));
     send(&child, "INT");
     let (status, stderr) = finish(child);
     assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(
+        !stderr.contains("stopped training"),
+        "not the graceful stop: {stderr}"
+    );
 }
 
 /// SIGKILL at 24 pseudo-random moments (during start-up, steps, validation and checkpoint
