@@ -187,10 +187,12 @@ impl TextTokenizer {
     /// Encode a long text: in pieces encoded in parallel where that gives the tokens of the
     /// whole text, whole otherwise.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        if !self.splits_at_spaces {
-            return self.encode_in_pieces(text, usize::MAX);
-        }
-        self.encode_in_pieces(text, 64 * 1024)
+        let piece_bytes = if self.splits_at_spaces {
+            64 * 1024
+        } else {
+            usize::MAX
+        };
+        self.encode_in_pieces(text, piece_bytes)
     }
 
     /// Pieces of about `piece_bytes` are cut just before a space that follows a non-space

@@ -200,10 +200,18 @@ fn canonical_safetensors_header(path: &Path) -> Result<()> {
 /// Sort a safetensors header (the JSON after the 8-byte length) in place: tensors by name,
 /// metadata by key, padded with spaces to its length as safetensors pads it.
 pub fn sort_safetensors_header(header: &mut [u8]) -> std::result::Result<(), String> {
-    // A BTreeMap at both levels sorts the tensors' names and the metadata's keys.
-    let parsed: std::collections::BTreeMap<String, serde_json::Value> =
+    use std::collections::BTreeMap;
+    // Typed maps sort the tensors' names and the metadata's keys whatever order serde_json's
+    // own map keeps.
+    let mut parsed: BTreeMap<String, serde_json::Value> =
         serde_json::from_slice(header).map_err(|e| e.to_string())?;
-    let sorted = serde_json::to_vec(&parsed).expect("a JSON map serialises");
+    if let Some(metadata) = parsed.remove("__metadata__") {
+        let metadata: BTreeMap<String, String> =
+            serde_json::from_value(metadata).map_err(|e| e.to_string())?;
+        let metadata = serde_json::to_value(metadata).map_err(|e| e.to_string())?;
+        parsed.insert("__metadata__".into(), metadata);
+    }
+    let sorted = serde_json::to_vec(&parsed).map_err(|e| e.to_string())?;
     if sorted.len() > header.len() {
         return Err("its header grew when sorted".into());
     }
@@ -219,24 +227,27 @@ struct FileRecord {
     sha256: String,
 }
 
-/// Size and SHA-256 of a file, flushed to disk on the way (the manifest vouches for it).
+/// Size and SHA-256 of a file.
 fn record_file(path: &Path) -> Result<FileRecord> {
     use sha2::{Digest, Sha256};
     let mut file = std::fs::File::open(path).with_path("open", path)?;
     let mut hasher = Sha256::new();
     let bytes = std::io::copy(&mut file, &mut hasher).with_path("read", path)?;
-    file.sync_all().with_path("sync", path)?;
     Ok(FileRecord {
         bytes,
         sha256: format!("{:x}", hasher.finalize()),
     })
 }
 
-/// `manifest.json` in `dir`: each named file's size and SHA-256, by name.
+/// `manifest.json` in `dir`: each named file's size and SHA-256, by name. The files are flushed
+/// to disk first: the manifest vouches for what is on it.
 pub fn write_manifest(dir: &Path, names: &[&str]) -> Result<()> {
     let mut files = std::collections::BTreeMap::new();
     for name in names {
-        files.insert(name.to_string(), record_file(&dir.join(name))?);
+        let path = dir.join(name);
+        let file = std::fs::File::open(&path).with_path("open", &path)?;
+        file.sync_all().with_path("sync", &path)?;
+        files.insert(name.to_string(), record_file(&path)?);
     }
     let json = serde_json::to_string_pretty(&serde_json::json!({ "files": files }))
         .expect("the manifest serialises");
