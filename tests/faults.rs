@@ -5,6 +5,7 @@
 mod common;
 
 use common::{Scratch, resumable_recipe, same_weights, truncate_to_a_fraction};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
@@ -153,24 +154,32 @@ fn a_second_sigint_aborts_at_once() {
     );
 }
 
+/// Delays of 30 to 330 ms from a fixed linear congruential sequence: the same moments on every
+/// run of a test.
+fn delays(seed: u64) -> impl FnMut() -> Duration {
+    let mut state = seed;
+    move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        Duration::from_millis(30 + (state >> 33) % 300)
+    }
+}
+
+// Both random-moment tests take enough steps that their signals come before the end on a
+// machine twice as fast as this one (a 2-core AMD EPYC Zen 3 trains about 200 steps/s here, and
+// 24 signals allow at most 8 s).
+const RANDOM_MOMENT_STEPS: usize = 4000;
+
 /// SIGKILL at 24 pseudo-random moments (during start-up, steps, validation and checkpoint
 /// writes), each followed by `--resume`: the run ends with the weights of an uninterrupted one,
 /// and `metrics.jsonl` holds every step exactly once.
 #[test]
 fn killed_at_random_moments_and_resumed_each_time_ends_as_a_straight_run() {
-    // Enough steps that 24 kills come before the end on a machine twice as fast as this one
-    // (a 2-core AMD EPYC Zen 3 trains about 200 steps/s here, and the kills allow at most 8 s).
-    let steps = 4000;
+    let steps = RANDOM_MOMENT_STEPS;
     let straight = straight_run(steps);
     let s = Scratch::with_recipe(&resumable_recipe(steps));
-    // A fixed linear congruential sequence: the same moments on every run of the test.
-    let mut state = 0x2545_f491_u64;
-    let mut next_delay = || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        Duration::from_millis(30 + (state >> 33) % 300)
-    };
+    let mut next_delay = delays(0x2545_f491);
     let mut kills = 0;
     while kills < 24 {
         let mut child = spawn_train(&s, &[]);
@@ -189,6 +198,78 @@ fn killed_at_random_moments_and_resumed_each_time_ends_as_a_straight_run() {
     let reached = latest_step(&s).unwrap_or(0);
     assert!(reached < steps as u64, "the kills left nothing to resume");
     resume_to_the_end_as(&s, &straight, steps);
+}
+
+/// SIGTERM at 24 pseudo-random moments, each followed by `--resume`: every stop that found
+/// training under way exits 143 with the checkpoint of the last step logged (no step lost; one
+/// during start-up ends the process before training), and the run ends as an uninterrupted one.
+#[test]
+fn stopped_at_random_moments_and_resumed_each_time_ends_as_a_straight_run() {
+    let steps = RANDOM_MOMENT_STEPS;
+    let straight = straight_run(steps);
+    let s = Scratch::with_recipe(&resumable_recipe(steps));
+    let mut next_delay = delays(0x9e37_79b9);
+    let (mut signals, mut graceful) = (0, 0);
+    while signals < 24 {
+        let child = spawn_train(&s, &[]);
+        std::thread::sleep(next_delay());
+        send(&child, "TERM");
+        signals += 1;
+        let (status, stderr) = finish(child);
+        if status.success() {
+            break; // finished before the signal: the machine is faster than planned
+        }
+        if stderr.contains("stopped training after step") {
+            assert_eq!(status.code(), Some(143), "{stderr}");
+            assert_eq!(latest_step(&s), logged_steps(&s).last().copied());
+            graceful += 1;
+        } else {
+            // Before the loop listens, SIGTERM's default action ends the process.
+            assert_eq!(status.signal(), Some(15), "{status}: {stderr}");
+        }
+    }
+    eprintln!("{graceful} of {signals} stops came during training");
+    assert!(
+        graceful >= 16,
+        "only {graceful} of {signals} stops came during training"
+    );
+    resume_to_the_end_as(&s, &straight, steps);
+}
+
+/// A stop saves BatchNorm's running statistics as the step it finished left them (the stop's
+/// save has no validation pass before it, which would bring them up to date), so the stopped
+/// and resumed run ends as a straight one.
+#[test]
+fn a_stopped_batch_norm_model_resumes_to_the_straight_run() {
+    // Few steps after the stop, or the running statistics forget the difference (momentum 0.1).
+    let steps = 60;
+    // Validated and saved at the end only.
+    let apart = [
+        "--set",
+        "train.eval_interval=1000",
+        "--set",
+        "train.save_interval=1000",
+    ];
+    let straight = Scratch::batch_norm(steps);
+    let mut train = vec!["train", "recipe.yaml", "--quiet"];
+    train.extend(apart);
+    straight.ok(&train);
+    let s = Scratch::batch_norm(steps);
+    let mut child = spawn_train(&s, &apart);
+    wait_for_steps(&s, &mut child, 3);
+    send(&child, "TERM");
+    let (status, stderr) = finish(child);
+    assert_eq!(status.code(), Some(143), "{stderr}");
+    let stopped = latest_step(&s).unwrap();
+    assert!(stopped < steps as u64, "stopped at step {stopped}");
+    let mut resume = vec!["train", "recipe.yaml", "--resume", "--quiet"];
+    resume.extend(apart);
+    s.ok(&resume);
+    same_weights(
+        &final_weights(&straight, steps as u64),
+        &final_weights(&s, steps as u64),
+    )
+    .expect("the stopped and resumed run ends with the straight run's weights and statistics");
 }
 
 /// A write that fails mid-save (EFBIG here, from a file-size limit between the sizes of the

@@ -10,6 +10,9 @@
 //! NLPKIT_FUZZ_SECONDS=600 cargo test --release --test fuzz -- --nocapture
 //! ```
 
+mod common;
+
+use common::repository_file;
 use nlpkit::data::{parallel, table, tagging};
 use nlpkit::recipe::{CsvSection, ParallelSection};
 use std::collections::BTreeSet;
@@ -187,10 +190,6 @@ fn fuzz(name: &str, seeds: Vec<Vec<u8>>, iterations: usize, target: impl Fn(&[u8
         outcomes.contains("ok") && outcomes.len() > 1,
         "{name}: the mutations must reach both accepted and refused inputs: {outcomes:?}"
     );
-}
-
-fn repository_file(path: &str) -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
 }
 
 /// The first `n` lines of a repository file, each a seed of `per_seed` lines.

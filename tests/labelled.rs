@@ -4,23 +4,8 @@
 
 mod common;
 
-use common::{Scratch, assert_loss_falls, same_weights};
+use common::{Scratch, assert_loss_falls, repository_file, reviews, same_weights};
 use std::path::Path;
-
-fn repository_file(path: &str) -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
-        .unwrap_or_else(|_| panic!("{path} is in the repository"))
-}
-
-/// The header, the first `each` (positive) and the last `each` (negative) reviews.
-fn reviews(each: usize) -> String {
-    let full = repository_file("data/waimai_10k/waimai_10k.csv");
-    let lines: Vec<&str> = full.lines().collect();
-    let mut out = vec![lines[0]];
-    out.extend(&lines[1..=each]);
-    out.extend(&lines[lines.len() - each..]);
-    out.join("\n") + "\n"
-}
 
 /// The first `n` sentences of the MSRA NER corpus.
 fn tagged_sentences(n: usize) -> String {

@@ -5,46 +5,75 @@
 //! dominate.
 
 use super::Ranks;
+use crate::train::params::{running_statistics, set_running_statistics};
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 
-/// Average `grads` over the ranks, and `scalars` (e.g. this rank's loss) with them in the same
-/// buffer. Every rank must hold gradients for the same parameters.
-pub fn average_gradients<M: Module>(
-    model: &M,
+/// Average `grads` over the ranks, with the model's running statistics and `scalars` (e.g. this
+/// rank's loss) in the same buffer; returns the model with the averaged statistics. Every rank
+/// must hold gradients for the same parameters.
+///
+/// Running statistics (BatchNorm's running mean and variance) are updated by each rank from its
+/// own slice of the batch; averaged at every step they stay equal across ranks, and the running
+/// mean is then the one a single process would keep over the whole batch.
+pub fn average_step<M: Module>(
+    model: M,
     mut grads: GradientsParams,
     scalars: &mut [f32],
     ranks: &Ranks,
     step: usize,
-) -> GradientsParams {
+) -> (M, GradientsParams) {
     if ranks.world == 1 {
-        return grads;
+        return (model, grads);
     }
-    let (flat, layout) = flatten(model, &mut grads);
-    let Some(flat) = flat else {
-        ranks.sum(scalars, &format!("the loss all-reduce of step {step}"));
-        scalars.iter_mut().for_each(|s| *s /= ranks.world as f32);
-        return grads;
-    };
-    let device = flat.device();
-    let mut buffer: Vec<f32> = flat
-        .try_into_vec_as::<f32>()
-        .expect("a float tensor reads back as f32");
-    let len = buffer.len();
+    let (flat, layout) = flatten(&model, &mut grads);
+    let device = flat.as_ref().map(|flat| flat.device());
+    let mut buffer: Vec<f32> = flat.map_or_else(Vec::new, read_back);
+    let grads_len = buffer.len();
+    let statistics = running_statistics(&model);
+    for (_, values) in &statistics {
+        buffer.extend(read_back(values.clone()));
+    }
+    let statistics_end = buffer.len();
     buffer.extend_from_slice(scalars);
     ranks.sum(
         &mut buffer,
         &format!("the gradient all-reduce of step {step}"),
     );
     let scale = 1.0 / ranks.world as f32;
-    for (out, summed) in scalars.iter_mut().zip(&buffer[len..]) {
+    for (out, summed) in scalars.iter_mut().zip(&buffer[statistics_end..]) {
         *out = summed * scale;
     }
-    buffer.truncate(len);
+    let mut summed = &buffer[grads_len..statistics_end];
+    let averaged = statistics
+        .into_iter()
+        .map(|(id, values)| {
+            let (these, rest) = summed.split_at(values.shape().num_elements());
+            summed = rest;
+            let mean: Vec<f32> = these.iter().map(|v| v * scale).collect();
+            let len = mean.len();
+            (
+                id,
+                Tensor::from_data(TensorData::new(mean, [len]), &values.device()),
+            )
+        })
+        .collect();
+    let model = set_running_statistics(model, averaged);
+    let Some(device) = device else {
+        return (model, grads);
+    };
+    buffer.truncate(grads_len);
     let averaged =
-        Tensor::<1>::from_data(TensorData::new(buffer, [len]), &device).mul_scalar(scale);
-    unflatten(model, averaged, &layout)
+        Tensor::<1>::from_data(TensorData::new(buffer, [grads_len]), &device).mul_scalar(scale);
+    let grads = unflatten(&model, averaged, &layout);
+    (model, grads)
+}
+
+fn read_back(values: Tensor<1>) -> Vec<f32> {
+    values
+        .try_into_vec_as::<f32>()
+        .expect("a float tensor reads back as f32")
 }
 
 /// Ids of the flattened gradients, in order, with their element counts.

@@ -104,6 +104,8 @@ fn write_files<M: ModuleSnapshot>(
     let mut store = SafetensorsStore::from_file(tmp.join(MODEL_FILE))
         .metadata("nlpkit_step", state.step.to_string())
         .overwrite(true);
+    // The running statistics of the step just taken, not of the one before it.
+    crate::train::params::sync_running_statistics(model);
     model
         .save_into(&mut store)
         .map_err(|e| Error::Run(format!("cannot write model weights: {e}")))?;

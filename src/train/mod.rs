@@ -11,7 +11,7 @@ pub mod schedule;
 pub mod stop;
 pub mod weighting;
 
-use crate::distributed::grads::{average_gradients, weights_checksum};
+use crate::distributed::grads::{average_step, weights_checksum};
 use crate::distributed::{Ranks, Shard};
 use crate::error::{Error, Result};
 use crate::experiment::Experiment;
@@ -247,7 +247,8 @@ pub fn train<T: Task>(
         buffer.push(if stop_signal.is_some() { 1.0 } else { 0.0 });
         // Validation's collectives are not part of the step: leave them out of the share.
         ranks.take_comm_seconds();
-        let mut grads = average_gradients(&model, grads, &mut buffer, ranks, step + 1);
+        let (averaged, mut grads) = average_step(model, grads, &mut buffer, ranks, step + 1);
+        model = averaged;
         window_allreduce_s += ranks.take_comm_seconds();
         let stop_now = buffer.pop().is_some_and(|asked| asked > 0.0);
         let figures = StepFigures::from_buffer(&buffer, parts);

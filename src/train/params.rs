@@ -45,6 +45,54 @@ pub fn named_params<M: Module>(model: &M) -> Vec<(String, ParamId, usize)> {
     names.out
 }
 
+/// The tensors a model keeps up to date without training them (BatchNorm's running mean and
+/// variance), current as of the last forward pass, in visiting order. A frozen parameter would
+/// count as one too.
+pub fn running_statistics<M: Module>(model: &M) -> Vec<(ParamId, Tensor<1>)> {
+    struct Untrained(Vec<(ParamId, Tensor<1>)>);
+    impl ModuleVisitor for Untrained {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let value = param.val();
+            if !value.is_require_grad() {
+                let len = value.shape().num_elements();
+                self.0.push((param.id, value.reshape([len])));
+            }
+        }
+    }
+    let mut untrained = Untrained(Vec::new());
+    model.visit(&mut untrained);
+    if untrained.0.is_empty() {
+        return untrained.0;
+    }
+    // Burn holds a forward pass's update of a running statistic aside until the next update or
+    // a `valid()` copy, so a visit sees the value before it; taking a copy folds the update in.
+    sync_running_statistics(model);
+    untrained.0.clear();
+    model.visit(&mut untrained);
+    untrained.0
+}
+
+/// Fold the pending updates of the model's running statistics in, so that what visits the model
+/// (a checkpoint, a checksum) sees their current values.
+pub fn sync_running_statistics<M: Module>(model: &M) {
+    let _ = model.valid();
+}
+
+/// The model with the running statistics of `values` (ids and values as
+/// [`running_statistics`] gives them) set.
+pub fn set_running_statistics<M: Module>(model: M, values: Vec<(ParamId, Tensor<1>)>) -> M {
+    struct Set(std::collections::HashMap<ParamId, Tensor<1>>);
+    impl ModuleMapper for Set {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            match self.0.remove(&param.id) {
+                Some(value) => param.map(|old| value.reshape(old.shape().dims::<D>())),
+                None => param,
+            }
+        }
+    }
+    model.map(&mut Set(values.into_iter().collect()))
+}
+
 /// Parameters that weight decay must leave alone: biases, norm gains and shifts, embeddings
 /// (GPT-2/BERT practice; rank-1 tensors are biases and norm parameters).
 pub fn no_decay_ids<M: Module>(model: &M) -> Vec<ParamId> {
@@ -134,6 +182,42 @@ pub(crate) mod tests {
             a: LinearConfig::new(3, 2).init(device),
             b: LinearConfig::new(2, out).init(device),
         })
+    }
+
+    #[derive(Module, Debug)]
+    struct Normed {
+        norm: burn::nn::BatchNorm,
+    }
+
+    fn values(tensor: &Tensor<1>) -> Vec<f32> {
+        tensor.clone().try_into_vec_as::<f32>().unwrap()
+    }
+
+    #[test]
+    fn running_statistics_are_those_of_the_last_forward_pass_and_can_be_set() {
+        let device = Device::flex().autodiff();
+        let model = Normed {
+            norm: burn::nn::BatchNormConfig::new(2).init(&device),
+        };
+        // Two sequences of one position, two channels: batch means 2 and 15.
+        let x = Tensor::<3>::from_data([[[1.0f32], [10.0]], [[3.0], [20.0]]], &device);
+        let _ = model.norm.forward(x);
+        let statistics = running_statistics(&model);
+        assert_eq!(
+            statistics.len(),
+            2,
+            "running mean and variance, not gamma and beta"
+        );
+        // Momentum 0.1 from a running mean of 0.
+        let mean = values(&statistics[0].1);
+        assert!(
+            (mean[0] - 0.2).abs() < 1e-6 && (mean[1] - 1.5).abs() < 1e-6,
+            "{mean:?}"
+        );
+
+        let set = Tensor::<1>::from_data([5.0f32, 6.0], &device);
+        let model = set_running_statistics(model, vec![(statistics[0].0, set)]);
+        assert_eq!(values(&running_statistics(&model)[0].1), [5.0, 6.0]);
     }
 
     #[test]

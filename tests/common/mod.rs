@@ -19,6 +19,23 @@ pub fn shakespeare(chars: usize) -> String {
     full[..cut].to_string()
 }
 
+/// A file of the repository, as text.
+pub fn repository_file(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap_or_else(|_| panic!("{path} is in the repository"))
+}
+
+/// The header, the first `each` (positive) and the last `each` (negative) reviews of the waimai
+/// corpus.
+pub fn reviews(each: usize) -> String {
+    let full = repository_file("data/waimai_10k/waimai_10k.csv");
+    let lines: Vec<&str> = full.lines().collect();
+    let mut out = vec![lines[0]];
+    out.extend(&lines[1..=each]);
+    out.extend(&lines[lines.len() - each..]);
+    out.join("\n") + "\n"
+}
+
 /// A recipe for a tiny GPT on `input.txt`, to which `extra` YAML is appended (later keys of the
 /// same section are not merged, so pass whole sections in `extra` only when `base` lacks them).
 pub fn tiny_recipe(backend: &str, max_steps: usize) -> String {
@@ -70,6 +87,29 @@ impl Scratch {
         let s = Self::new();
         s.write("input.txt", shakespeare(60_000));
         s.write("recipe.yaml", recipe);
+        s
+    }
+
+    /// A scratch folder holding `reviews.csv` (300 waimai reviews) and `recipe.yaml`: TextCNN
+    /// with BatchNorm and dropout, `max_steps` steps, validated and saved every 4.
+    pub fn batch_norm(max_steps: usize) -> Self {
+        let s = Self::new();
+        s.write("reviews.csv", reviews(150));
+        s.write(
+            "recipe.yaml",
+            format!(
+                "seed: 3\noutput_dir: exp\n\
+                 data:\n  format: csv\n  train: reviews.csv\n  \
+                 csv: {{text_column: review, label_column: label}}\n  \
+                 split: {{train: 0.8, valid: 0.1, test: 0.1, shuffle: true}}\n  \
+                 tokenizer: {{type: char}}\n\
+                 model:\n  type: cnn\n  embedding_dim: 16\n  kernel_sizes: [2, 3]\n  channels: 16\n  \
+                 batch_norm: true\n  dropout: 0.1\n\
+                 optim:\n  lr: 2.0e-3\n\
+                 train:\n  max_steps: {max_steps}\n  batch_size: 8\n  log_interval: 1\n  \
+                 eval_interval: 4\n  save_interval: 4\n"
+            ),
+        );
         s
     }
 
