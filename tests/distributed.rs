@@ -6,7 +6,8 @@
 mod common;
 
 use common::{
-    Scratch, max_weight_difference, resumable_recipe, same_weights, succeeded, tiny_recipe,
+    Scratch, latest_step, logged_steps, max_weight_difference, resumable_recipe, same_weights,
+    succeeded, tiny_recipe,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -373,18 +374,6 @@ fn fault_plan(seed: u64, count: usize, max_ms: u64) -> Vec<([bool; 2], Duration)
         .collect()
 }
 
-/// The train steps logged in `exp/metrics.jsonl`, in order.
-fn logged_steps(s: &Scratch) -> Vec<u64> {
-    let Ok(text) = std::fs::read_to_string(s.path().join("exp/metrics.jsonl")) else {
-        return Vec::new();
-    };
-    text.lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("whole JSON lines"))
-        .filter(|v| v["split"] == "train")
-        .map(|v| v["step"].as_u64().unwrap())
-        .collect()
-}
-
 /// `mpirun -np 2 nlpkit train recipe.yaml --resume` in the background, once both ranks run;
 /// with their process ids.
 fn start_resumed_ranks(s: &Scratch, dir: &Path, stderr: Stdio) -> (Child, [u32; 2]) {
@@ -393,10 +382,15 @@ fn start_resumed_ranks(s: &Scratch, dir: &Path, stderr: Stdio) -> (Child, [u32; 
         .stderr(stderr)
         .spawn()
         .unwrap();
+    (child, wait_for_ranks(dir))
+}
+
+/// The process ids of ranks 0 and 1 of the job in `dir`, once both run.
+fn wait_for_ranks(dir: &Path) -> [u32; 2] {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let (Some(a), Some(b)) = (find_rank(dir, 0), find_rank(dir, 1)) {
-            return (child, [a, b]);
+            return [a, b];
         }
         assert!(Instant::now() < deadline, "the ranks never started");
         std::thread::sleep(Duration::from_millis(2));
@@ -509,16 +503,4 @@ fn a_two_rank_run_stopped_at_random_moments_and_resumed_ends_as_a_straight_run()
     eprintln!("{graceful} of 20 stops came during training");
     assert!(graceful >= 10, "only {graceful} stops came during training");
     resume_to_the_end_as(&s, "straight", steps);
-}
-
-/// The newest checkpoint's step in `exp`.
-fn latest_step(s: &Scratch) -> Option<u64> {
-    std::fs::read_dir(s.path().join("exp/checkpoints"))
-        .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.strip_prefix("step_")?.parse::<u64>().ok()
-        })
-        .max()
 }

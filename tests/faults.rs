@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{Scratch, resumable_recipe, same_weights, truncate_to_a_fraction};
+use common::{
+    Scratch, latest_step, logged_steps, resumable_recipe, same_weights, truncate_to_a_fraction,
+};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
@@ -27,30 +29,6 @@ fn send(child: &Child, signal: &str) {
         .status()
         .unwrap();
     assert!(sent.success(), "kill -{signal}");
-}
-
-/// The train steps logged in `exp/metrics.jsonl`, in order.
-fn logged_steps(s: &Scratch) -> Vec<u64> {
-    let Ok(text) = std::fs::read_to_string(s.path().join("exp/metrics.jsonl")) else {
-        return Vec::new();
-    };
-    text.lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("whole JSON lines"))
-        .filter(|v| v["split"] == "train")
-        .map(|v| v["step"].as_u64().unwrap())
-        .collect()
-}
-
-/// The newest checkpoint's step.
-fn latest_step(s: &Scratch) -> Option<u64> {
-    std::fs::read_dir(s.path().join("exp/checkpoints"))
-        .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.strip_prefix("step_")?.parse::<u64>().ok()
-        })
-        .max()
 }
 
 fn checkpoint_dir(s: &Scratch, step: u64) -> PathBuf {

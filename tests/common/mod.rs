@@ -19,6 +19,30 @@ pub fn shakespeare(chars: usize) -> String {
     full[..cut].to_string()
 }
 
+/// The train steps logged in `exp/metrics.jsonl` of `s`, in order.
+pub fn logged_steps(s: &Scratch) -> Vec<u64> {
+    let Ok(text) = std::fs::read_to_string(s.path().join("exp/metrics.jsonl")) else {
+        return Vec::new();
+    };
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("whole JSON lines"))
+        .filter(|v| v["split"] == "train")
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect()
+}
+
+/// The step of the newest checkpoint in `exp` of `s`.
+pub fn latest_step(s: &Scratch) -> Option<u64> {
+    std::fs::read_dir(s.path().join("exp/checkpoints"))
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("step_")?.parse::<u64>().ok()
+        })
+        .max()
+}
+
 /// A file of the repository, as text.
 pub fn repository_file(path: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
