@@ -13,6 +13,7 @@ pub mod distributed;
 pub mod error;
 pub mod eval;
 pub mod experiment;
+pub mod hf;
 pub mod loss;
 pub mod models;
 pub mod recipe;

@@ -96,12 +96,18 @@ pub fn tokenizer_path(dir: &Path) -> PathBuf {
     dir.join("tokenizer.json")
 }
 
-/// The pretrained experiment's tokenizer, when fine-tuning.
-fn pretrained_tokenizer(recipe: &Recipe) -> Option<PathBuf> {
-    recipe
-        .init_from
-        .as_ref()
-        .map(|dir| crate::experiment::Experiment::new(dir).tokenizer_path())
+/// The pretrained model's tokenizer, when fine-tuning: an nlpkit experiment's, or an HF folder's
+/// `tokenizer.json`.
+fn pretrained_tokenizer(recipe: &Recipe) -> Result<Option<PathBuf>> {
+    let Some(dir) = recipe.init_from.as_ref() else {
+        return Ok(None);
+    };
+    if crate::hf::is_model_folder(dir) {
+        return crate::hf::tokenizer_path(dir).map(Some);
+    }
+    Ok(Some(
+        crate::experiment::Experiment::new(dir).tokenizer_path(),
+    ))
 }
 
 /// BERT pretraining reads documents (texts without labels) instead of labelled examples.
@@ -254,7 +260,7 @@ pub fn prepare_labelled(recipe: &Recipe, force: bool) -> Result<Prepared<Labelle
     let dir = recipe.prepared_dir();
     let data = &recipe.data;
     let mut inputs = prepared::split_inputs(data);
-    inputs.extend(pretrained_tokenizer(recipe).map(|p| (p, "init_from".into())));
+    inputs.extend(pretrained_tokenizer(recipe)?.map(|p| (p, "init_from".into())));
     let reads = if is_pretraining(recipe) {
         "documents"
     } else {
@@ -273,7 +279,7 @@ pub fn prepare_labelled(recipe: &Recipe, force: bool) -> Result<Prepared<Labelle
             data.train.display()
         )));
     }
-    let tokenizer = match pretrained_tokenizer(recipe) {
+    let tokenizer = match pretrained_tokenizer(recipe)? {
         Some(path) => TextTokenizer::load(&path)?,
         None => {
             let text_of = |split: &[Example]| -> String {

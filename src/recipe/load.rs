@@ -104,15 +104,20 @@ fn resolve(mut recipe: Recipe, origin: &str) -> Result<Recipe> {
             .as_ref()
             .filter(|d| !resolved || d.exists())
         {
-            let (_, pretrained) = crate::experiment::Experiment::open(dir)?;
-            let super::ModelSection::Bert(base) = &pretrained.model else {
-                return Err(Error::Recipe(format!(
-                    "`init_from: {}` is a {} experiment; fine-tuning starts from a bert one",
-                    dir.display(),
-                    pretrained.model.name()
-                )));
-            };
-            options.inherit(base)?;
+            if crate::hf::is_model_folder(dir) {
+                let config = crate::hf::read_config(dir)?;
+                options.inherit(&crate::hf::bert::options(&config, dir)?)?;
+            } else {
+                let (_, pretrained) = crate::experiment::Experiment::open(dir)?;
+                let super::ModelSection::Bert(base) = &pretrained.model else {
+                    return Err(Error::Recipe(format!(
+                        "`init_from: {}` is a {} experiment; fine-tuning starts from a bert one",
+                        dir.display(),
+                        pretrained.model.name()
+                    )));
+                };
+                options.inherit(base)?;
+            }
         }
     }
     recipe.model.options_mut().resolve()?;

@@ -515,24 +515,67 @@ fn regex_escape(text: &str) -> String {
         .collect()
 }
 
-/// The pretrained weights of a fine-tuning recipe (`init_from`), when it has one.
+/// The pretrained weights of a fine-tuning recipe (`init_from`), when it has one: an nlpkit
+/// experiment's checkpoint file, or an HF model folder.
 pub fn init_from_weights(recipe: &crate::recipe::Recipe) -> Result<Option<PathBuf>> {
-    recipe
-        .init_from
-        .as_deref()
-        .map(pretrained_weights)
-        .transpose()
+    let Some(dir) = recipe.init_from.as_deref() else {
+        return Ok(None);
+    };
+    if crate::hf::is_model_folder(dir) {
+        return Ok(Some(dir.to_path_buf()));
+    }
+    pretrained_weights(dir).map(Some)
 }
 
-/// `model` with the `bert.*` tensors of `pretrained` loaded, when given.
+/// `model` with the `bert.*` tensors of `pretrained` (a checkpoint file or an HF folder) loaded,
+/// when given.
 pub fn with_pretrained_encoder<M: ModuleSnapshot + Module>(
     model: M,
     pretrained: Option<&Path>,
 ) -> Result<M> {
     match pretrained {
+        Some(dir) if crate::hf::is_model_folder(dir) => load_hf_encoder(model, dir),
         Some(path) => load_part(model, path, "bert."),
         None => Ok(model),
     }
+}
+
+/// The encoder of an HF BERT folder loaded into `model`; what the model has beyond it (a new
+/// head) and what the checkpoint has beyond it (its own head) are listed, as transformers does.
+fn load_hf_encoder<M: ModuleSnapshot + Module>(mut model: M, dir: &Path) -> Result<M> {
+    let config = crate::hf::read_config(dir)?;
+    let options = crate::hf::bert::options(&config, dir)?;
+    let n_layer = options.n_layer.expect("set from the config");
+    let (tensors, unused) =
+        crate::hf::bert::encoder_tensors(crate::hf::read_weights(dir)?, n_layer)
+            .map_err(|e| Error::Data(format!("{}: {e}", dir.display())))?;
+    let mut store =
+        SafetensorsStore::from_bytes(Some(crate::hf::to_safetensors(&tensors))).allow_partial(true);
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| Error::Data(format!("cannot load {}: {e}", dir.display())))?;
+    let mut missing: Vec<&str> = result.missing.iter().map(|(p, _)| p.as_str()).collect();
+    missing.sort_unstable();
+    if !result.errors.is_empty() || missing.iter().any(|p| p.starts_with("bert.")) {
+        return Err(Error::Data(format!(
+            "{} does not fit this model's encoder: {result}",
+            dir.display()
+        )));
+    }
+    log::warn!(
+        "initialised the encoder from {} ({} tensors); newly initialised: {}",
+        dir.display(),
+        result.applied.len(),
+        if missing.is_empty() {
+            "none".to_string()
+        } else {
+            missing.join(", ")
+        }
+    );
+    if !unused.is_empty() {
+        log::warn!("left unused from the checkpoint: {}", unused.join(", "));
+    }
+    Ok(model)
 }
 
 /// The weights a fine-tuning run starts from: the pretraining experiment's best checkpoint by

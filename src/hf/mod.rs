@@ -1,0 +1,167 @@
+//! HuggingFace model folders as a fine-tuning recipe's starting point (`init_from: DIR`):
+//! `config.json`, the weights in `model.safetensors` (or the shards that
+//! `model.safetensors.index.json` lists) and `tokenizer.json`. Pickled PyTorch weights
+//! (`pytorch_model.bin`) are refused: loading them would execute code from the file.
+//!
+//! Each architecture's module maps the config to nlpkit's model options (refusing what would
+//! compute something else) and HF's tensors to nlpkit's, by name and layout.
+
+pub mod bert;
+
+use crate::error::{Error, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const CONFIG_FILE: &str = "config.json";
+const WEIGHTS_FILE: &str = "model.safetensors";
+const WEIGHTS_INDEX_FILE: &str = "model.safetensors.index.json";
+const PICKLED_WEIGHTS_FILE: &str = "pytorch_model.bin";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// Whether `dir` is an HF model folder (rather than an nlpkit experiment).
+pub fn is_model_folder(dir: &Path) -> bool {
+    dir.join(CONFIG_FILE).is_file()
+}
+
+/// A tensor read from an HF checkpoint, as f32.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HfTensor {
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
+/// `config.json`, parsed.
+pub fn read_config(dir: &Path) -> Result<serde_json::Value> {
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::Data(format!("{}: not valid JSON: {e}", path.display())))
+}
+
+/// The folder's tokenizer file.
+pub fn tokenizer_path(dir: &Path) -> Result<PathBuf> {
+    let path = dir.join(TOKENIZER_FILE);
+    if path.is_file() {
+        return Ok(path);
+    }
+    Err(Error::Data(format!(
+        "{} has no {TOKENIZER_FILE}; write one with transformers: \
+         `AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR)`",
+        dir.display()
+    )))
+}
+
+/// Every tensor of the folder's checkpoint (all shards), by HF name, as f32.
+pub fn read_weights(dir: &Path) -> Result<BTreeMap<String, HfTensor>> {
+    let mut tensors = BTreeMap::new();
+    for file in weight_files(dir)? {
+        let bytes = std::fs::read(&file)
+            .map_err(|e| Error::io(format!("cannot read {}", file.display()), e))?;
+        let bad = |e: &dyn std::fmt::Display| {
+            Error::Data(format!("{}: not a safetensors file: {e}", file.display()))
+        };
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(&e))?;
+        for (name, view) in st.tensors() {
+            // Integer tensors are buffers (BERT's `position_ids`), not weights.
+            if is_integer(view.dtype()) {
+                continue;
+            }
+            let values = to_f32(view.dtype(), view.data())
+                .ok_or_else(|| bad(&format!("tensor `{name}` has dtype {:?}", view.dtype())))?;
+            let shape = view.shape().to_vec();
+            tensors.insert(name, HfTensor { shape, values });
+        }
+    }
+    Ok(tensors)
+}
+
+/// The safetensors files holding the checkpoint.
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join(WEIGHTS_FILE);
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join(WEIGHTS_INDEX_FILE);
+    if index.is_file() {
+        let text = std::fs::read_to_string(&index)
+            .map_err(|e| Error::io(format!("cannot read {}", index.display()), e))?;
+        let parsed: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::Data(format!("{}: not valid JSON: {e}", index.display())))?;
+        let map = parsed["weight_map"]
+            .as_object()
+            .ok_or_else(|| Error::Data(format!("{}: no `weight_map` object", index.display())))?;
+        let files: std::collections::BTreeSet<&str> =
+            map.values().filter_map(|f| f.as_str()).collect();
+        return Ok(files.into_iter().map(|f| dir.join(f)).collect());
+    }
+    if dir.join(PICKLED_WEIGHTS_FILE).is_file() {
+        return Err(Error::Data(format!(
+            "{} holds its weights only as {PICKLED_WEIGHTS_FILE}, a pickle, which nlpkit does not \
+             load (loading one runs code from the file); convert it once with transformers: \
+             `AutoModel.from_pretrained(DIR).save_pretrained(DIR, safe_serialization=True)`",
+            dir.display()
+        )));
+    }
+    Err(Error::Data(format!(
+        "{} has neither {WEIGHTS_FILE} nor {WEIGHTS_INDEX_FILE}",
+        dir.display()
+    )))
+}
+
+fn is_integer(dtype: safetensors::Dtype) -> bool {
+    use safetensors::Dtype;
+    matches!(
+        dtype,
+        Dtype::BOOL
+            | Dtype::U8
+            | Dtype::I8
+            | Dtype::I16
+            | Dtype::U16
+            | Dtype::I32
+            | Dtype::U32
+            | Dtype::I64
+            | Dtype::U64
+    )
+}
+
+fn to_f32(dtype: safetensors::Dtype, data: &[u8]) -> Option<Vec<f32>> {
+    use safetensors::Dtype;
+    let words = |size: usize| data.chunks_exact(size);
+    Some(match dtype {
+        Dtype::F32 => words(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F16 => words(2)
+            .map(|b| burn::tensor::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => words(2)
+            .map(|b| burn::tensor::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::F64 => words(8)
+            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
+            .collect(),
+        _ => return None,
+    })
+}
+
+/// nlpkit-named tensors as safetensors bytes, for Burn's store to load like a checkpoint.
+pub fn to_safetensors(tensors: &BTreeMap<String, HfTensor>) -> Vec<u8> {
+    let bytes: Vec<(&String, &HfTensor, Vec<u8>)> = tensors
+        .iter()
+        .map(|(name, t)| {
+            (
+                name,
+                t,
+                t.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    let views = bytes.iter().map(|(name, t, data)| {
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape.clone(), data)
+                .expect("shape and length agree");
+        (name.to_string(), view)
+    });
+    safetensors::serialize(views, None).expect("in-memory serialisation")
+}

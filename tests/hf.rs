@@ -1,0 +1,106 @@
+//! HuggingFace model folders as the starting point of fine-tuning (`init_from: DIR`), run as a
+//! user runs them, on the small BERT checkpoint transformers made for the fixtures
+//! (tests/fixtures/make_hf_fixtures.py).
+
+mod common;
+
+use common::{Scratch, reviews};
+use std::path::{Path, PathBuf};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hf")
+        .join(name)
+}
+
+fn recipe(init_from: &Path, steps: usize) -> String {
+    format!(
+        "seed: 7\noutput_dir: exp\ninit_from: {}\n\
+         data:\n  format: csv\n  train: reviews.csv\n  csv: {{text_column: review, label_column: label}}\n  \
+         split: {{train: 0.8, valid: 0.1, test: 0.1, shuffle: true}}\n  \
+         tokenizer: {{type: char}}  # unused: the folder's tokenizer.json is taken\n\
+         model:\n  type: bert\n  head: sequence_classification\n\
+         optim:\n  lr: 1.0e-3\n\
+         train:\n  max_steps: {steps}\n  batch_size: 16\n  log_interval: 1\n  eval_interval: {steps}\n  \
+         save_interval: {steps}\n",
+        init_from.display()
+    )
+}
+
+/// A copy of the fixture folder in the scratch folder, to be spoiled by a test.
+fn copy_fixture(s: &Scratch, name: &str) -> PathBuf {
+    let to = s.path().join(name);
+    std::fs::create_dir_all(&to).unwrap();
+    for entry in std::fs::read_dir(fixture(name)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+    to
+}
+
+#[test]
+fn a_classifier_fine_tunes_from_an_hf_bert_folder() {
+    let s = Scratch::new();
+    s.write("reviews.csv", reviews(60));
+    s.write("recipe.yaml", recipe(&fixture("bert_tiny_cls"), 4));
+    let out = s.run(&["train", "recipe.yaml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Like transformers' report: the new head, and the checkpoint's own head left unused.
+    assert!(
+        stderr.contains("initialised the encoder from")
+            && stderr.contains("newly initialised: classifier.bias, classifier.weight"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("left unused from the checkpoint: classifier.bias, classifier.weight"),
+        "{stderr}"
+    );
+    // The experiment records the shape from config.json and keeps the HF tokenizer, so eval
+    // needs nothing else.
+    let resolved = std::fs::read_to_string(s.path().join("exp/recipe.yaml")).unwrap();
+    assert!(
+        resolved.contains("width: 24") && resolved.contains("n_head: 3"),
+        "{resolved}"
+    );
+    let out = s.ok(&["eval", "exp"]);
+    assert!(out.contains("accuracy"), "{out}");
+}
+
+#[test]
+fn a_config_nlpkit_would_compute_differently_is_refused_naming_the_field() {
+    let s = Scratch::new();
+    let dir = copy_fixture(&s, "bert_tiny_cls");
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        config.replace("\"hidden_act\": \"gelu\"", "\"hidden_act\": \"gelu_new\""),
+    )
+    .unwrap();
+    s.write("reviews.csv", reviews(20));
+    s.write("recipe.yaml", recipe(&dir, 2));
+    let out = s.run(&["train", "recipe.yaml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("config.json: `hidden_act` is `gelu_new`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn pickled_weights_are_refused_with_the_conversion_command() {
+    let s = Scratch::new();
+    let dir = copy_fixture(&s, "bert_tiny_cls");
+    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
+    std::fs::write(dir.join("pytorch_model.bin"), b"\x80\x02pickled").unwrap();
+    s.write("reviews.csv", reviews(20));
+    s.write("recipe.yaml", recipe(&dir, 2));
+    let out = s.run(&["train", "recipe.yaml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("pytorch_model.bin") && stderr.contains("safe_serialization=True"),
+        "{stderr}"
+    );
+}
