@@ -382,6 +382,7 @@ fn a_battery_of_bad_recipes() {
             recipe_with("seed: 7", "seed: {value: 7}").into(),
             vec!["`seed` at line 4: expected a single value"],
         ),
+        // The model section, which serde buffers.
         (
             "scalar for the model section",
             recipe_with(model, "model: gpt2\n").into(),
@@ -390,7 +391,37 @@ fn a_battery_of_bad_recipes() {
         (
             "wrong type in the buffered model section",
             recipe_with("  n_layer: 1", "  n_layer: four").into(),
-            vec!["`model` at line 11", "expected usize"],
+            vec!["`model.n_layer` at line 13 has `four`: expected a whole number"],
+        ),
+        (
+            "wrong type in the buffered model section, its type last",
+            recipe_with_all(&[("  type: gpt2\n", ""), ("  n_layer: 1", "  n_layer: four")])
+                .replacen("  dropout: 0.0\n", "  dropout: 0.0\n  type: gpt2\n", 1)
+                .into(),
+            vec!["`model.n_layer` at line 12 has `four`: expected a whole number"],
+        ),
+        (
+            "not a boolean in the buffered model section",
+            recipe_with("  dropout: 0.0", "  dropout: 0.0\n  bias: maybe").into(),
+            vec!["`model.bias` at line 18 has `maybe`: expected true or false"],
+        ),
+        (
+            "wrong type in a flow model section",
+            recipe_with(
+                model,
+                "model: {type: gpt2, n_layer: four, n_head: 2, n_embd: 32, block_size: 16}\n",
+            )
+            .into(),
+            vec!["`model.n_layer` at line 11 has `four`: expected a whole number"],
+        ),
+        (
+            "wrong type in a flow model section over two lines",
+            recipe_with(
+                model,
+                "model: {type: gpt2, n_head: 2,\n  n_embd: 32, n_layer: four}\n",
+            )
+            .into(),
+            vec!["`model.n_layer` at line 12 has `four`: expected a whole number"],
         ),
         // Out of range.
         (

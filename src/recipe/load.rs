@@ -10,13 +10,18 @@
 //!
 //! One place needs more than the position. serde buffers the `model:` section to find its
 //! `type:` first, and an error raised from the buffer carries the position of the `model` key.
-//! For an unknown key the error names the key, which is then looked up in that section's tree;
-//! a wrong value there (`n_layer: four`) is reported at the `model` key, with the message
-//! naming the expected type.
+//! So the model type is read from the tree, and the text is read once more with the section
+//! taken directly as that model's options, a plain struct: a wrong value there (`n_layer:
+//! four`) is then reported at its own key and line, block or flow style alike; an unknown key,
+//! which the error names, is looked up in the section's tree.
 
 use super::Recipe;
 use crate::error::{Error, Result};
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{
+    Deserialize, DeserializeSeed, Deserializer, IgnoredAny, IntoDeserializer, MapAccess, SeqAccess,
+    Visitor,
+};
 use serde_saphyr::options::{DuplicateKeyPolicy, NonFiniteFloatPolicy};
 use serde_saphyr::{Error as YamlError, Location, MessageFormatter, Spanned};
 use std::path::{Path, PathBuf};
@@ -54,12 +59,17 @@ const MAX_REPLAYED_EVENTS: usize = 10_000;
 pub fn parse_recipe(text: &str, origin: &str) -> Result<Recipe> {
     // A byte-order mark (Windows editors) and CRLF line ends need nothing: serde-saphyr reads
     // both (tests/bad_recipes.rs checks it).
+    serde_saphyr::from_str_with_options::<Recipe>(text, typed_options())
+        .map_err(|e| Error::Recipe(format!("{origin}: {}", describe(&e, text))))
+}
+
+/// The options of the typed parse.
+fn typed_options() -> serde_saphyr::Options {
     let mut options = yaml_options();
     // A repeated key is an error (also serde-saphyr's default, stated because it matters): the
     // first value would otherwise be dropped without a word.
     options.duplicate_keys = DuplicateKeyPolicy::Error;
-    serde_saphyr::from_str_with_options::<Recipe>(text, options)
-        .map_err(|e| Error::Recipe(format!("{origin}: {}", describe(&e, text))))
+    options
 }
 
 /// The options both parses share: serde-saphyr's budget on events, nodes and depth, and the
@@ -321,7 +331,117 @@ fn describe(error: &YamlError, text: &str) -> String {
     if let Some(shape) = tree.as_ref().and_then(not_a_mapping) {
         return shape;
     }
+    if let Some(model) = tree.as_ref().and_then(|root| in_model(error, root, text)) {
+        return model;
+    }
     describe_at(error, tree.as_ref().map(|root| (root, text)))
+}
+
+/// An error in the `model:` section, whose position serde's buffer loses (it is that of the
+/// `model` key). With a known model type, the text is read again with the section taken
+/// directly as that model's options ([`reread_model`]): the error found then has its own
+/// position, and is the one described.
+fn in_model(error: &YamlError, root: &Spanned<Node>, text: &str) -> Option<String> {
+    let kind = error.without_snippet();
+    if too_big(error) || matches!(kind, YamlError::DuplicateMappingKey { .. }) {
+        return None;
+    }
+    let steps = steps_to(root, position(kind.location()?));
+    let model = steps.first().filter(|s| s.key == "model")?;
+    let model_type = children(model.node).into_iter().find(|s| s.key == "type")?;
+    let Node::Scalar(name) = &model_type.node.value else {
+        return None;
+    };
+    if !super::model::model_types().contains(&name.as_str()) {
+        return None;
+    }
+    let error = reread_model(text, name).err()?;
+    Some(describe_at(&error, Some((root, text))))
+}
+
+/// Read `text` again with the `model:` section taken directly as the options of the model type
+/// `name` (a known one), not through serde's buffer; the other sections are skipped.
+fn reread_model(text: &str, name: &str) -> std::result::Result<(), YamlError> {
+    serde_saphyr::with_deserializer_from_str_with_options(text, typed_options(), |d| {
+        d.deserialize_map(Sections(name))
+    })
+}
+
+/// The top-level mapping, of which only `model` is read, as the options of the model type.
+struct Sections<'a>(&'a str);
+
+impl<'de> Visitor<'de> for Sections<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a mapping of sections")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "model" {
+                map.next_value_seed(ModelOptionsSeed(self.0))?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `model:` mapping read as the options of the model type it holds.
+struct ModelOptionsSeed<'a>(&'a str);
+
+impl<'de> DeserializeSeed<'de> for ModelOptionsSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ModelOptionsSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "the options of model type {}", self.0)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<(), A::Error> {
+        let options = MapAccessDeserializer::new(WithoutType(map));
+        match super::ModelSection::read_options(self.0, options) {
+            Some(section) => section.map(drop),
+            None => Err(serde::de::Error::unknown_variant(self.0, &[])),
+        }
+    }
+}
+
+/// A mapping without its `type` entry: what serde gives a model's options after taking the
+/// type.
+struct WithoutType<A>(A);
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for WithoutType<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> std::result::Result<Option<K::Value>, A::Error> {
+        while let Some(key) = self.0.next_key::<String>()? {
+            if key != "type" {
+                return seed.deserialize(key.into_deserializer()).map(Some);
+            }
+            self.0.next_value::<IgnoredAny>()?;
+        }
+        Ok(None)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> std::result::Result<V::Value, A::Error> {
+        self.0.next_value_seed(seed)
+    }
 }
 
 /// Whether an error is a breach of the limits on size and alias expansion.

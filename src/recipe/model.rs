@@ -1,11 +1,13 @@
 //! The `model:` section and the task it decides. Each model's options type lives in its own
 //! file in `models/` and answers for itself through [`ModelOptions`]: its name, the task it
-//! trains for, its defaults, its checks and the sizes it takes from the data. The two matches
-//! below are the only places that list the model types.
+//! trains for, its defaults, its checks and the sizes it takes from the data. The matches below
+//! are the only places that list the model types (a test checks that `read_options` knows each
+//! one).
 
 use super::DataFormat;
 use crate::error::Result;
 use crate::models::{bert, gpt2, rnn_classifier, rnn_seq2seq, textcnn, transformer_seq2seq};
+use serde::de::Deserializer;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -45,6 +47,39 @@ impl ModelSection {
     /// `model.type`.
     pub fn name(&self) -> &'static str {
         self.options().name()
+    }
+
+    /// The section of model type `name` read from `d`, a mapping of that model's options
+    /// without the `type` key; `None` for an unknown type. serde reads `model:` through a
+    /// buffer (it must find `type:` first), which loses where each value is written; read
+    /// directly, a wrong value's error has its position (src/recipe/load.rs).
+    pub(super) fn read_options<'de, D: Deserializer<'de>>(
+        name: &str,
+        d: D,
+    ) -> Option<std::result::Result<Self, D::Error>> {
+        Some(match name {
+            "gpt2" => Deserialize::deserialize(d).map(ModelSection::Gpt2),
+            "rnn_seq2seq" => Deserialize::deserialize(d).map(ModelSection::RnnSeq2seq),
+            "transformer_seq2seq" => {
+                Deserialize::deserialize(d).map(ModelSection::TransformerSeq2seq)
+            }
+            "cnn" => Deserialize::deserialize(d).map(ModelSection::Cnn),
+            "rnn" => Deserialize::deserialize(d).map(ModelSection::Rnn),
+            "bert" => Deserialize::deserialize(d).map(ModelSection::Bert),
+            _ => return None,
+        })
+    }
+}
+
+/// `model.type`'s values, in the order `ModelSection` declares them: serde's own list, which
+/// it gives with an unknown type.
+pub(super) fn model_types() -> Vec<&'static str> {
+    match serde_saphyr::from_str::<ModelSection>("type: ''") {
+        Err(e) => match e.without_snippet() {
+            serde_saphyr::Error::SerdeUnknownVariant { expected, .. } => expected.clone(),
+            _ => Vec::new(),
+        },
+        Ok(_) => Vec::new(),
     }
 }
 
@@ -146,5 +181,29 @@ pub fn require_positive(problems: &mut Vec<String>, values: &[(&str, usize)]) {
 pub fn require_dropout(problems: &mut Vec<String>, dropout: f64) {
     if !(0.0..1.0).contains(&dropout) {
         problems.push(format!("`model.dropout` must be in [0, 1), got {dropout}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::de::value::{Error, MapDeserializer};
+
+    #[test]
+    fn every_model_type_is_read_directly() {
+        let types = model_types();
+        assert!(
+            types.contains(&"gpt2") && types.contains(&"bert"),
+            "{types:?}"
+        );
+        for name in types {
+            let empty = MapDeserializer::<_, Error>::new(std::iter::empty::<(&str, &str)>());
+            match ModelSection::read_options(name, empty) {
+                None => panic!("`read_options` lacks `{name}`"),
+                Some(Ok(section)) => assert_eq!(section.name(), name),
+                // A model with a required option.
+                Some(Err(_)) => {}
+            }
+        }
     }
 }
