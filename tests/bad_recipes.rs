@@ -386,7 +386,32 @@ fn a_battery_of_bad_recipes() {
         (
             "scalar for the model section",
             recipe_with(model, "model: gpt2\n").into(),
-            vec!["`model` at line 11 has `gpt2`"],
+            vec![
+                "`model` at line 11 has `gpt2`: expected a mapping with the model's `type` and \
+                 options, e.g. `model: {type: gpt2}`; valid values for `model.type`: gpt2, \
+                 rnn_seq2seq,",
+            ],
+        ),
+        (
+            "list for the model section",
+            recipe_with(model, "model: [gpt2]\n").into(),
+            vec![
+                "`model` at line 11 is a list: expected a mapping",
+                "valid values for `model.type`: gpt2,",
+            ],
+        ),
+        (
+            "empty model section",
+            recipe_with(model, "model:\n").into(),
+            vec!["`model` at line 11 is empty: expected a mapping"],
+        ),
+        (
+            "model section without a type",
+            recipe_with("  type: gpt2\n", "").into(),
+            vec![
+                "missing key `model.type` in `model` at line 11; valid values for `model.type`: \
+                 gpt2, rnn_seq2seq,",
+            ],
         ),
         (
             "wrong type in the buffered model section",
@@ -523,6 +548,13 @@ fn a_battery_of_bad_recipes() {
             recipe_with("  type: gpt2", "  type: gpt3").into(),
             vec![
                 "unknown value `gpt3` for `model.type` at line 12; did you mean `gpt2`? valid values: gpt2,",
+            ],
+        ),
+        (
+            "unknown model type in a flow section",
+            recipe_with(model, "model: {n_layer: 1, type: gtp2}\n").into(),
+            vec![
+                "unknown value `gtp2` for `model.type` at line 11; did you mean `gpt2`? valid values: gpt2,",
             ],
         ),
         (

@@ -9,11 +9,12 @@
 //! with no counting of indentation and no reading of message text.
 //!
 //! One place needs more than the position. serde buffers the `model:` section to find its
-//! `type:` first, and an error raised from the buffer carries the position of the `model` key.
-//! So the model type is read from the tree, and the text is read once more with the section
-//! taken directly as that model's options, a plain struct: a wrong value there (`n_layer:
-//! four`) is then reported at its own key and line, block or flow style alike; an unknown key,
-//! which the error names, is looked up in the section's tree.
+//! `type:` first, and an error raised from the buffer carries the position of the section's
+//! start or end. So the model type is read from the tree, and the text is read once more with
+//! the section taken directly as that model's options, a plain struct: a wrong value there
+//! (`n_layer: four`) is then reported at its own key and line, block or flow style alike; an
+//! unknown key, which the error names, is looked up in the section's tree. A section that is
+//! not a mapping, or has no `type:`, is said so with the list of model types.
 
 use super::Recipe;
 use crate::error::{Error, Result};
@@ -338,7 +339,8 @@ fn describe(error: &YamlError, text: &str) -> String {
 }
 
 /// An error in the `model:` section, whose position serde's buffer loses (it is that of the
-/// `model` key). With a known model type, the text is read again with the section taken
+/// section's start or end). A section that is not a mapping, or lacks `type:`, is told with the
+/// model types. In a mapping with a known type, the text is read again with the section taken
 /// directly as that model's options ([`reread_model`]): the error found then has its own
 /// position, and is the one described.
 fn in_model(error: &YamlError, root: &Spanned<Node>, text: &str) -> Option<String> {
@@ -348,15 +350,51 @@ fn in_model(error: &YamlError, root: &Spanned<Node>, text: &str) -> Option<Strin
     }
     let steps = steps_to(root, position(kind.location()?));
     let model = steps.first().filter(|s| s.key == "model")?;
-    let model_type = children(model.node).into_iter().find(|s| s.key == "type")?;
-    let Node::Scalar(name) = &model_type.node.value else {
-        return None;
+    let line = model.at.line();
+    let types = super::model::model_types();
+    let valid = format!("valid values for `model.type`: {}", types.join(", "));
+    let expected = |written: Option<&str>| {
+        let example = (written.and_then(|v| nearest(v, &types)))
+            .or(types.first().copied())
+            .unwrap_or("gpt2");
+        format!(
+            "expected a mapping with the model's `type` and options, e.g. \
+             `model: {{type: {example}}}`; {valid}"
+        )
     };
-    if !super::model::model_types().contains(&name.as_str()) {
-        return None;
+    match &model.node.value {
+        Node::Map(_) => {
+            let Some(model_type) = children(model.node).into_iter().find(|s| s.key == "type")
+            else {
+                let missing = matches!(kind, YamlError::SerdeMissingField { field: "type", .. });
+                return missing
+                    .then(|| format!("{}; {valid}", describe_at(error, Some((root, text)))));
+            };
+            let Node::Scalar(name) = &model_type.node.value else {
+                return None;
+            };
+            if !types.contains(&name.as_str()) {
+                return None;
+            }
+            let error = reread_model(text, name).err()?;
+            Some(describe_at(&error, Some((root, text))))
+        }
+        Node::Seq(_) => Some(format!(
+            "`model` at line {line} is a list: {}",
+            expected(None)
+        )),
+        Node::Scalar(v) if v == "~" => Some(format!(
+            "`model` at line {line} is empty: {}",
+            expected(None)
+        )),
+        Node::Scalar(v) => {
+            let written = scalar_text(model.node, text).unwrap_or(v);
+            Some(format!(
+                "`model` at line {line} has `{written}`: {}",
+                expected(Some(v))
+            ))
+        }
     }
-    let error = reread_model(text, name).err()?;
-    Some(describe_at(&error, Some((root, text))))
 }
 
 /// Read `text` again with the `model:` section taken directly as the options of the model type
@@ -595,7 +633,7 @@ fn scalar_text<'t>(node: &Spanned<Node>, text: &'t str) -> Option<&'t str> {
 
 /// The steps to `key`: those given when they end there, else the first place it is written
 /// under their deepest node that has it (serde's buffered `model:` section reports its
-/// unknown keys at the `model` key).
+/// unknown keys at the section's start or end).
 fn with_key<'a>(root: &'a Spanned<Node>, mut steps: Vec<Step<'a>>, key: &str) -> Vec<Step<'a>> {
     if steps.last().is_some_and(|s| s.key == key) {
         return steps;

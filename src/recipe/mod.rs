@@ -32,6 +32,7 @@ pub struct Recipe {
     #[serde(default)]
     pub output_dir: Option<PathBuf>,
     pub data: DataSection,
+    #[serde(deserialize_with = "model::deserialize_mapping")]
     pub model: ModelSection,
     #[serde(default)]
     pub loss: LossSection,

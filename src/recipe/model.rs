@@ -7,7 +7,8 @@
 use super::DataFormat;
 use crate::error::Result;
 use crate::models::{bert, gpt2, rnn_classifier, rnn_seq2seq, textcnn, transformer_seq2seq};
-use serde::de::Deserializer;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -81,6 +82,32 @@ pub(super) fn model_types() -> Vec<&'static str> {
         },
         Ok(_) => Vec::new(),
     }
+}
+
+/// Reads `model:` as a mapping only (`#[serde(deserialize_with)]` on `Recipe::model`): serde's
+/// internally tagged form also takes a list, the type followed by the options in declaration
+/// order, so `model: [gpt2]` would pass as gpt2 with its defaults.
+pub(super) fn deserialize_mapping<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<ModelSection, D::Error> {
+    struct Mapping;
+
+    impl<'de> Visitor<'de> for Mapping {
+        type Value = ModelSection;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a mapping with the model's `type` and options")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(
+            self,
+            map: A,
+        ) -> std::result::Result<ModelSection, A::Error> {
+            ModelSection::deserialize(MapAccessDeserializer::new(map))
+        }
+    }
+
+    d.deserialize_map(Mapping)
 }
 
 /// What every model's options tell the recipe about the model.
