@@ -458,16 +458,14 @@ fn a_battery_of_bad_recipes() {
             "zero where positive is needed",
             recipe_with("  batch_size: 8", "  batch_size: 0").into(),
             vec![
-                "recipe.yaml: invalid recipe",
-                "`train.batch_size` must be at least 1",
+                "recipe.yaml: invalid recipe:\n  - line 26: `train.batch_size` must be at least 1",
             ],
         ),
         (
             "dropout above 1",
             recipe_with("  dropout: 0.0", "  dropout: 1.5").into(),
             vec![
-                "recipe.yaml: invalid recipe",
-                "`model.dropout` must be in [0, 1), got 1.5",
+                "recipe.yaml: invalid recipe:\n  - line 17: `model.dropout` must be in [0, 1), got 1.5",
             ],
         ),
         // Not finite, too large.
@@ -584,6 +582,43 @@ fn a_battery_of_bad_recipes() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A validation problem says where its key was given: the line in the file, or the `--set`
+/// that set it (also for a key the file has), and nothing for a default.
+#[test]
+fn a_validation_problem_names_where_its_key_was_given() {
+    let s = Scratch::with_recipe(&recipe_with_all(&[
+        ("  max_steps: 5\n", ""),
+        ("  log_interval: 1", "  log_interval: 0"),
+    ]));
+    let out = s.run(&[
+        "recipe",
+        "check",
+        "recipe.yaml",
+        "--set",
+        "train.batch_size=0",
+        "--set",
+        "train.accum_grad=0",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for needle in [
+        "recipe.yaml: invalid recipe:",
+        // In the file, and set again: the --set decides.
+        "\n  - --set train.batch_size=0: `train.batch_size` must be at least 1",
+        // Only through --set.
+        "\n  - --set train.accum_grad=0: `train.accum_grad` must be at least 1",
+        // In the file only.
+        "\n  - line 26: `train.log_interval` must be at least 1",
+        // Nowhere: the default is no step limit.
+        "\n  - `train.max_steps` or `train.max_epochs` must be given",
+    ] {
+        assert!(
+            stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{stderr}"
+        );
+    }
 }
 
 /// A byte-order mark and Windows line ends, alone or together, are read as the plain recipe.

@@ -15,6 +15,10 @@
 //! (`n_layer: four`) is then reported at its own key and line, block or flow style alike; an
 //! unknown key, which the error names, is looked up in the section's tree. A section that is
 //! not a mapping, or has no `type:`, is said so with the list of model types.
+//!
+//! Validation runs on the resolved recipe, whose positions are gone. Each problem names its key
+//! path first (src/recipe/validate.rs), and the loader adds where that key was given: its line
+//! in the tree, or the `--set` that set it. A default is written nowhere and gets neither.
 
 use super::Recipe;
 use crate::error::{Error, Result};
@@ -28,7 +32,8 @@ use serde_saphyr::{Error as YamlError, Location, MessageFormatter, Spanned};
 use std::path::{Path, PathBuf};
 
 /// Read, parse, apply `--set` overrides, fill presets and defaults, make paths absolute and
-/// validate. The result is the resolved recipe.
+/// validate. The result is the resolved recipe. Each validation problem says where its value
+/// was given: the line in the file or the `--set`.
 pub fn load_recipe(path: &Path, overrides: &[String]) -> Result<Recipe> {
     let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => {
@@ -47,8 +52,56 @@ pub fn load_recipe(path: &Path, overrides: &[String]) -> Result<Recipe> {
     })?;
     let origin = path.display().to_string();
     let recipe = parse_recipe(&text, &origin)?;
-    let recipe = super::apply_overrides(recipe, overrides)?;
-    resolve(recipe, &origin)
+    let recipe = resolve(super::apply_overrides(recipe, overrides)?)?;
+    let problems = super::validate::problems(&recipe);
+    if problems.is_empty() {
+        return Ok(recipe);
+    }
+    let tree = parse_tree(&text).ok();
+    let mut message = format!("{origin}: invalid recipe:");
+    for problem in &problems {
+        message.push_str("\n  - ");
+        if let Some(at) = given_at(problem, tree.as_ref(), overrides) {
+            message.push_str(&format!("{at}: "));
+        }
+        message.push_str(problem);
+    }
+    Err(Error::Recipe(message))
+}
+
+/// Where the value a validation problem is about was given: the `--set` that set it, or its
+/// line in the recipe's `tree`. `None` for a default (or a value a preset or `init_from`
+/// fills): it is written nowhere.
+fn given_at(problem: &str, tree: Option<&Spanned<Node>>, overrides: &[String]) -> Option<String> {
+    // The problem's key path is the first thing it names (src/recipe/validate.rs).
+    let key = problem.strip_prefix('`')?.split(['`', ':']).next()?;
+    // The last `--set` wins; one that sets the key, a section holding it, or a part of it
+    // decides its value.
+    let set = (overrides.iter().rev()).find(|item| {
+        let path = item.split_once('=').map_or(item.as_str(), |(path, _)| path);
+        under(key, path) || under(path, key)
+    });
+    match set {
+        Some(item) => Some(format!("--set {item}")),
+        None => line_of(tree?, key).map(|line| format!("line {line}")),
+    }
+}
+
+/// Whether the dotted key path `inner` is `outer` or lies under it.
+fn under(inner: &str, outer: &str) -> bool {
+    (inner.strip_prefix(outer)).is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+}
+
+/// The line where the dotted key path `key` (`train.batch_size`) is written, if it is.
+fn line_of(root: &Spanned<Node>, key: &str) -> Option<u64> {
+    let mut node = root;
+    let mut line = None;
+    for part in key.split('.') {
+        let step = children(node).into_iter().find(|s| s.key == part)?;
+        line = Some(step.at.line());
+        node = step.node;
+    }
+    line
 }
 
 /// Replayed events allowed for all aliases (`*name`) together. serde-saphyr's default is a
@@ -82,8 +135,8 @@ fn yaml_options() -> serde_saphyr::Options {
     options
 }
 
-/// Fill the model preset and defaults, make paths absolute, then validate.
-fn resolve(mut recipe: Recipe, origin: &str) -> Result<Recipe> {
+/// Fill the model preset and defaults and make paths absolute.
+fn resolve(mut recipe: Recipe) -> Result<Recipe> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("cannot read current directory", e))?;
     let absolute = |p: &mut PathBuf| {
         if p.is_relative() {
@@ -132,10 +185,6 @@ fn resolve(mut recipe: Recipe, origin: &str) -> Result<Recipe> {
         }
     }
     recipe.model.options_mut().resolve()?;
-    super::validate::validate(&recipe).map_err(|e| match e {
-        Error::Recipe(problems) => Error::Recipe(format!("{origin}: {problems}")),
-        e => e,
-    })?;
     Ok(recipe)
 }
 
@@ -767,6 +816,39 @@ mod tests {
                 "r.yaml: unknown key `train.bach_size` at line 4; did you mean `batch_size`?"
             ),
             "{out}"
+        );
+    }
+
+    #[test]
+    fn a_problem_is_placed_at_its_line_or_at_the_override_that_set_it() {
+        let tree = parse_tree("train:\n  batch_size: 0\ndata: {split: {train: 2}}\n").unwrap();
+        let at = |problem: &str, sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            given_at(problem, Some(&tree), &sets)
+        };
+        let batch = "`train.batch_size` must be at least 1";
+        assert_eq!(at(batch, &[]).as_deref(), Some("line 2"));
+        assert_eq!(
+            at("`data.split.train` must be positive", &[]).as_deref(),
+            Some("line 3")
+        );
+        assert_eq!(
+            at("`data.split` ratios must sum to 1", &[]).as_deref(),
+            Some("line 3")
+        );
+        assert_eq!(at("`train.accum_grad` must be at least 1", &[]), None);
+        assert_eq!(at("`model.share_embeddings: true` needs", &[]), None);
+        // The last override of the key, of a section holding it, or of a part of it.
+        let sets = ["train.batch_size=4", "train={batch_size: 0}", "seed=1"];
+        assert_eq!(
+            at(batch, &sets).as_deref(),
+            Some("--set train={batch_size: 0}")
+        );
+        let part = at("`data.split` ratios must sum to 1", &["data.split.train=2"]);
+        assert_eq!(part.as_deref(), Some("--set data.split.train=2"));
+        assert_eq!(
+            at(batch, &["train.batch_size_x=1"]).as_deref(),
+            Some("line 2")
         );
     }
 

@@ -128,7 +128,8 @@ pub trait ModelOptions {
         Ok(())
     }
 
-    /// Ranges and relations serde cannot check, one message per problem with its key path.
+    /// Ranges and relations serde cannot check, one message per problem, starting with its key
+    /// path in backticks (src/recipe/validate.rs).
     fn validate(&self, problems: &mut Vec<String>);
 
     /// Take the sizes the prepared data fixes (vocabularies, labels), checking any the recipe

@@ -1,13 +1,16 @@
 //! Checks that serde's types cannot express: ranges, relations between keys, required pairs.
 //! YAML's `.nan` and `.inf` are floats to serde, so every float's check also asks for a finite
 //! value (a range check such as `(0.0..1.0).contains` does so by itself).
+//!
+//! Each problem is one message that starts with the key path it is about, in backticks
+//! (`` `train.batch_size` must be at least 1 ``): the loader adds where that key was given.
 
 use super::{
     DataFormat, ModelSection, Recipe, SchedulerKind, TaskKind, TokenizerKind, TokenizerSection,
 };
-use crate::error::{Error, Result};
 
-pub fn validate(recipe: &Recipe) -> Result<()> {
+/// The recipe's problems, none when it is valid.
+pub fn problems(recipe: &Recipe) -> Vec<String> {
     let mut problems = Vec::new();
     let mut check = |ok: bool, key: &str, what: String| {
         if !ok {
@@ -298,15 +301,7 @@ pub fn validate(recipe: &Recipe) -> Result<()> {
         );
     }
     model.validate(&mut problems);
-
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Recipe(format!(
-            "invalid recipe:\n  - {}",
-            problems.join("\n  - ")
-        )))
-    }
+    problems
 }
 
 fn check_tokenizer(problems: &mut Vec<String>, tk: &TokenizerSection, key: &str) {
