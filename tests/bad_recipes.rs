@@ -426,6 +426,13 @@ fn a_battery_of_bad_recipes() {
             vec!["`model.n_layer` at line 12 has `four`: expected a whole number"],
         ),
         (
+            "wrong type beside a merge key in the model section",
+            recipe_with("  type: gpt2", "  <<: {type: gpt2}")
+                .replacen("  n_layer: 1", "  n_layer: four", 1)
+                .into(),
+            vec!["`model.n_layer` at line 13 has `four`: expected a whole number"],
+        ),
+        (
             "not a boolean in the buffered model section",
             recipe_with("  dropout: 0.0", "  dropout: 0.0\n  bias: maybe").into(),
             vec!["`model.bias` at line 18 has `maybe`: expected true or false"],

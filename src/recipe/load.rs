@@ -323,15 +323,16 @@ fn is_alias(node: &Spanned<Node>) -> bool {
 }
 
 /// The keys leading to the position `at`: at each level the last entry written at or before
-/// it. The walk stops at an alias, whose nodes are written elsewhere.
+/// it (by position: a merge key's entries are listed after the mapping's own). The walk stops
+/// at an alias, whose nodes are written elsewhere.
 fn steps_to(root: &Spanned<Node>, at: (u64, u64)) -> Vec<Step<'_>> {
     let mut steps: Vec<Step> = Vec::new();
     let mut node = root;
     loop {
         let Some(step) = children(node)
             .into_iter()
-            .rev()
-            .find(|s| position(s.at) <= at)
+            .filter(|s| position(s.at) <= at)
+            .max_by_key(|s| position(s.at))
         else {
             return steps;
         };
@@ -806,6 +807,13 @@ mod tests {
         assert_eq!(at(3, 3), "train.bach_size");
         assert_eq!(at(3, 18), "train.bach_size[1]");
         assert_eq!(at(3, 19), "train.bach_size[1][0]");
+    }
+
+    #[test]
+    fn merged_keys_are_placed_where_they_are_written() {
+        let tree = parse_tree("model:\n  <<: {type: gpt2}\n  n_layer: four\n").unwrap();
+        assert_eq!(dotted(&steps_to(&tree, (3, 12))), "model.n_layer");
+        assert_eq!(dotted(&steps_to(&tree, (2, 14))), "model.type");
     }
 
     #[test]
