@@ -120,9 +120,23 @@ pub fn encoder_tensors(
         let old = full
             .replace("LayerNorm.weight", "LayerNorm.gamma")
             .replace("LayerNorm.bias", "LayerNorm.beta");
-        hf.remove(&full)
+        let tensor = hf
+            .remove(&full)
             .or_else(|| hf.remove(&old))
-            .ok_or_else(|| Error::Data(format!("the checkpoint has no tensor `{full}`")))
+            .ok_or_else(|| Error::Data(format!("the checkpoint has no tensor `{full}`")))?;
+        // Biases and LayerNorm's parameters are vectors, the rest matrices.
+        let rank = if name.contains("LayerNorm") || name.ends_with("bias") {
+            1
+        } else {
+            2
+        };
+        if tensor.shape.len() != rank {
+            return Err(Error::Data(format!(
+                "tensor `{full}` has shape {:?}; a {rank}-D tensor was expected",
+                tensor.shape
+            )));
+        }
+        Ok(tensor)
     };
     let mut out = BTreeMap::new();
     let mut put = |name: String, tensor: HfTensor| {
@@ -156,6 +170,12 @@ pub fn encoder_tensors(
             Ok::<_, Error>((take(&format!("{at}.weight"))?, take(&format!("{at}.bias"))?))
         });
         let (q, k, v) = (q?, k?, v?);
+        if q.0.shape != k.0.shape || q.0.shape != v.0.shape {
+            return Err(Error::Data(format!(
+                "layer {layer}: query, key and value weights differ in shape ({:?}, {:?}, {:?})",
+                q.0.shape, k.0.shape, v.0.shape
+            )));
+        }
         put(
             format!("{ours}.qkv.weight"),
             concat_columns(&[transpose(&q.0), transpose(&k.0), transpose(&v.0)]),
@@ -344,6 +364,18 @@ mod tests {
             dir.display()
         );
         assert!(hidden < 1e-4 && pooled < 1e-4);
+    }
+
+    /// A checkpoint that does not hold what its names say is an error naming the tensor, not a
+    /// panic in the layout code.
+    #[test]
+    fn a_tensor_of_the_wrong_rank_is_an_error_naming_it() {
+        let mut tensors = crate::hf::read_weights(&fixture("bert_tiny_cls")).unwrap();
+        let name = "bert.encoder.layer.1.attention.self.key.weight";
+        let key = tensors.get_mut(name).unwrap();
+        key.shape = vec![key.values.len()];
+        let error = encoder_tensors(tensors, 2).unwrap_err().to_string();
+        assert!(error.contains(name) && error.contains("2-D"), "{error}");
     }
 
     fn matrix(rows: usize, columns: usize, first: f32) -> HfTensor {
