@@ -67,6 +67,16 @@ fn a_classifier_fine_tunes_from_an_hf_bert_folder() {
     assert!(out.contains("accuracy"), "{out}");
 }
 
+/// A run fine-tuning from `dir` must end with exit 2; its stderr.
+fn refused_to_train_from(s: &Scratch, dir: &Path) -> String {
+    s.write("reviews.csv", reviews(20));
+    s.write("recipe.yaml", recipe(dir, 2));
+    let out = s.run(&["train", "recipe.yaml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    stderr
+}
+
 #[test]
 fn a_config_nlpkit_would_compute_differently_is_refused_naming_the_field() {
     let s = Scratch::new();
@@ -77,11 +87,7 @@ fn a_config_nlpkit_would_compute_differently_is_refused_naming_the_field() {
         config.replace("\"hidden_act\": \"gelu\"", "\"hidden_act\": \"gelu_new\""),
     )
     .unwrap();
-    s.write("reviews.csv", reviews(20));
-    s.write("recipe.yaml", recipe(&dir, 2));
-    let out = s.run(&["train", "recipe.yaml"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = refused_to_train_from(&s, &dir);
     assert!(
         stderr.contains("config.json: `hidden_act` is `gelu_new`"),
         "{stderr}"
@@ -94,11 +100,7 @@ fn pickled_weights_are_refused_with_the_conversion_command() {
     let dir = copy_fixture(&s, "bert_tiny_cls");
     std::fs::remove_file(dir.join("model.safetensors")).unwrap();
     std::fs::write(dir.join("pytorch_model.bin"), b"\x80\x02pickled").unwrap();
-    s.write("reviews.csv", reviews(20));
-    s.write("recipe.yaml", recipe(&dir, 2));
-    let out = s.run(&["train", "recipe.yaml"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = refused_to_train_from(&s, &dir);
     assert!(
         stderr.contains("pytorch_model.bin") && stderr.contains("safe_serialization=True"),
         "{stderr}"

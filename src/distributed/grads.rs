@@ -31,9 +31,14 @@ pub fn average_step<M: Module>(
     let device = flat.as_ref().map(|flat| flat.device());
     let mut buffer: Vec<f32> = flat.map_or_else(Vec::new, read_back);
     let grads_len = buffer.len();
+    // The statistics too travel as one tensor: one read-back, one upload.
     let statistics = running_statistics(&model);
-    for (_, values) in &statistics {
-        buffer.extend(read_back(values.clone()));
+    if !statistics.is_empty() {
+        let values = statistics
+            .iter()
+            .map(|(_, values)| values.clone())
+            .collect();
+        buffer.extend(read_back(Tensor::cat(values, 0)));
     }
     let statistics_end = buffer.len();
     buffer.extend_from_slice(scalars);
@@ -45,21 +50,7 @@ pub fn average_step<M: Module>(
     for (out, summed) in scalars.iter_mut().zip(&buffer[statistics_end..]) {
         *out = summed * scale;
     }
-    let mut summed = &buffer[grads_len..statistics_end];
-    let averaged = statistics
-        .into_iter()
-        .map(|(id, values)| {
-            let (these, rest) = summed.split_at(values.shape().num_elements());
-            summed = rest;
-            let mean: Vec<f32> = these.iter().map(|v| v * scale).collect();
-            let len = mean.len();
-            (
-                id,
-                Tensor::from_data(TensorData::new(mean, [len]), &values.device()),
-            )
-        })
-        .collect();
-    let model = set_running_statistics(model, averaged);
+    let model = with_statistics(model, statistics, &buffer[grads_len..statistics_end], scale);
     let Some(device) = device else {
         return (model, grads);
     };
@@ -68,6 +59,30 @@ pub fn average_step<M: Module>(
         Tensor::<1>::from_data(TensorData::new(buffer, [grads_len]), &device).mul_scalar(scale);
     let grads = unflatten(&model, averaged, &layout);
     (model, grads)
+}
+
+/// `model` with its running `statistics` set to `summed` (their sums across ranks, in order)
+/// times `scale`, uploaded as one tensor.
+fn with_statistics<M: Module>(
+    model: M,
+    statistics: Vec<(ParamId, Tensor<1>)>,
+    summed: &[f32],
+    scale: f32,
+) -> M {
+    let Some(device) = statistics.first().map(|(_, values)| values.device()) else {
+        return model;
+    };
+    let means: Vec<f32> = summed.iter().map(|v| v * scale).collect();
+    let all = Tensor::<1>::from_data(TensorData::new(means, [summed.len()]), &device);
+    let mut offset = 0;
+    let averaged = (statistics.into_iter())
+        .map(|(id, values)| {
+            let len = values.shape().num_elements();
+            offset += len;
+            (id, all.clone().slice(offset - len..offset))
+        })
+        .collect();
+    set_running_statistics(model, averaged)
 }
 
 fn read_back(values: Tensor<1>) -> Vec<f32> {
