@@ -1,10 +1,10 @@
-//! HuggingFace model folders as the starting point of fine-tuning (`init_from: DIR`), run as a
-//! user runs them, on the small BERT checkpoint transformers made for the fixtures
-//! (tests/fixtures/make_hf_fixtures.py).
+//! HuggingFace model folders as the starting point of fine-tuning (`init_from: DIR`) and as what
+//! `nlpkit export` writes, run as a user runs them, on the small BERT and GPT-2 checkpoints
+//! transformers made for the fixtures (tests/fixtures/make_hf_fixtures.py).
 
 mod common;
 
-use common::{Scratch, reviews};
+use common::{Scratch, max_weight_difference, reviews, shakespeare};
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
@@ -48,12 +48,15 @@ fn a_classifier_fine_tunes_from_an_hf_bert_folder() {
     assert!(out.status.success(), "{stderr}");
     // Like transformers' report: the new head, and the checkpoint's own head left unused.
     assert!(
-        stderr.contains("initialised the encoder from")
+        stderr.contains("initialised the model from")
             && stderr.contains("newly initialised: classifier.bias, classifier.weight"),
         "{stderr}"
     );
+    // The checkpoint's classifier is for other labels: said, and left unused.
     assert!(
-        stderr.contains("left unused from the checkpoint: classifier.bias, classifier.weight"),
+        stderr.contains(
+            "the checkpoint's classifier is for the labels [neg, neu, pos], the data's are [0, 1]"
+        ) && stderr.contains("left unused from the checkpoint: classifier.bias, classifier.weight"),
         "{stderr}"
     );
     // The experiment records the shape from config.json and keeps the HF tokenizer, so eval
@@ -65,6 +68,118 @@ fn a_classifier_fine_tunes_from_an_hf_bert_folder() {
     );
     let out = s.ok(&["eval", "exp"]);
     assert!(out.contains("accuracy"), "{out}");
+
+    // Exported, the classifier is an HF folder whose labels are the data's; fine-tuning from it
+    // again takes every tensor, the head included, and a step at a negligible learning rate
+    // leaves the weights where the export put them: export and import are inverse.
+    let out = s.ok(&["export", "exp", "-o", "exported"]);
+    assert!(out.contains("BertForSequenceClassification"), "{out}");
+    let config = std::fs::read_to_string(s.path().join("exported/config.json")).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(config["id2label"], serde_json::json!({"0": "0", "1": "1"}));
+    for file in [
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        assert!(s.path().join("exported").join(file).is_file(), "{file}");
+    }
+    let again = recipe(&s.path().join("exported"), 1)
+        .replace("output_dir: exp", "output_dir: again")
+        .replace("lr: 1.0e-3", "lr: 1.0e-12");
+    s.write("again.yaml", again);
+    let out = s.run(&["train", "again.yaml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("newly initialised: none"), "{stderr}");
+    assert!(!stderr.contains("left unused"), "{stderr}");
+    let difference = max_weight_difference(
+        &s.path()
+            .join("exp/checkpoints/step_00000004/model.safetensors"),
+        &s.path()
+            .join("again/checkpoints/step_00000001/model.safetensors"),
+    );
+    assert!(difference < 1e-6, "weights moved by {difference}");
+}
+
+fn gpt2_recipe(init_from: &Path, out: &str, lr: &str, steps: usize) -> String {
+    format!(
+        "seed: 3\noutput_dir: {out}\ninit_from: {}\n\
+         data:\n  train: input.txt\n  tokenizer: {{type: char}}  # unused: the folder's is taken\n\
+         model:\n  type: gpt2\n  block_size: 12\n\
+         optim:\n  lr: {lr}\n\
+         train:\n  max_steps: {steps}\n  batch_size: 4\n  log_interval: 1\n  eval_interval: {steps}\n  \
+         save_interval: {steps}\n",
+        init_from.display()
+    )
+}
+
+/// GPT-2 fine-tunes from an HF folder with a shorter context than its 20 positions, generates
+/// with the folder's tokenizer, exports a `GPT2LMHeadModel` of the shorter context, and
+/// fine-tuning from the export starts exactly where the first run ended.
+#[test]
+fn gpt2_fine_tunes_from_an_hf_folder_generates_and_exports() {
+    let s = Scratch::new();
+    s.write("input.txt", shakespeare(4000));
+    s.write(
+        "lm.yaml",
+        gpt2_recipe(&fixture("gpt2_tiny"), "exp", "1.0e-3", 3),
+    );
+    let out = s.run(&["train", "lm.yaml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("newly initialised: none"), "{stderr}");
+    let resolved = std::fs::read_to_string(s.path().join("exp/recipe.yaml")).unwrap();
+    assert!(
+        resolved.contains("n_embd: 24") && resolved.contains("activation: gelu_new"),
+        "{resolved}"
+    );
+    let out = s.ok(&[
+        "generate",
+        "exp",
+        "--prompt",
+        "ROMEO:",
+        "--max-new-tokens",
+        "5",
+    ]);
+    assert!(out.starts_with("ROMEO:"), "{out}");
+
+    let out = s.ok(&["export", "exp", "-o", "exported"]);
+    assert!(out.contains("GPT2LMHeadModel"), "{out}");
+    let config = std::fs::read_to_string(s.path().join("exported/config.json")).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(config["n_positions"], 12);
+    assert_eq!(config["activation_function"], "gelu_new");
+    s.write(
+        "again.yaml",
+        gpt2_recipe(&s.path().join("exported"), "again", "1.0e-12", 1),
+    );
+    s.ok(&["train", "again.yaml"]);
+    let difference = max_weight_difference(
+        &s.path()
+            .join("exp/checkpoints/step_00000003/model.safetensors"),
+        &s.path()
+            .join("again/checkpoints/step_00000001/model.safetensors"),
+    );
+    assert!(difference < 1e-6, "weights moved by {difference}");
+}
+
+/// Continued masked-LM pretraining starts from an HF BERT folder; the pretraining heads the
+/// classifier checkpoint lacks are new and listed.
+#[test]
+fn bert_pretraining_continues_from_an_hf_folder() {
+    let s = Scratch::new();
+    s.write("reviews.csv", reviews(40));
+    let recipe =
+        recipe(&fixture("bert_tiny_cls"), 2).replace("sequence_classification", "pretraining");
+    s.write("recipe.yaml", recipe);
+    let out = s.run(&["train", "recipe.yaml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("newly initialised: mlm_bias, mlm_dense.bias"),
+        "{stderr}"
+    );
 }
 
 /// A run fine-tuning from `dir` must end with exit 2; its stderr.

@@ -397,6 +397,19 @@ fn crf_tagger_trains_decodes_legal_bio_and_scores_entities() {
     }
     let gold_tokens = report["tokens"].as_u64().unwrap();
     assert_eq!(lines as u64, gold_tokens);
+
+    // Exported as HF's BertForTokenClassification (which has no pooler); the CRF's transitions,
+    // which HF has no place for, beside it.
+    let out = s.ok(&["export", "exp", "-o", "hf"]);
+    assert!(
+        out.contains("BertForTokenClassification") && out.contains("crf.safetensors"),
+        "{out}"
+    );
+    let weights = nlpkit::hf::read_safetensors(&s.path().join("hf/model.safetensors")).unwrap();
+    assert!(weights.contains_key("classifier.weight"));
+    assert!(!weights.keys().any(|k| k.contains("pooler")));
+    let crf = nlpkit::hf::read_safetensors(&s.path().join("hf/crf.safetensors")).unwrap();
+    assert!(crf.keys().all(|k| k.starts_with("crf.")) && !crf.is_empty());
 }
 
 #[test]

@@ -5,6 +5,7 @@ mod average;
 mod completions;
 mod decode_args;
 mod eval;
+mod export;
 mod generate;
 mod prepare_data;
 mod recipe;
@@ -69,6 +70,7 @@ impl ModelArgs {
                   nlpkit prepare-data conf/train.yaml\n  nlpkit train conf/train.yaml\n  \
                   nlpkit eval exp/my_run\n  nlpkit generate exp/my_run --prompt 'ROMEO:'\n  \
                   nlpkit translate exp/my_mt < sentences.txt\n  nlpkit average exp/my_mt --best 5 -o exp/my_mt/avg\n  \
+                  nlpkit export exp/my_bert -o my_bert_hf\n  \
                   nlpkit summary exp/run_a exp/run_b"
 )]
 pub struct Cli {
@@ -84,6 +86,7 @@ enum Command {
     Generate(generate::Args),
     Translate(translate::Args),
     Average(average::Args),
+    Export(export::Args),
     Summary(summary::Args),
     Recipe(recipe::Args),
     Completions(completions::Args),
@@ -97,6 +100,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Translate(args) => translate::run(args),
         Command::Average(args) => average::run(args),
+        Command::Export(args) => export::run(args),
         Command::Summary(args) => summary::run(args),
         Command::Recipe(args) => recipe::run(args),
         Command::Completions(args) => completions::run(args),

@@ -68,6 +68,14 @@ pub fn split_path(dir: &Path, split: Split) -> PathBuf {
     dir.join(format!("{}.bin", split.name()))
 }
 
+/// The tokenizer of the HF model a fine-tuning recipe starts from (`init_from`).
+fn pretrained_tokenizer(recipe: &Recipe) -> Result<Option<PathBuf>> {
+    match recipe.init_from.as_deref() {
+        Some(dir) => crate::hf::tokenizer_path(dir).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Prepare the recipe's text unless it is already prepared from the same inputs.
 pub fn prepare_text(recipe: &Recipe, force: bool) -> Result<Prepared<TextMeta>> {
     let dir = recipe.prepared_dir();
@@ -79,6 +87,8 @@ pub fn prepare_text(recipe: &Recipe, force: bool) -> Result<Prepared<TextMeta>> 
             .clone()
             .map(|p| (p, "data.tokenizer.path".to_string())),
     );
+    let pretrained = pretrained_tokenizer(recipe)?;
+    inputs.extend(pretrained.clone().map(|p| (p, "init_from".to_string())));
     let fingerprint = prepared::fingerprint(recipe, &inputs)?;
     let mut files: Vec<PathBuf> = Split::ALL.map(|s| split_path(&dir, s)).into();
     files.push(tokenizer_path(&dir));
@@ -90,7 +100,10 @@ pub fn prepare_text(recipe: &Recipe, force: bool) -> Result<Prepared<TextMeta>> 
         split_text(&train, &data.split, recipe.seed)
     })?;
     let all_text = texts.concat();
-    let tokenizer = TextTokenizer::build(&data.tokenizer, &texts[0], &all_text)?;
+    let tokenizer = match &pretrained {
+        Some(path) => TextTokenizer::load(path)?,
+        None => TextTokenizer::build(&data.tokenizer, &texts[0], &all_text)?,
+    };
     let vocab_size = tokenizer.vocab_size();
     let width = TokenWidth::for_vocab(vocab_size);
 

@@ -157,6 +157,33 @@ impl TextTokenizer {
         crate::error::write_atomic(path, json.as_bytes())
     }
 
+    /// Make encoding with special tokens wrap a text as BERT's inputs are (`[CLS] a [SEP]`,
+    /// `[CLS] a [SEP] b [SEP]` with segment 1 for b), unless the tokenizer already has a
+    /// post-processor: what nlpkit's data pipeline adds itself, written into the file for
+    /// users of HF's tokenizers.
+    pub fn wrap_like_bert(&mut self, cls: &str, sep: &str) -> Result<()> {
+        if self.inner.get_post_processor().is_some() {
+            return Ok(());
+        }
+        let id = |t: &str| {
+            self.inner.token_to_id(t).ok_or_else(|| {
+                Error::Data(format!(
+                    "the tokenizer has no `{t}` token to wrap texts with"
+                ))
+            })
+        };
+        let (cls_id, sep_id) = (id(cls)?, id(sep)?);
+        let template = tokenizers::processors::template::TemplateProcessing::builder()
+            .try_single(format!("{cls} $A {sep}"))
+            .and_then(|b| b.try_pair(format!("{cls} $A {sep} $B:1 {sep}:1")))
+            .map_err(|e| Error::Data(format!("cannot build the template: {e}")))?
+            .special_tokens(vec![(cls, cls_id), (sep, sep_id)])
+            .build()
+            .map_err(|e| Error::Data(format!("cannot build the template: {e}")))?;
+        self.inner.with_post_processor(Some(template));
+        Ok(())
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

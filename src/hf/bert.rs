@@ -1,14 +1,10 @@
 //! HF BERT checkpoints (`BertModel`, `BertForPreTraining`, `BertForMaskedLM`,
-//! `BertForSequenceClassification`, `BertForTokenClassification`) as nlpkit's BERT encoder.
-//!
-//! The layouts differ in two ways: HF's `nn.Linear` weights are `[out, in]` where Burn's are
-//! `[in, out]`, and HF keeps the query, key and value projections apart where nlpkit's encoder
-//! has one fused `qkv` projection (`[q | k | v]` on the output side, heads contiguous within
-//! each, as HF splits them).
+//! `BertForSequenceClassification`, `BertForTokenClassification`) as nlpkit's BERT, and back.
 
-use super::HfTensor;
+use super::layout::{self, Rule};
+use super::{Exported, HfTensor, Imported};
 use crate::error::{Error, Result};
-use crate::models::bert::BertOptions;
+use crate::models::bert::{BertHead, BertOptions};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -101,254 +97,317 @@ pub fn options(config: &Value, dir: &Path) -> Result<BertOptions> {
     })
 }
 
-/// The encoder's tensors under nlpkit's names (`bert.*`), and the names of the checkpoint's
-/// tensors left unused (a pretraining or classification head, which a fine-tuning model
-/// replaces).
-pub fn encoder_tensors(
-    mut hf: BTreeMap<String, HfTensor>,
-    n_layer: usize,
-) -> Result<(BTreeMap<String, HfTensor>, Vec<String>)> {
-    // `BertModel` saved alone has no prefix; the task models put it under `bert.`.
-    let prefix = if hf.contains_key("bert.embeddings.word_embeddings.weight") {
+/// The rules for the encoder: HF's `{hf}` tensors (`bert.` in the task classes, nothing in a
+/// `BertModel` saved alone) as nlpkit's `bert.*`; with or without the pooler, which HF's masked-LM
+/// and token-classification classes do not have.
+fn encoder_rules(hf: &str, n_layer: usize, pooler: bool) -> Vec<Rule> {
+    let mut rules = vec![
+        Rule::same(
+            format!("{hf}embeddings.word_embeddings.weight"),
+            "bert.tokens.weight",
+        ),
+        Rule::same(
+            format!("{hf}embeddings.position_embeddings.weight"),
+            "bert.positions.weight",
+        ),
+        Rule::same(
+            format!("{hf}embeddings.token_type_embeddings.weight"),
+            "bert.segments.weight",
+        ),
+    ];
+    layout::layer_norm(
+        &mut rules,
+        &format!("{hf}embeddings.LayerNorm"),
+        "bert.embedding_norm",
+    );
+    for layer in 0..n_layer {
+        let theirs = format!("{hf}encoder.layer.{layer}");
+        let ours = format!("bert.encoder.layers.{layer}");
+        for (part, weight) in [("weight", true), ("bias", false)] {
+            rules.push(Rule::Fused {
+                hf: ["query", "key", "value"]
+                    .map(|p| format!("{theirs}.attention.self.{p}.{part}")),
+                ours: format!("{ours}.qkv.{part}"),
+                weight,
+            });
+        }
+        for (hf_name, mine) in [
+            ("attention.output.dense", "out"),
+            ("intermediate.dense", "ffn_in"),
+            ("output.dense", "ffn_out"),
+        ] {
+            layout::linear(
+                &mut rules,
+                &format!("{theirs}.{hf_name}"),
+                &format!("{ours}.{mine}"),
+            );
+        }
+        for (hf_name, mine) in [
+            ("attention.output.LayerNorm", "norm_1"),
+            ("output.LayerNorm", "norm_2"),
+        ] {
+            layout::layer_norm(
+                &mut rules,
+                &format!("{theirs}.{hf_name}"),
+                &format!("{ours}.{mine}"),
+            );
+        }
+    }
+    if pooler {
+        layout::linear(&mut rules, &format!("{hf}pooler.dense"), "bert.pooler");
+    }
+    rules
+}
+
+/// The rules for a head, by HF's names in `BertForPreTraining`/`BertForMaskedLM` and the
+/// classification classes.
+fn head_rules(options: &BertOptions) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    match options.head {
+        BertHead::Pretraining => {
+            layout::linear(&mut rules, "cls.predictions.transform.dense", "mlm_dense");
+            layout::layer_norm(
+                &mut rules,
+                "cls.predictions.transform.LayerNorm",
+                "mlm_norm",
+            );
+            rules.push(Rule::same("cls.predictions.bias", "mlm_bias"));
+            if options.next_sentence.loss_name().is_some() {
+                layout::linear(&mut rules, "cls.seq_relationship", "sentence_head");
+            }
+        }
+        BertHead::SequenceClassification | BertHead::TokenClassification => {
+            layout::linear(&mut rules, "classifier", "classifier");
+        }
+    }
+    rules
+}
+
+/// An HF BERT folder's tensors for the nlpkit model `options` describes (resolved, with its
+/// sizes recorded): the encoder always; the head when the checkpoint has one that computes what
+/// the model's does: a pretraining head for pretraining, a classifier whose `id2label` names the
+/// data's labels in the same order for classification or tagging. The rest is left to the
+/// model's initialisation and listed.
+pub fn import(dir: &Path, options: &BertOptions) -> Result<Imported> {
+    let config = super::read_config(dir)?;
+    let weights = super::read_weights(dir)?;
+    // `BertModel` saved alone has no prefix; the task classes put it under `bert.`.
+    let hf = if weights.contains_key("bert.embeddings.word_embeddings.weight") {
         "bert."
     } else {
         ""
     };
-    let mut take = |name: &str| -> Result<HfTensor> {
-        let full = format!("{prefix}{name}");
-        // Old checkpoints name LayerNorm's parameters gamma and beta.
-        let old = full
-            .replace("LayerNorm.weight", "LayerNorm.gamma")
-            .replace("LayerNorm.bias", "LayerNorm.beta");
-        let tensor = hf
-            .remove(&full)
-            .or_else(|| hf.remove(&old))
-            .ok_or_else(|| Error::Data(format!("the checkpoint has no tensor `{full}`")))?;
-        // Biases and LayerNorm's parameters are vectors, the rest matrices.
-        let rank = if name.contains("LayerNorm") || name.ends_with("bias") {
-            1
-        } else {
-            2
-        };
-        if tensor.shape.len() != rank {
-            return Err(Error::Data(format!(
-                "tensor `{full}` has shape {:?}; a {rank}-D tensor was expected",
-                tensor.shape
-            )));
+    let n_layer = options.n_layer.expect("resolved");
+    let mut rules = encoder_rules(hf, n_layer, true);
+    let mut notes = Vec::new();
+    match options.head {
+        BertHead::Pretraining => rules.extend(head_rules(options)),
+        BertHead::SequenceClassification | BertHead::TokenClassification => {
+            let theirs = hf_labels(&config);
+            let ours = options.labels.clone().unwrap_or_default();
+            if theirs == ours {
+                rules.extend(head_rules(options));
+            } else if weights.contains_key("classifier.weight") {
+                notes.push(format!(
+                    "the checkpoint's classifier is for the labels [{}], the data's are [{}]: a \
+                     new one is trained",
+                    theirs.join(", "),
+                    ours.join(", ")
+                ));
+            }
         }
-        Ok(tensor)
+    }
+    let (mut tensors, unused) = layout::import(&rules, weights)
+        .map_err(|e| Error::Data(format!("{}: {e}", dir.display())))?;
+    let max_len = options.max_len.expect("resolved");
+    super::keep_rows(&mut tensors, "bert.positions.weight", max_len);
+    Ok(Imported {
+        tensors,
+        // A buffer of 0..max_len, not a weight; transformers ignores it too.
+        unused: unused
+            .into_iter()
+            .filter(|n| !n.ends_with("embeddings.position_ids"))
+            .collect(),
+        notes,
+        required: |name| name.starts_with("bert.") && !name.starts_with("bert.pooler."),
+    })
+}
+
+/// The labels in id order of an HF config's `id2label` (empty when it has none).
+fn hf_labels(config: &Value) -> Vec<String> {
+    let Some(map) = config.get("id2label").and_then(Value::as_object) else {
+        return Vec::new();
     };
-    let mut out = BTreeMap::new();
-    let mut put = |name: String, tensor: HfTensor| {
-        out.insert(format!("bert.{name}"), tensor);
-    };
-    put(
-        "tokens.weight".into(),
-        take("embeddings.word_embeddings.weight")?,
-    );
-    put(
-        "positions.weight".into(),
-        take("embeddings.position_embeddings.weight")?,
-    );
-    put(
-        "segments.weight".into(),
-        take("embeddings.token_type_embeddings.weight")?,
-    );
-    put(
-        "embedding_norm.gamma".into(),
-        take("embeddings.LayerNorm.weight")?,
-    );
-    put(
-        "embedding_norm.beta".into(),
-        take("embeddings.LayerNorm.bias")?,
-    );
-    for layer in 0..n_layer {
-        let hf_layer = format!("encoder.layer.{layer}");
-        let ours = format!("encoder.layers.{layer}");
-        let [q, k, v] = ["query", "key", "value"].map(|p| {
-            let at = format!("{hf_layer}.attention.self.{p}");
-            Ok::<_, Error>((take(&format!("{at}.weight"))?, take(&format!("{at}.bias"))?))
-        });
-        let (q, k, v) = (q?, k?, v?);
-        if q.0.shape != k.0.shape || q.0.shape != v.0.shape {
-            return Err(Error::Data(format!(
-                "layer {layer}: query, key and value weights differ in shape ({:?}, {:?}, {:?})",
-                q.0.shape, k.0.shape, v.0.shape
-            )));
-        }
-        put(
-            format!("{ours}.qkv.weight"),
-            concat_columns(&[transpose(&q.0), transpose(&k.0), transpose(&v.0)]),
-        );
-        put(
-            format!("{ours}.qkv.bias"),
-            concat_vectors(&[&q.1, &k.1, &v.1]),
-        );
-        let linears = [
-            ("attention.output.dense", "out"),
-            ("intermediate.dense", "ffn_in"),
-            ("output.dense", "ffn_out"),
-        ];
-        for (theirs, mine) in linears {
-            put(
-                format!("{ours}.{mine}.weight"),
-                transpose(&take(&format!("{hf_layer}.{theirs}.weight"))?),
-            );
-            put(
-                format!("{ours}.{mine}.bias"),
-                take(&format!("{hf_layer}.{theirs}.bias"))?,
-            );
-        }
-        for (theirs, mine) in [
-            ("attention.output.LayerNorm", "norm_1"),
-            ("output.LayerNorm", "norm_2"),
-        ] {
-            put(
-                format!("{ours}.{mine}.gamma"),
-                take(&format!("{hf_layer}.{theirs}.weight"))?,
-            );
-            put(
-                format!("{ours}.{mine}.beta"),
-                take(&format!("{hf_layer}.{theirs}.bias"))?,
-            );
-        }
-    }
-    put(
-        "pooler.weight".into(),
-        transpose(&take("pooler.dense.weight")?),
-    );
-    put("pooler.bias".into(), take("pooler.dense.bias")?);
-    // A buffer of 0..max_len, not a weight; transformers ignores it too.
-    hf.remove(&format!("{prefix}embeddings.position_ids"));
-    Ok((out, hf.into_keys().collect()))
-}
-
-/// A `[rows, columns]` matrix transposed.
-fn transpose(t: &HfTensor) -> HfTensor {
-    let (rows, columns) = (t.shape[0], t.shape[1]);
-    let mut values = vec![0.0; t.values.len()];
-    for r in 0..rows {
-        for c in 0..columns {
-            values[c * rows + r] = t.values[r * columns + c];
-        }
-    }
-    HfTensor {
-        shape: vec![columns, rows],
-        values,
-    }
-}
-
-/// Matrices with equal row counts side by side.
-fn concat_columns(parts: &[HfTensor]) -> HfTensor {
-    let rows = parts[0].shape[0];
-    let columns: usize = parts.iter().map(|p| p.shape[1]).sum();
-    let mut values = Vec::with_capacity(rows * columns);
-    for r in 0..rows {
-        for p in parts {
-            let c = p.shape[1];
-            values.extend_from_slice(&p.values[r * c..(r + 1) * c]);
-        }
-    }
-    HfTensor {
-        shape: vec![rows, columns],
-        values,
-    }
-}
-
-fn concat_vectors(parts: &[&HfTensor]) -> HfTensor {
-    let values: Vec<f32> = parts
+    let mut labels: Vec<(u64, String)> = map
         .iter()
-        .flat_map(|p| p.values.iter().copied())
+        .filter_map(|(id, label)| Some((id.parse().ok()?, label.as_str()?.to_string())))
         .collect();
-    HfTensor {
-        shape: vec![values.len()],
-        values,
+    labels.sort();
+    labels.into_iter().map(|(_, label)| label).collect()
+}
+
+/// What `nlpkit export` writes for a BERT experiment: `config.json`, the tensors under HF's
+/// names for the HF class that computes what the model does, and the tensors HF has no place
+/// for (a CRF's transitions), under nlpkit's names.
+pub fn export(
+    options: &BertOptions,
+    ours: &BTreeMap<String, HfTensor>,
+    pad: u32,
+) -> Result<Exported> {
+    if options.share_layers == Some(true) || options.embedding_size != options.width {
+        return Err(Error::Usage(
+            "the model shares its layers or factorises its embedding (ALBERT's options), which \
+             HF's BERT classes cannot hold; nlpkit exports BERT-shaped models so far"
+                .into(),
+        ));
     }
+    let (class, pooler) = match options.head {
+        BertHead::Pretraining if options.next_sentence.loss_name().is_some() => {
+            ("BertForPreTraining", true)
+        }
+        BertHead::Pretraining => ("BertForMaskedLM", false),
+        BertHead::SequenceClassification => ("BertForSequenceClassification", true),
+        BertHead::TokenClassification => ("BertForTokenClassification", false),
+    };
+    let n_layer = options.n_layer.expect("resolved");
+    let mut rules = encoder_rules("bert.", n_layer, pooler);
+    rules.extend(head_rules(options));
+    let tensors = layout::export(&rules, ours)?;
+    let taken: std::collections::BTreeSet<&str> = rules.iter().map(Rule::ours_name).collect();
+    let extra: BTreeMap<String, HfTensor> = ours
+        .iter()
+        .filter(|(name, _)| name.starts_with("crf."))
+        .map(|(n, t)| (n.clone(), t.clone()))
+        .collect();
+    let left: Vec<&str> = ours
+        .keys()
+        .map(String::as_str)
+        .filter(|n| !taken.contains(n) && !extra.contains_key(*n))
+        .collect();
+    let dropout = options.dropout.unwrap_or(0.1);
+    let width = options.width.expect("resolved");
+    let mut config = serde_json::json!({
+        "architectures": [class],
+        "model_type": "bert",
+        "vocab_size": options.vocab_size,
+        "hidden_size": width,
+        "num_hidden_layers": n_layer,
+        "num_attention_heads": options.n_head,
+        "intermediate_size": options.ffn_width,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": dropout,
+        "attention_probs_dropout_prob": dropout,
+        "max_position_embeddings": options.max_len,
+        "type_vocab_size": 2,
+        "initializer_range": 0.02,
+        "layer_norm_eps": 1e-12,
+        "pad_token_id": pad,
+        "position_embedding_type": "absolute",
+        "tie_word_embeddings": true,
+        "dtype": "float32",
+    });
+    if let Some(labels) = options
+        .labels
+        .as_ref()
+        .filter(|_| options.head != BertHead::Pretraining)
+    {
+        config["id2label"] = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i.to_string(), Value::from(l.as_str())))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        config["label2id"] = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.clone(), Value::from(i)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
+    Ok(Exported {
+        config,
+        tensors,
+        extra,
+        left_out: left.into_iter().map(String::from).collect(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hf::test_support::{expected, fixture, floats, int_rows, largest_difference};
     use crate::models::bert::BertInput;
     use crate::recipe::ModelOptions;
+    use crate::train::pretrained::Pretrained;
     use burn::prelude::*;
 
-    fn fixture(name: &str) -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/hf")
-            .join(name)
-    }
-
-    fn floats(value: &Value) -> Vec<f32> {
-        let list = value.as_array().expect("a list");
-        list.iter().map(|v| v.as_f64().unwrap() as f32).collect()
-    }
-
-    fn largest_difference(a: Tensor<2>, b: &[f32]) -> f32 {
-        let a: Vec<f32> = a.try_into_vec_as::<f32>().unwrap();
-        assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
-    }
-
-    /// The largest differences between nlpkit's hidden states and pooled output and those
-    /// transformers computed (`expected.json` in `dir`, from tests/fixtures/make_hf_fixtures.py)
-    /// for the BERT folder `dir`.
-    fn differences_from_transformers(dir: &Path) -> (f32, f32) {
-        let expected: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
-                .unwrap();
-        let mut options = options(&crate::hf::read_config(dir).unwrap(), dir).unwrap();
+    /// nlpkit's classifier for the BERT folder `dir`, its weights imported; the labels are the
+    /// config's (a `BertModel` without any gets two, and a new head).
+    fn imported_classifier(dir: &Path) -> crate::models::bert::BertClassifier {
+        let config = crate::hf::read_config(dir).unwrap();
+        let mut options = options(&config, dir).unwrap();
+        options.head = BertHead::SequenceClassification;
         options.resolve().unwrap();
-        let device = Device::flex();
-        let model = options.config().unwrap().init_pretraining(0, &device);
-        let model = crate::train::checkpoint::with_pretrained_encoder(model, Some(dir)).unwrap();
+        let labels = hf_labels(&config);
+        options.labels = Some(if labels.is_empty() {
+            vec!["a".into(), "b".into()]
+        } else {
+            labels
+        });
+        let model = options.config().unwrap().init_classifier(&Device::flex());
+        let section = crate::recipe::ModelSection::Bert(options);
+        Pretrained::hf_folder(dir, section)
+            .load_into(model)
+            .unwrap()
+    }
 
-        let rows = |key: &str| -> Vec<Vec<i64>> {
-            let rows = expected[key].as_array().unwrap();
-            let row = |r: &Value| {
-                r.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_i64().unwrap())
-                    .collect()
-            };
-            rows.iter().map(row).collect()
-        };
-        let (ids, mask) = (rows("input_ids"), rows("attention_mask"));
-        let (batch, time) = (ids.len(), ids[0].len());
-        let flat = |rows: Vec<Vec<i64>>| TensorData::new(rows.concat(), [batch, time]);
-        let ids = Tensor::<2, Int>::from_data(flat(ids), &device);
-        let padding = Tensor::<2, Int>::from_data(flat(mask), &device).equal_elem(0);
+    /// The largest differences between nlpkit's hidden states, pooled output and (for a
+    /// classifier) logits and those transformers computed (`expected.json` in `dir`, from
+    /// tests/fixtures/make_hf_fixtures.py) for the BERT folder `dir`.
+    fn differences_from_transformers(dir: &Path) -> (f32, f32, Option<f32>) {
+        let expected = expected(dir);
+        let model = imported_classifier(dir);
+        let device = Device::flex();
+        let (ids, mask) = (
+            int_rows(&expected, "input_ids", &device),
+            int_rows(&expected, "attention_mask", &device),
+        );
+        let [batch, time] = ids.dims();
+        let padding = mask.equal_elem(0);
         assert!(
             padding.clone().any().into_scalar::<bool>(),
             "the batch has padding"
         );
-        let segments = ids.zeros_like();
-        let hidden = model.bert.forward(BertInput {
-            ids,
-            segments,
-            padding,
-        });
+        let input = || BertInput {
+            ids: ids.clone(),
+            segments: ids.zeros_like(),
+            padding: padding.clone(),
+        };
+        let hidden = model.bert.forward(input());
         let width = hidden.dims()[2];
         let pooled = model.bert.pool(hidden.clone());
         let hidden = hidden.reshape([batch * time, width]);
+        let logits = expected
+            .get("logits")
+            .map(|l| largest_difference(model.forward(input()), &floats(l)));
         (
             largest_difference(hidden, &floats(&expected["last_hidden_state"])),
             largest_difference(pooled, &floats(&expected["pooler_output"])),
+            logits,
         )
     }
 
-    /// transformers' BERT with random weights of an unusual shape, a padded batch: nlpkit's
-    /// hidden states and pooled output equal transformers'.
+    /// transformers' BERT classifier with random weights of an unusual shape, a padded batch:
+    /// nlpkit's hidden states, pooled output and logits (the head imported: its labels are the
+    /// data's) equal transformers'.
     #[test]
-    fn an_imported_encoder_computes_what_transformers_computes() {
-        let (hidden, pooled) = differences_from_transformers(&fixture("bert_tiny_cls"));
-        println!("hidden states within {hidden:e}, pooled output within {pooled:e}");
+    fn an_imported_classifier_computes_what_transformers_computes() {
+        let (hidden, pooled, logits) = differences_from_transformers(&fixture("bert_tiny_cls"));
+        let logits = logits.expect("the fixture is a classifier");
+        println!("hidden states within {hidden:e}, pooled {pooled:e}, logits {logits:e}");
         assert!(hidden < 1e-4, "hidden states differ by {hidden}");
         assert!(pooled < 1e-4, "pooled outputs differ by {pooled}");
+        assert!(logits < 1e-4, "logits differ by {logits}");
     }
 
     /// The same for a real checkpoint outside the repository (NLPKIT_HF_FOLDER, with the
@@ -358,7 +417,7 @@ mod tests {
     #[ignore = "needs NLPKIT_HF_FOLDER: a real checkpoint, not in the repository"]
     fn a_real_checkpoint_computes_what_transformers_computes() {
         let dir = std::path::PathBuf::from(std::env::var("NLPKIT_HF_FOLDER").unwrap());
-        let (hidden, pooled) = differences_from_transformers(&dir);
+        let (hidden, pooled, _) = differences_from_transformers(&dir);
         println!(
             "{}: hidden states within {hidden:e}, pooled output within {pooled:e}",
             dir.display()
@@ -374,25 +433,46 @@ mod tests {
         let name = "bert.encoder.layer.1.attention.self.key.weight";
         let key = tensors.get_mut(name).unwrap();
         key.shape = vec![key.values.len()];
-        let error = encoder_tensors(tensors, 2).unwrap_err().to_string();
+        let rules = encoder_rules("bert.", 2, true);
+        let error = layout::import(&rules, tensors).unwrap_err().to_string();
         assert!(error.contains(name) && error.contains("2-D"), "{error}");
     }
 
-    fn matrix(rows: usize, columns: usize, first: f32) -> HfTensor {
-        HfTensor {
-            shape: vec![rows, columns],
-            values: (0..rows * columns).map(|i| first + i as f32).collect(),
-        }
+    /// Import then export gives back every tensor of `BertForSequenceClassification` as it was.
+    #[test]
+    fn export_gives_back_the_imported_tensors() {
+        let dir = fixture("bert_tiny_cls");
+        let config = crate::hf::read_config(&dir).unwrap();
+        let mut options = options(&config, &dir).unwrap();
+        options.head = BertHead::SequenceClassification;
+        options.labels = Some(hf_labels(&config));
+        options.resolve().unwrap();
+        let imported = import(&dir, &options).unwrap();
+        assert!(imported.unused.is_empty(), "{:?}", imported.unused);
+        let exported = export(&options, &imported.tensors, 0).unwrap();
+        let original = crate::hf::read_weights(&dir).unwrap();
+        assert_eq!(exported.tensors, original);
+        assert_eq!(
+            exported.config["id2label"],
+            serde_json::json!({"0": "neg", "1": "neu", "2": "pos"})
+        );
     }
 
+    /// A classifier for other labels than the checkpoint's starts with a new head, said why.
     #[test]
-    fn transposes_and_side_by_side_concatenation_keep_every_value_in_place() {
-        let a = matrix(2, 3, 0.0);
-        let t = transpose(&a);
-        assert_eq!(t.shape, [3, 2]);
-        assert_eq!(t.values, [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
-        let joined = concat_columns(&[matrix(2, 1, 10.0), matrix(2, 2, 20.0)]);
-        assert_eq!(joined.shape, [2, 3]);
-        assert_eq!(joined.values, [10.0, 20.0, 21.0, 11.0, 22.0, 23.0]);
+    fn a_classifier_for_other_labels_gets_a_new_head() {
+        let dir = fixture("bert_tiny_cls");
+        let mut options = options(&crate::hf::read_config(&dir).unwrap(), &dir).unwrap();
+        options.head = BertHead::SequenceClassification;
+        options.labels = Some(vec!["neg".into(), "pos".into()]);
+        options.resolve().unwrap();
+        let imported = import(&dir, &options).unwrap();
+        assert!(!imported.tensors.contains_key("classifier.weight"));
+        assert_eq!(imported.unused, ["classifier.bias", "classifier.weight"]);
+        assert!(
+            imported.notes[0].contains("[neg, neu, pos]"),
+            "{:?}",
+            imported.notes
+        );
     }
 }

@@ -7,13 +7,16 @@
 //! compute something else) and HF's tensors to nlpkit's, by name and layout.
 
 pub mod bert;
+pub mod export;
+pub mod gpt2;
+pub mod layout;
 
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub const CONFIG_FILE: &str = "config.json";
-const WEIGHTS_FILE: &str = "model.safetensors";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
 const WEIGHTS_INDEX_FILE: &str = "model.safetensors.index.json";
 const PICKLED_WEIGHTS_FILE: &str = "pytorch_model.bin";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
@@ -28,6 +31,41 @@ pub fn is_model_folder(dir: &Path) -> bool {
 pub struct HfTensor {
     pub shape: Vec<usize>,
     pub values: Vec<f32>,
+}
+
+/// What an HF folder gives an nlpkit model.
+pub struct Imported {
+    /// Tensors under nlpkit's names, in nlpkit's layout.
+    pub tensors: BTreeMap<String, HfTensor>,
+    /// The checkpoint's tensors left unused (a head the model does not have).
+    pub unused: Vec<String>,
+    /// Why something was left to initialisation.
+    pub notes: Vec<String>,
+    /// Which of the model's tensors the checkpoint must give (the rest may be new: a head).
+    pub required: fn(&str) -> bool,
+}
+
+/// What an nlpkit model becomes in an HF folder.
+pub struct Exported {
+    pub config: serde_json::Value,
+    /// Under HF's names.
+    pub tensors: BTreeMap<String, HfTensor>,
+    /// Tensors HF's class has no place for, under nlpkit's names, for a file beside.
+    pub extra: BTreeMap<String, HfTensor>,
+    /// nlpkit tensors the HF class does not use (BERT's pooler under a token classifier).
+    pub left_out: Vec<String>,
+}
+
+/// Keep the first `rows` rows of the matrix `name`: a position table cut to the recipe's
+/// shorter maximum length (the rows past it are never looked up).
+pub fn keep_rows(tensors: &mut BTreeMap<String, HfTensor>, name: &str, rows: usize) {
+    if let Some(t) = tensors.get_mut(name)
+        && t.shape.len() == 2
+        && t.shape[0] > rows
+    {
+        t.values.truncate(rows * t.shape[1]);
+        t.shape[0] = rows;
+    }
 }
 
 /// `config.json`, parsed.
@@ -56,22 +94,29 @@ pub fn tokenizer_path(dir: &Path) -> Result<PathBuf> {
 pub fn read_weights(dir: &Path) -> Result<BTreeMap<String, HfTensor>> {
     let mut tensors = BTreeMap::new();
     for file in weight_files(dir)? {
-        let bytes = std::fs::read(&file)
-            .map_err(|e| Error::io(format!("cannot read {}", file.display()), e))?;
-        let bad = |e: &dyn std::fmt::Display| {
-            Error::Data(format!("{}: not a safetensors file: {e}", file.display()))
-        };
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(&e))?;
-        for (name, view) in st.tensors() {
-            // Integer tensors are buffers (BERT's `position_ids`), not weights.
-            if is_integer(view.dtype()) {
-                continue;
-            }
-            let values = to_f32(view.dtype(), view.data())
-                .ok_or_else(|| bad(&format!("tensor `{name}` has dtype {:?}", view.dtype())))?;
-            let shape = view.shape().to_vec();
-            tensors.insert(name, HfTensor { shape, values });
+        tensors.extend(read_safetensors(&file)?);
+    }
+    Ok(tensors)
+}
+
+/// The floating-point tensors of one safetensors file, as f32. Integer tensors are buffers
+/// (BERT's `position_ids`), not weights, and are left out.
+pub fn read_safetensors(file: &Path) -> Result<BTreeMap<String, HfTensor>> {
+    let bytes =
+        std::fs::read(file).map_err(|e| Error::io(format!("cannot read {}", file.display()), e))?;
+    let bad = |e: &dyn std::fmt::Display| {
+        Error::Data(format!("{}: not a safetensors file: {e}", file.display()))
+    };
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(&e))?;
+    let mut tensors = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        if is_integer(view.dtype()) {
+            continue;
         }
+        let values = to_f32(view.dtype(), view.data())
+            .ok_or_else(|| bad(&format!("tensor `{name}` has dtype {:?}", view.dtype())))?;
+        let shape = view.shape().to_vec();
+        tensors.insert(name, HfTensor { shape, values });
     }
     Ok(tensors)
 }
@@ -147,6 +192,14 @@ fn to_f32(dtype: safetensors::Dtype, data: &[u8]) -> Option<Vec<f32>> {
 
 /// nlpkit-named tensors as safetensors bytes, for Burn's store to load like a checkpoint.
 pub fn to_safetensors(tensors: &BTreeMap<String, HfTensor>) -> Vec<u8> {
+    serialize(tensors, None)
+}
+
+/// Tensors as an f32 safetensors file's bytes, with `metadata` in its header.
+pub fn serialize(
+    tensors: &BTreeMap<String, HfTensor>,
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Vec<u8> {
     let bytes: Vec<(&String, &HfTensor, Vec<u8>)> = tensors
         .iter()
         .map(|(name, t)| {
@@ -163,5 +216,58 @@ pub fn to_safetensors(tensors: &BTreeMap<String, HfTensor>) -> Vec<u8> {
                 .expect("shape and length agree");
         (name.to_string(), view)
     });
-    safetensors::serialize(views, None).expect("in-memory serialisation")
+    safetensors::serialize(views, metadata).expect("in-memory serialisation")
+}
+
+/// What the conformance tests of each architecture share: the fixtures
+/// tests/fixtures/make_hf_fixtures.py wrote, and comparisons with what transformers computed.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use burn::prelude::*;
+    use serde_json::Value;
+    use std::path::{Path, PathBuf};
+
+    pub fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/hf")
+            .join(name)
+    }
+
+    /// The folder's `expected.json`.
+    pub fn expected(dir: &Path) -> Value {
+        let text = std::fs::read_to_string(dir.join("expected.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    pub fn floats(value: &Value) -> Vec<f32> {
+        let list = value.as_array().expect("a list");
+        list.iter().map(|v| v.as_f64().unwrap() as f32).collect()
+    }
+
+    /// A list of equal-length integer rows (token ids, a mask) as a `[rows, columns]` tensor.
+    pub fn int_rows(expected: &Value, key: &str, device: &Device) -> Tensor<2, Int> {
+        let rows: Vec<Vec<i64>> = expected[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_i64().unwrap())
+                    .collect()
+            })
+            .collect();
+        let shape = [rows.len(), rows[0].len()];
+        Tensor::from_data(TensorData::new(rows.concat(), shape), device)
+    }
+
+    pub fn largest_difference<const D: usize>(a: Tensor<D>, b: &[f32]) -> f32 {
+        let a: Vec<f32> = a.try_into_vec_as::<f32>().unwrap();
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
 }

@@ -101,23 +101,7 @@ impl BertOptions {
     /// Take the encoder's shape from the pretrained model's options; a field the recipe sets
     /// must agree with it.
     pub fn inherit(&mut self, pretrained: &BertOptions) -> Result<()> {
-        fn take<T: PartialEq + Copy + std::fmt::Debug>(
-            key: &str,
-            mine: &mut Option<T>,
-            theirs: Option<T>,
-        ) -> Result<()> {
-            match (*mine, theirs) {
-                (Some(a), Some(b)) if a != b => Err(Error::Recipe(format!(
-                    "`model.{key}: {a:?}` differs from the pretrained model's {b:?}; remove it \
-                     to take the pretrained value"
-                ))),
-                (None, b) => {
-                    *mine = b;
-                    Ok(())
-                }
-                _ => Ok(()),
-            }
-        }
+        use super::inherit_field as take;
         take("n_layer", &mut self.n_layer, pretrained.n_layer)?;
         take("n_head", &mut self.n_head, pretrained.n_head)?;
         take("width", &mut self.width, pretrained.width)?;
@@ -132,7 +116,7 @@ impl BertOptions {
             &mut self.share_layers,
             pretrained.share_layers,
         )?;
-        take("max_len", &mut self.max_len, pretrained.max_len)?;
+        super::inherit_length("max_len", &mut self.max_len, pretrained.max_len)?;
         take("vocab_size", &mut self.vocab_size, pretrained.vocab_size)?;
         self.dropout = self.dropout.or(pretrained.dropout);
         Ok(())

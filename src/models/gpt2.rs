@@ -2,7 +2,7 @@
 //! a GELU MLP, dropout, and the output head tied to the token embedding (Radford et al. 2019,
 //! in nanoGPT's shapes and initialisation).
 
-use super::gelu::gelu;
+use super::activation::Activation;
 use crate::error::{Error, Result};
 use crate::recipe::{
     DataSizes, ModelOptions, TaskKind, require_dropout, require_positive, vocab_at_least,
@@ -42,6 +42,9 @@ pub struct Gpt2Options {
     /// Biases in the linear layers and LayerNorms.
     #[serde(default)]
     pub bias: Option<bool>,
+    /// The MLP's GELU: exact (nanoGPT's, the default) or `gelu_new` (OpenAI's GPT-2 checkpoints).
+    #[serde(default)]
+    pub activation: Option<Activation>,
 }
 
 /// Presets shipped in the binary, by name; the same files are in `configs/`.
@@ -89,6 +92,7 @@ impl ModelOptions for Gpt2Options {
             self.vocab_size = self.vocab_size.or(base.vocab_size);
             self.dropout = self.dropout.or(base.dropout);
             self.bias = self.bias.or(base.bias);
+            self.activation = self.activation.or(base.activation);
         }
         self.n_layer.get_or_insert(12);
         self.n_head.get_or_insert(12);
@@ -96,6 +100,7 @@ impl ModelOptions for Gpt2Options {
         self.block_size.get_or_insert(1024);
         self.dropout.get_or_insert(0.0);
         self.bias.get_or_insert(true);
+        self.activation.get_or_insert_default();
         Ok(())
     }
 
@@ -126,6 +131,27 @@ impl ModelOptions for Gpt2Options {
 }
 
 impl Gpt2Options {
+    /// Take the shape from a pretrained checkpoint's options; a field the recipe sets must agree
+    /// with it (a preset is not applied on top of a pretrained shape).
+    pub fn inherit(&mut self, pretrained: &Gpt2Options) -> Result<()> {
+        use super::inherit_field as take;
+        if let Some(preset) = &self.preset {
+            return Err(Error::Recipe(format!(
+                "`model.preset: {preset}` cannot apply to a pretrained model, whose shape is its \
+                 own; remove it"
+            )));
+        }
+        take("n_layer", &mut self.n_layer, pretrained.n_layer)?;
+        take("n_head", &mut self.n_head, pretrained.n_head)?;
+        take("n_embd", &mut self.n_embd, pretrained.n_embd)?;
+        super::inherit_length("block_size", &mut self.block_size, pretrained.block_size)?;
+        take("vocab_size", &mut self.vocab_size, pretrained.vocab_size)?;
+        take("bias", &mut self.bias, pretrained.bias)?;
+        take("activation", &mut self.activation, pretrained.activation)?;
+        self.dropout = self.dropout.or(pretrained.dropout);
+        Ok(())
+    }
+
     /// The model configuration of a resolved recipe whose sizes `train` recorded.
     pub fn config(&self) -> Result<Gpt2Config> {
         let vocab_size = self.vocab_size.ok_or_else(|| {
@@ -143,6 +169,8 @@ impl Gpt2Options {
             vocab_size,
             dropout: self.dropout.expect("resolved"),
             bias: self.bias.expect("resolved"),
+            // Experiments written before the option existed used the exact GELU.
+            activation: self.activation.unwrap_or_default(),
         })
     }
 }
@@ -156,6 +184,7 @@ pub struct Gpt2Config {
     pub vocab_size: usize,
     pub dropout: f64,
     pub bias: bool,
+    pub activation: Activation,
 }
 
 impl Gpt2Config {
@@ -189,6 +218,7 @@ impl Gpt2Config {
                     c_fc: linear(self.n_embd, 4 * self.n_embd, 0.02),
                     c_proj: linear(4 * self.n_embd, self.n_embd, proj_std),
                     dropout: DropoutConfig::new(self.dropout).init(),
+                    activation: self.activation,
                 },
             })
             .collect();
@@ -251,6 +281,8 @@ struct Mlp {
     c_fc: Linear,
     c_proj: Linear,
     dropout: Dropout,
+    #[module(skip)]
+    activation: Activation,
 }
 
 /// Keys and values of every layer for the positions seen so far, `[batch, heads, time, head_dim]`,
@@ -399,8 +431,10 @@ impl CausalSelfAttention {
 
 impl Mlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.dropout
-            .forward(self.c_proj.forward(gelu(self.c_fc.forward(x))))
+        self.dropout.forward(
+            self.c_proj
+                .forward(self.activation.apply(self.c_fc.forward(x))),
+        )
     }
 }
 
@@ -417,6 +451,7 @@ mod tests {
             vocab_size: 11,
             dropout: 0.0,
             bias: true,
+            activation: Activation::Gelu,
         }
     }
 

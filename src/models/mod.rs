@@ -1,5 +1,6 @@
 //! Model families, one file each. Models know Burn and nothing of recipes' files or the CLI.
 
+pub mod activation;
 pub mod bert;
 pub mod classifier;
 pub mod crf;
@@ -14,6 +15,46 @@ pub mod textcnn;
 pub mod transformer_seq2seq;
 
 use burn::prelude::*;
+
+/// One shape field of a fine-tuning recipe, taken from the pretrained model's: filled when the
+/// recipe leaves it out, an error naming it when the recipe gives another value.
+pub(crate) fn inherit_field<T: PartialEq + Copy + std::fmt::Debug>(
+    key: &str,
+    mine: &mut Option<T>,
+    theirs: Option<T>,
+) -> crate::error::Result<()> {
+    match (*mine, theirs) {
+        (Some(a), Some(b)) if a != b => Err(crate::error::Error::Recipe(format!(
+            "`model.{key}: {a:?}` differs from the pretrained model's {b:?}; remove it to take \
+             the pretrained value"
+        ))),
+        (None, b) => {
+            *mine = b;
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A length a fine-tuning recipe may shorten (the position table's first rows are kept): filled
+/// from the pretrained model's when left out, an error when longer than it.
+pub(crate) fn inherit_length(
+    key: &str,
+    mine: &mut Option<usize>,
+    theirs: Option<usize>,
+) -> crate::error::Result<()> {
+    match (*mine, theirs) {
+        (Some(a), Some(b)) if a > b => Err(crate::error::Error::Recipe(format!(
+            "`model.{key}: {a}` is longer than the pretrained model's {b} positions; give at \
+             most {b}, or remove it"
+        ))),
+        (None, b) => {
+            *mine = b;
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
 
 /// Queries, keys and values `[batch, heads, time, width / heads]` from a fused projection
 /// `[batch, time, 3 * width]` laid out `[q | k | v]`.

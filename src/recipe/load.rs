@@ -161,31 +161,57 @@ fn resolve(mut recipe: Recipe) -> Result<Recipe> {
     // A fine-tuning recipe takes the encoder's shape from the pretrained experiment. A resolved
     // recipe (an experiment's) already has it: then the pretrained folder is only read if it is
     // still there.
-    if let super::ModelSection::Bert(options) = &mut recipe.model {
-        let resolved = options.n_layer.is_some() && options.width.is_some();
-        if let Some(dir) = recipe
-            .init_from
-            .as_ref()
-            .filter(|d| !resolved || d.exists())
-        {
-            if crate::hf::is_model_folder(dir) {
-                let config = crate::hf::read_config(dir)?;
-                options.inherit(&crate::hf::bert::options(&config, dir)?)?;
-            } else {
-                let (_, pretrained) = crate::experiment::Experiment::open(dir)?;
-                let super::ModelSection::Bert(base) = &pretrained.model else {
-                    return Err(Error::Recipe(format!(
-                        "`init_from: {}` is a {} experiment; fine-tuning starts from a bert one",
-                        dir.display(),
-                        pretrained.model.name()
-                    )));
-                };
-                options.inherit(base)?;
-            }
-        }
+    if let Some(dir) = recipe.init_from.clone() {
+        inherit_pretrained_shape(&mut recipe.model, &dir)?;
     }
     recipe.model.options_mut().resolve()?;
     Ok(recipe)
+}
+
+/// A fine-tuning recipe takes the model's shape from the pretrained model (an nlpkit experiment
+/// or an HF folder). A resolved recipe (an experiment's) already has it: then the pretrained
+/// folder is only read if it is still there.
+fn inherit_pretrained_shape(model: &mut super::ModelSection, dir: &Path) -> Result<()> {
+    use super::ModelSection;
+    let hf = crate::hf::is_model_folder(dir);
+    match model {
+        ModelSection::Bert(options) => {
+            let resolved = options.n_layer.is_some() && options.width.is_some();
+            if resolved && !dir.exists() {
+                return Ok(());
+            }
+            if hf {
+                let config = crate::hf::read_config(dir)?;
+                return options.inherit(&crate::hf::bert::options(&config, dir)?);
+            }
+            let (_, pretrained) = crate::experiment::Experiment::open(dir)?;
+            let ModelSection::Bert(base) = &pretrained.model else {
+                return Err(Error::Recipe(format!(
+                    "`init_from: {}` is a {} experiment; fine-tuning bert starts from a bert one",
+                    dir.display(),
+                    pretrained.model.name()
+                )));
+            };
+            options.inherit(base)
+        }
+        ModelSection::Gpt2(options) => {
+            let resolved = options.n_layer.is_some() && options.n_embd.is_some();
+            if resolved && !dir.exists() {
+                return Ok(());
+            }
+            if !hf {
+                return Err(Error::Recipe(format!(
+                    "`init_from: {}` is not an HF model folder (no config.json); a gpt2 recipe \
+                     fine-tunes an HF GPT-2 checkpoint",
+                    dir.display()
+                )));
+            }
+            let config = crate::hf::read_config(dir)?;
+            options.inherit(&crate::hf::gpt2::options(&config, dir)?)
+        }
+        // Validation names the key: `init_from` is for bert and gpt2.
+        _ => Ok(()),
+    }
 }
 
 /// A YAML node as serde-saphyr reads it, with where each key and value is written.

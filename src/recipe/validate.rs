@@ -218,10 +218,10 @@ pub fn problems(recipe: &Recipe) -> Vec<String> {
     );
     check(
         recipe.init_from.is_none()
-            || (matches!(recipe.model, ModelSection::Bert(_))
-                && matches!(task, TaskKind::Classification | TaskKind::Tagging)),
+            || matches!(recipe.model, ModelSection::Bert(_) | ModelSection::Gpt2(_)),
         "init_from",
-        "is for fine-tuning bert (`head: sequence_classification` or `token_classification`)"
+        "is for fine-tuning bert (an nlpkit pretraining experiment or an HF BERT folder) or gpt2 \
+         (an HF GPT-2 folder)"
             .into(),
     );
     if let Some(mlm) = &recipe.data.mlm {

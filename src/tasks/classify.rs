@@ -18,10 +18,10 @@ use crate::eval::report::{Evaluation, Predictions, Scores};
 use crate::loss::cross_entropy;
 use crate::models::classifier::ClassifierConfig;
 use crate::recipe::{Recipe, TaskKind};
-use crate::train::checkpoint;
+use crate::train::pretrained::{Pretrained, with_pretrained};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Classification with the classifier of configuration `S`.
 pub struct Classification<S> {
@@ -252,7 +252,7 @@ pub fn length_batches(ids: &[Vec<u32>], limits: BatchLimits, seed: u64) -> Vec<V
 
 pub struct ClassifyTask<S: ClassifierConfig> {
     spec: S,
-    pretrained: Option<PathBuf>,
+    pretrained: Option<Pretrained>,
     train: LabelledSet,
     train_batches: EpochBatches,
     valid: LabelledSet,
@@ -285,7 +285,7 @@ impl<S: ClassifierConfig> ClassifyTask<S> {
             ),
             valid_batches: length_batches(&valid.ids, limits, recipe.seed),
             spec,
-            pretrained: checkpoint::init_from_weights(recipe)?,
+            pretrained: Pretrained::of(recipe)?,
             train,
             valid,
             num_labels: meta.labels.len(),
@@ -313,7 +313,7 @@ impl<S: ClassifierConfig> Task for ClassifyTask<S> {
     type Model = S::Model;
 
     fn init_model(&self, device: &Device) -> Result<S::Model> {
-        checkpoint::with_pretrained_encoder(self.spec.init(device), self.pretrained.as_deref())
+        with_pretrained(self.spec.init(device), self.pretrained.as_ref())
     }
 
     fn train_loss(&self, model: &S::Model, step: usize, micro: usize, device: &Device) -> StepLoss {

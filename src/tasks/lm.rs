@@ -17,6 +17,7 @@ use crate::loss::cross_entropy;
 use crate::models::gpt2::{Gpt2, Gpt2Config};
 use crate::recipe::{DataSizes, Recipe, TaskKind};
 use crate::rng::SplitMix64;
+use crate::train::pretrained::{Pretrained, with_pretrained};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -127,6 +128,8 @@ impl Pipeline for LanguageModel {
 
 pub struct LmTask {
     config: Gpt2Config,
+    /// Fine-tuning: the checkpoint it starts from.
+    pretrained: Option<Pretrained>,
     train: TokenStream,
     valid: TokenStream,
     seed: u64,
@@ -157,6 +160,7 @@ impl LmTask {
             valid.random_starts(&mut rng, global_batch * recipe.train.eval_batches, block);
         Ok(Self {
             config,
+            pretrained: Pretrained::of(recipe)?,
             train,
             valid,
             seed: recipe.seed,
@@ -206,7 +210,7 @@ impl Task for LmTask {
     type Model = Gpt2;
 
     fn init_model(&self, device: &Device) -> Result<Gpt2> {
-        Ok(self.config.init(device))
+        with_pretrained(self.config.init(device), self.pretrained.as_ref())
     }
 
     fn train_loss(&self, model: &Gpt2, step: usize, micro: usize, device: &Device) -> StepLoss {

@@ -17,6 +17,7 @@ use crate::loss::cross_entropy;
 use crate::models::bert::{BertConfig, BertPretraining};
 use crate::recipe::{Masking, MlmSection, Recipe, TaskKind, WeightingKind};
 use crate::rng::SplitMix64;
+use crate::train::pretrained::{Pretrained, with_pretrained};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -370,6 +371,8 @@ impl Pipeline for Pretraining {
 
 pub struct PretrainTask {
     pretraining: Pretraining,
+    /// Continued pretraining: the checkpoint it starts from.
+    pretrained: Option<Pretrained>,
     specials: Specials,
     train: Vec<Instance>,
     train_batches: EpochBatches,
@@ -402,6 +405,7 @@ impl PretrainTask {
             ),
             valid_batches: instance_batches(&valid, limits, recipe.seed),
             pretraining,
+            pretrained: Pretrained::of(recipe)?,
             specials,
             train,
             valid,
@@ -417,7 +421,10 @@ impl Task for PretrainTask {
     type Model = BertPretraining;
 
     fn init_model(&self, device: &Device) -> Result<BertPretraining> {
-        Ok(self.pretraining.init_model(device))
+        with_pretrained(
+            self.pretraining.init_model(device),
+            self.pretrained.as_ref(),
+        )
     }
 
     fn train_loss(

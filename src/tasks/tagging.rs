@@ -18,11 +18,11 @@ use crate::eval::report::{Evaluation, Predictions, Scores};
 use crate::loss::cross_entropy_kept;
 use crate::models::bert::{BertConfig, BertTagger};
 use crate::recipe::{Recipe, TaskKind};
-use crate::train::checkpoint;
+use crate::train::pretrained::{Pretrained, with_pretrained};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Tagging with BERT, a softmax per token or a CRF.
 pub struct Tagging {
@@ -223,7 +223,7 @@ impl TaggedSet {
 pub struct TaggingTask {
     config: BertConfig,
     tags: Vec<String>,
-    pretrained: Option<PathBuf>,
+    pretrained: Option<Pretrained>,
     train: TaggedSet,
     train_batches: EpochBatches,
     valid: TaggedSet,
@@ -262,7 +262,7 @@ impl TaggingTask {
             valid_batches: piece_batches(&valid, limits, recipe.seed),
             config,
             tags: meta.labels,
-            pretrained: checkpoint::init_from_weights(recipe)?,
+            pretrained: Pretrained::of(recipe)?,
             train,
             valid,
             pad: specials.pad,
@@ -312,7 +312,7 @@ impl Task for TaggingTask {
 
     fn init_model(&self, device: &Device) -> Result<BertTagger> {
         let model = self.config.init_tagger(device);
-        checkpoint::with_pretrained_encoder(model, self.pretrained.as_deref())
+        with_pretrained(model, self.pretrained.as_ref())
     }
 
     fn train_loss(

@@ -6,6 +6,7 @@ pub mod average;
 pub mod checkpoint;
 pub mod optim;
 pub mod params;
+pub mod pretrained;
 pub mod progress;
 pub mod schedule;
 pub mod stop;
