@@ -199,12 +199,12 @@ fn a_config_nlpkit_would_compute_differently_is_refused_naming_the_field() {
     let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
     std::fs::write(
         dir.join("config.json"),
-        config.replace("\"hidden_act\": \"gelu\"", "\"hidden_act\": \"gelu_new\""),
+        config.replace("\"hidden_act\": \"gelu\"", "\"hidden_act\": \"relu\""),
     )
     .unwrap();
     let stderr = refused_to_train_from(&s, &dir);
     assert!(
-        stderr.contains("config.json: `hidden_act` is `gelu_new`"),
+        stderr.contains("config.json: `hidden_act` is `relu`"),
         "{stderr}"
     );
 }

@@ -356,22 +356,33 @@ pub struct Specials {
     pub mask: u32,
 }
 
+/// RoBERTa's names for BERT's special tokens, in [`SPECIAL_TOKENS`]' order: a RoBERTa
+/// checkpoint's tokenizer has these instead.
+const ROBERTA_SPECIAL_TOKENS: [&str; 5] = ["<pad>", "<unk>", "<s>", "</s>", "<mask>"];
+
 impl Specials {
     pub fn of(tokenizer: &TextTokenizer) -> Result<Self> {
+        let names =
+            if tokenizer.token_to_id("[CLS]").is_none() && tokenizer.token_to_id("<s>").is_some() {
+                ROBERTA_SPECIAL_TOKENS
+            } else {
+                SPECIAL_TOKENS
+            };
         let id = |t: &str| {
             tokenizer.token_to_id(t).ok_or_else(|| {
                 Error::Data(format!(
-                    "the tokenizer has no `{t}` token; labelled data needs {}",
-                    SPECIAL_TOKENS.join(" ")
+                    "the tokenizer has no `{t}` token; labelled data needs {} (or RoBERTa's {})",
+                    SPECIAL_TOKENS.join(" "),
+                    ROBERTA_SPECIAL_TOKENS.join(" ")
                 ))
             })
         };
         Ok(Self {
-            pad: id("[PAD]")?,
-            unk: id("[UNK]")?,
-            cls: id("[CLS]")?,
-            sep: id("[SEP]")?,
-            mask: id("[MASK]")?,
+            pad: id(names[0])?,
+            unk: id(names[1])?,
+            cls: id(names[2])?,
+            sep: id(names[3])?,
+            mask: id(names[4])?,
         })
     }
 

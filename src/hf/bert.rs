@@ -1,13 +1,47 @@
 //! HF BERT checkpoints (`BertModel`, `BertForPreTraining`, `BertForMaskedLM`,
-//! `BertForSequenceClassification`, `BertForTokenClassification`) as nlpkit's BERT, and back.
+//! `BertForSequenceClassification`, `BertForTokenClassification`), and RoBERTa's and ALBERT's
+//! (`RobertaModel`, `RobertaForMaskedLM`, `RobertaForSequenceClassification`,
+//! `RobertaForTokenClassification`; `AlbertModel`, `AlbertForPreTraining`, `AlbertForMaskedLM`,
+//! `AlbertForSequenceClassification`, `AlbertForTokenClassification`) as nlpkit's BERT; BERT
+//! back again.
 
 use super::layout::{self, Rule};
 use super::{Exported, HfTensor, Imported};
 use crate::error::{Error, Result};
+use crate::models::activation::Activation;
 use crate::models::bert::{BertHead, BertOptions};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
+
+/// The HF architectures nlpkit's BERT computes. They differ in names and a few options: RoBERTa
+/// in its position ids and one segment, ALBERT in its factorised embedding and shared layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Bert,
+    Roberta,
+    Albert,
+}
+
+impl Family {
+    fn of(config: &Value) -> Option<Self> {
+        match config.get("model_type").and_then(Value::as_str)? {
+            "bert" => Some(Family::Bert),
+            "roberta" => Some(Family::Roberta),
+            "albert" => Some(Family::Albert),
+            _ => None,
+        }
+    }
+
+    /// Where the encoder sits in the task classes (`BertModel` and kin saved alone: nowhere).
+    fn prefix(self) -> &'static str {
+        match self {
+            Family::Bert => "bert.",
+            Family::Roberta => "roberta.",
+            Family::Albert => "albert.",
+        }
+    }
+}
 
 /// The encoder's shape from `config.json`; a field that would make nlpkit compute something
 /// other than transformers does is refused, naming it.
@@ -26,46 +60,30 @@ pub fn options(config: &Value, dir: &Path) -> Result<BertOptions> {
             .map(|v| v as usize)
             .ok_or_else(|| refuse(field, "is missing or not a whole number".into()))
     };
-    match text("model_type") {
-        Some("bert") => {}
-        other => {
-            return Err(refuse(
-                "model_type",
-                format!(
-                    "is {}; nlpkit imports `bert` checkpoints so far",
-                    other.map_or("missing".to_string(), |t| format!("`{t}`"))
-                ),
-            ));
-        }
-    }
-    let act = text("hidden_act").unwrap_or("gelu");
-    if act != "gelu" {
+    let Some(family) = Family::of(config) else {
         return Err(refuse(
-            "hidden_act",
-            format!("is `{act}`; nlpkit's BERT uses the exact GELU (`gelu`)"),
+            "model_type",
+            format!(
+                "is {}; a bert recipe imports `bert`, `roberta` and `albert` checkpoints",
+                text("model_type").map_or("missing".to_string(), |t| format!("`{t}`"))
+            ),
         ));
-    }
+    };
+    let act = text("hidden_act").unwrap_or(if family == Family::Albert {
+        "gelu_new"
+    } else {
+        "gelu"
+    });
+    let activation = Activation::from_hf_name(act).ok_or_else(|| {
+        refuse(
+            "hidden_act",
+            format!("is `{act}`; nlpkit's BERT has `gelu` and `gelu_new`"),
+        )
+    })?;
     if let Some(kind) = text("position_embedding_type").filter(|k| *k != "absolute") {
         return Err(refuse(
             "position_embedding_type",
             format!("is `{kind}`; nlpkit's BERT has absolute position embeddings only"),
-        ));
-    }
-    let eps = config
-        .get("layer_norm_eps")
-        .and_then(Value::as_f64)
-        .unwrap_or(1e-12);
-    if eps != 1e-12 {
-        return Err(refuse(
-            "layer_norm_eps",
-            format!("is {eps}; nlpkit's BERT normalises with 1e-12"),
-        ));
-    }
-    let segments = size("type_vocab_size")?;
-    if segments != 2 {
-        return Err(refuse(
-            "type_vocab_size",
-            format!("is {segments}; nlpkit's BERT has 2 segment embeddings"),
         ));
     }
     for flag in ["is_decoder", "add_cross_attention"] {
@@ -83,24 +101,83 @@ pub fn options(config: &Value, dir: &Path) -> Result<BertOptions> {
             format!("({heads}) does not divide `hidden_size` ({width})"),
         ));
     }
+    let embedding_size = match family {
+        Family::Albert => {
+            for field in ["num_hidden_groups", "inner_group_num"] {
+                if let Some(n) = config
+                    .get(field)
+                    .and_then(Value::as_u64)
+                    .filter(|n| *n != 1)
+                {
+                    return Err(refuse(
+                        field,
+                        format!("is {n}; nlpkit's ALBERT shares one layer across all"),
+                    ));
+                }
+            }
+            let e = size("embedding_size")?;
+            if e == width {
+                return Err(refuse(
+                    "embedding_size",
+                    format!(
+                        "equals `hidden_size` ({width}); nlpkit projects ALBERT's embedding only \
+                         when it is smaller"
+                    ),
+                ));
+            }
+            e
+        }
+        _ => width,
+    };
+    // RoBERTa numbers positions from after the padding id.
+    let position_offset = match family {
+        Family::Roberta => {
+            config
+                .get("pad_token_id")
+                .and_then(Value::as_u64)
+                .unwrap_or(1) as usize
+                + 1
+        }
+        _ => 0,
+    };
+    let positions = size("max_position_embeddings")?;
+    if positions <= position_offset {
+        return Err(refuse(
+            "max_position_embeddings",
+            format!("({positions}) leaves no positions after the padding id"),
+        ));
+    }
+    let segments = size("type_vocab_size")?;
+    if segments == 0 {
+        return Err(refuse("type_vocab_size", "is 0".into()));
+    }
     Ok(BertOptions {
         n_layer: Some(size("num_hidden_layers")?),
         n_head: Some(heads),
         width: Some(width),
         ffn_width: Some(size("intermediate_size")?),
-        embedding_size: Some(width),
-        share_layers: Some(false),
-        max_len: Some(size("max_position_embeddings")?),
+        embedding_size: Some(embedding_size),
+        share_layers: Some(family == Family::Albert),
+        max_len: Some(positions - position_offset),
         vocab_size: Some(size("vocab_size")?),
         dropout: config.get("hidden_dropout_prob").and_then(Value::as_f64),
+        activation: Some(activation),
+        layer_norm_eps: Some(
+            config
+                .get("layer_norm_eps")
+                .and_then(Value::as_f64)
+                .unwrap_or(1e-12),
+        ),
+        segments: Some(segments),
+        position_offset: Some(position_offset),
         ..BertOptions::default()
     })
 }
 
-/// The rules for the encoder: HF's `{hf}` tensors (`bert.` in the task classes, nothing in a
-/// `BertModel` saved alone) as nlpkit's `bert.*`; with or without the pooler, which HF's masked-LM
-/// and token-classification classes do not have.
-fn encoder_rules(hf: &str, n_layer: usize, pooler: bool) -> Vec<Rule> {
+/// The rules for the encoder: HF's tensors under `hf` (the family's prefix in the task classes,
+/// nothing in a base model saved alone) as nlpkit's `bert.*`; with or without the pooler, which
+/// HF's masked-LM and token-classification classes do not have.
+fn encoder_rules(family: Family, hf: &str, n_layer: usize, pooler: bool) -> Vec<Rule> {
     let mut rules = vec![
         Rule::same(
             format!("{hf}embeddings.word_embeddings.weight"),
@@ -120,17 +197,47 @@ fn encoder_rules(hf: &str, n_layer: usize, pooler: bool) -> Vec<Rule> {
         &format!("{hf}embeddings.LayerNorm"),
         "bert.embedding_norm",
     );
+    if family == Family::Albert {
+        layout::linear(
+            &mut rules,
+            &format!("{hf}encoder.embedding_hidden_mapping_in"),
+            "bert.embedding_projection",
+        );
+        // One shared layer, in ALBERT's names.
+        let theirs = format!("{hf}encoder.albert_layer_groups.0.albert_layers.0");
+        let ours = "bert.encoder.layers.0";
+        let attention = format!("{theirs}.attention");
+        push_fused_qkv(&mut rules, &attention, ours);
+        for (hf_name, mine) in [
+            ("attention.dense", "out"),
+            ("ffn", "ffn_in"),
+            ("ffn_output", "ffn_out"),
+        ] {
+            layout::linear(
+                &mut rules,
+                &format!("{theirs}.{hf_name}"),
+                &format!("{ours}.{mine}"),
+            );
+        }
+        for (hf_name, mine) in [
+            ("attention.LayerNorm", "norm_1"),
+            ("full_layer_layer_norm", "norm_2"),
+        ] {
+            layout::layer_norm(
+                &mut rules,
+                &format!("{theirs}.{hf_name}"),
+                &format!("{ours}.{mine}"),
+            );
+        }
+        if pooler {
+            layout::linear(&mut rules, &format!("{hf}pooler"), "bert.pooler");
+        }
+        return rules;
+    }
     for layer in 0..n_layer {
         let theirs = format!("{hf}encoder.layer.{layer}");
         let ours = format!("bert.encoder.layers.{layer}");
-        for (part, weight) in [("weight", true), ("bias", false)] {
-            rules.push(Rule::Fused {
-                hf: ["query", "key", "value"]
-                    .map(|p| format!("{theirs}.attention.self.{p}.{part}")),
-                ours: format!("{ours}.qkv.{part}"),
-                weight,
-            });
-        }
+        push_fused_qkv(&mut rules, &format!("{theirs}.attention.self"), &ours);
         for (hf_name, mine) in [
             ("attention.output.dense", "out"),
             ("intermediate.dense", "ffn_in"),
@@ -159,12 +266,23 @@ fn encoder_rules(hf: &str, n_layer: usize, pooler: bool) -> Vec<Rule> {
     rules
 }
 
-/// The rules for a head, by HF's names in `BertForPreTraining`/`BertForMaskedLM` and the
+/// HF's `query`, `key` and `value` under `attention` as the fused projection of layer `ours`.
+fn push_fused_qkv(rules: &mut Vec<Rule>, attention: &str, ours: &str) {
+    for (part, weight) in [("weight", true), ("bias", false)] {
+        rules.push(Rule::Fused {
+            hf: ["query", "key", "value"].map(|p| format!("{attention}.{p}.{part}")),
+            ours: format!("{ours}.qkv.{part}"),
+            weight,
+        });
+    }
+}
+
+/// The rules for a head, by HF's names in the family's pretraining, masked-LM and
 /// classification classes.
-fn head_rules(options: &BertOptions) -> Vec<Rule> {
+fn head_rules(family: Family, options: &BertOptions) -> Vec<Rule> {
     let mut rules = Vec::new();
-    match options.head {
-        BertHead::Pretraining => {
+    match (options.head, family) {
+        (BertHead::Pretraining, Family::Bert) => {
             layout::linear(&mut rules, "cls.predictions.transform.dense", "mlm_dense");
             layout::layer_norm(
                 &mut rules,
@@ -176,38 +294,63 @@ fn head_rules(options: &BertOptions) -> Vec<Rule> {
                 layout::linear(&mut rules, "cls.seq_relationship", "sentence_head");
             }
         }
-        BertHead::SequenceClassification | BertHead::TokenClassification => {
+        (BertHead::Pretraining, Family::Roberta) => {
+            layout::linear(&mut rules, "lm_head.dense", "mlm_dense");
+            layout::layer_norm(&mut rules, "lm_head.layer_norm", "mlm_norm");
+            rules.push(Rule::same("lm_head.bias", "mlm_bias"));
+        }
+        (BertHead::Pretraining, Family::Albert) => {
+            layout::linear(&mut rules, "predictions.dense", "mlm_dense");
+            layout::layer_norm(&mut rules, "predictions.LayerNorm", "mlm_norm");
+            rules.push(Rule::same("predictions.bias", "mlm_bias"));
+            if options.next_sentence.loss_name().is_some() {
+                layout::linear(&mut rules, "sop_classifier.classifier", "sentence_head");
+            }
+        }
+        // RoBERTa's classification head is dense + tanh on `<s>`, then a projection: BERT's
+        // pooler and classifier under other names.
+        (BertHead::SequenceClassification, Family::Roberta) => {
+            layout::linear(&mut rules, "classifier.dense", "bert.pooler");
+            layout::linear(&mut rules, "classifier.out_proj", "classifier");
+        }
+        (BertHead::SequenceClassification | BertHead::TokenClassification, _) => {
             layout::linear(&mut rules, "classifier", "classifier");
         }
     }
     rules
 }
 
-/// An HF BERT folder's tensors for the nlpkit model `options` describes (resolved, with its
-/// sizes recorded): the encoder always; the head when the checkpoint has one that computes what
-/// the model's does: a pretraining head for pretraining, a classifier whose `id2label` names the
-/// data's labels in the same order for classification or tagging. The rest is left to the
-/// model's initialisation and listed.
+/// An HF BERT, RoBERTa or ALBERT folder's tensors for the nlpkit model `options` describes
+/// (resolved, with its sizes recorded): the encoder always; the head when the checkpoint has one
+/// that computes what the model's does: a pretraining head for pretraining, a classifier whose
+/// `id2label` names the data's labels in the same order for classification or tagging. The rest
+/// is left to the model's initialisation and listed.
 pub fn import(dir: &Path, options: &BertOptions) -> Result<Imported> {
     let config = super::read_config(dir)?;
+    let family = Family::of(&config).ok_or_else(|| {
+        Error::Data(format!(
+            "{}: not a BERT, RoBERTa or ALBERT config",
+            dir.display()
+        ))
+    })?;
     let weights = super::read_weights(dir)?;
-    // `BertModel` saved alone has no prefix; the task classes put it under `bert.`.
-    let hf = if weights.contains_key("bert.embeddings.word_embeddings.weight") {
-        "bert."
+    let prefix = family.prefix();
+    let hf = if weights.contains_key(&format!("{prefix}embeddings.word_embeddings.weight")) {
+        prefix
     } else {
         ""
     };
     let n_layer = options.n_layer.expect("resolved");
-    let mut rules = encoder_rules(hf, n_layer, true);
+    let mut rules = encoder_rules(family, hf, n_layer, true);
     let mut notes = Vec::new();
     match options.head {
-        BertHead::Pretraining => rules.extend(head_rules(options)),
+        BertHead::Pretraining => rules.extend(head_rules(family, options)),
         BertHead::SequenceClassification | BertHead::TokenClassification => {
             let theirs = hf_labels(&config);
             let ours = options.labels.clone().unwrap_or_default();
             if theirs == ours {
-                rules.extend(head_rules(options));
-            } else if weights.contains_key("classifier.weight") {
+                rules.extend(head_rules(family, options));
+            } else if weights.keys().any(|n| n.starts_with("classifier.")) {
                 notes.push(format!(
                     "the checkpoint's classifier is for the labels [{}], the data's are [{}]: a \
                      new one is trained",
@@ -219,15 +362,19 @@ pub fn import(dir: &Path, options: &BertOptions) -> Result<Imported> {
     }
     let (mut tensors, unused) = layout::import(&rules, weights)
         .map_err(|e| Error::Data(format!("{}: {e}", dir.display())))?;
-    let max_len = options.max_len.expect("resolved");
-    super::keep_rows(&mut tensors, "bert.positions.weight", max_len);
+    let rows = options.position_offset.unwrap_or(0) + options.max_len.expect("resolved");
+    super::keep_rows(&mut tensors, "bert.positions.weight", rows);
+    // Buffers (0..max_len, a token-type row) and decoder copies tied to the word embeddings:
+    // transformers ignores them too.
+    let derived = |n: &str| {
+        n.ends_with("embeddings.position_ids")
+            || n.ends_with("embeddings.token_type_ids")
+            || n.contains("predictions.decoder.")
+            || n.starts_with("lm_head.decoder.")
+    };
     Ok(Imported {
         tensors,
-        // A buffer of 0..max_len, not a weight; transformers ignores it too.
-        unused: unused
-            .into_iter()
-            .filter(|n| !n.ends_with("embeddings.position_ids"))
-            .collect(),
+        unused: unused.into_iter().filter(|n| !derived(n)).collect(),
         notes,
         required: |name| name.starts_with("bert.") && !name.starts_with("bert.pooler."),
     })
@@ -254,10 +401,14 @@ pub fn export(
     ours: &BTreeMap<String, HfTensor>,
     pad: u32,
 ) -> Result<Exported> {
-    if options.share_layers == Some(true) || options.embedding_size != options.width {
+    if options.share_layers == Some(true)
+        || options.embedding_size != options.width
+        || options.position_offset.unwrap_or(0) != 0
+    {
         return Err(Error::Usage(
-            "the model shares its layers or factorises its embedding (ALBERT's options), which \
-             HF's BERT classes cannot hold; nlpkit exports BERT-shaped models so far"
+            "the model shares its layers, factorises its embedding (ALBERT's options) or numbers \
+             positions after the padding id (RoBERTa's), which HF's BERT classes cannot hold; \
+             nlpkit exports BERT-shaped models so far"
                 .into(),
         ));
     }
@@ -270,8 +421,8 @@ pub fn export(
         BertHead::TokenClassification => ("BertForTokenClassification", false),
     };
     let n_layer = options.n_layer.expect("resolved");
-    let mut rules = encoder_rules("bert.", n_layer, pooler);
-    rules.extend(head_rules(options));
+    let mut rules = encoder_rules(Family::Bert, "bert.", n_layer, pooler);
+    rules.extend(head_rules(Family::Bert, options));
     let tensors = layout::export(&rules, ours)?;
     let taken: std::collections::BTreeSet<&str> = rules.iter().map(Rule::ours_name).collect();
     let extra: BTreeMap<String, HfTensor> = ours
@@ -294,13 +445,13 @@ pub fn export(
         "num_hidden_layers": n_layer,
         "num_attention_heads": options.n_head,
         "intermediate_size": options.ffn_width,
-        "hidden_act": "gelu",
+        "hidden_act": options.activation.unwrap_or_default().hf_name(),
         "hidden_dropout_prob": dropout,
         "attention_probs_dropout_prob": dropout,
         "max_position_embeddings": options.max_len,
-        "type_vocab_size": 2,
+        "type_vocab_size": options.segments.unwrap_or(2),
         "initializer_range": 0.02,
-        "layer_norm_eps": 1e-12,
+        "layer_norm_eps": options.layer_norm_eps.unwrap_or(1e-12),
         "pad_token_id": pad,
         "position_embedding_type": "absolute",
         "tie_word_embeddings": true,
@@ -364,7 +515,7 @@ mod tests {
     /// The largest differences between nlpkit's hidden states, pooled output and (for a
     /// classifier) logits and those transformers computed (`expected.json` in `dir`, from
     /// tests/fixtures/make_hf_fixtures.py) for the BERT folder `dir`.
-    fn differences_from_transformers(dir: &Path) -> (f32, f32, Option<f32>) {
+    fn differences_from_transformers(dir: &Path) -> (f32, Option<f32>, Option<f32>) {
         let expected = expected(dir);
         let model = imported_classifier(dir);
         let device = Device::flex();
@@ -392,7 +543,9 @@ mod tests {
             .map(|l| largest_difference(model.forward(input()), &floats(l)));
         (
             largest_difference(hidden, &floats(&expected["last_hidden_state"])),
-            largest_difference(pooled, &floats(&expected["pooler_output"])),
+            expected
+                .get("pooler_output")
+                .map(|p| largest_difference(pooled, &floats(p))),
             logits,
         )
     }
@@ -403,11 +556,61 @@ mod tests {
     #[test]
     fn an_imported_classifier_computes_what_transformers_computes() {
         let (hidden, pooled, logits) = differences_from_transformers(&fixture("bert_tiny_cls"));
-        let logits = logits.expect("the fixture is a classifier");
+        let (pooled, logits) = (
+            pooled.unwrap(),
+            logits.expect("the fixture is a classifier"),
+        );
         println!("hidden states within {hidden:e}, pooled {pooled:e}, logits {logits:e}");
         assert!(hidden < 1e-4, "hidden states differ by {hidden}");
         assert!(pooled < 1e-4, "pooled outputs differ by {pooled}");
         assert!(logits < 1e-4, "logits differ by {logits}");
+    }
+
+    /// RoBERTa: positions numbered after the padding id, one segment, LayerNorm epsilon 1e-5,
+    /// and its classification head as BERT's pooler and classifier.
+    #[test]
+    fn an_imported_roberta_classifier_computes_what_transformers_computes() {
+        let dir = fixture("roberta_tiny_cls");
+        let (hidden, _, logits) = differences_from_transformers(&dir);
+        let logits = logits.expect("the fixture is a classifier");
+        println!("RoBERTa: hidden states within {hidden:e}, logits {logits:e}");
+        assert!(hidden < 1e-4, "hidden states differ by {hidden}");
+        assert!(logits < 1e-4, "logits differ by {logits}");
+        let options = options(&crate::hf::read_config(&dir).unwrap(), &dir).unwrap();
+        assert_eq!(
+            (options.position_offset, options.max_len),
+            (Some(2), Some(18))
+        );
+    }
+
+    /// ALBERT: the factorised embedding projected up, one layer shared by all, `gelu_new`.
+    #[test]
+    fn an_imported_albert_computes_what_transformers_computes() {
+        let dir = fixture("albert_tiny");
+        let (hidden, pooled, _) = differences_from_transformers(&dir);
+        let pooled = pooled.unwrap();
+        println!("ALBERT: hidden states within {hidden:e}, pooled {pooled:e}");
+        assert!(hidden < 1e-4, "hidden states differ by {hidden}");
+        assert!(pooled < 1e-4, "pooled outputs differ by {pooled}");
+    }
+
+    /// ALBERT's pretraining heads (masked LM and sentence order) are taken for pretraining.
+    #[test]
+    fn albert_pretraining_heads_are_imported() {
+        let dir = fixture("albert_tiny");
+        let mut options = options(&crate::hf::read_config(&dir).unwrap(), &dir).unwrap();
+        options.next_sentence = crate::models::bert::NextSentence::Sop;
+        options.resolve().unwrap();
+        let imported = import(&dir, &options).unwrap();
+        assert!(imported.unused.is_empty(), "{:?}", imported.unused);
+        for name in [
+            "mlm_dense.weight",
+            "mlm_norm.gamma",
+            "mlm_bias",
+            "sentence_head.weight",
+        ] {
+            assert!(imported.tensors.contains_key(name), "{name}");
+        }
     }
 
     /// The same for a real checkpoint outside the repository (NLPKIT_HF_FOLDER, with the
@@ -418,6 +621,7 @@ mod tests {
     fn a_real_checkpoint_computes_what_transformers_computes() {
         let dir = std::path::PathBuf::from(std::env::var("NLPKIT_HF_FOLDER").unwrap());
         let (hidden, pooled, _) = differences_from_transformers(&dir);
+        let pooled = pooled.unwrap_or(0.0);
         println!(
             "{}: hidden states within {hidden:e}, pooled output within {pooled:e}",
             dir.display()
@@ -433,7 +637,7 @@ mod tests {
         let name = "bert.encoder.layer.1.attention.self.key.weight";
         let key = tensors.get_mut(name).unwrap();
         key.shape = vec![key.values.len()];
-        let rules = encoder_rules("bert.", 2, true);
+        let rules = encoder_rules(Family::Bert, "bert.", 2, true);
         let error = layout::import(&rules, tensors).unwrap_err().to_string();
         assert!(error.contains(name) && error.contains("2-D"), "{error}");
     }

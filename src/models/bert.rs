@@ -4,10 +4,10 @@
 //! token classification (softmax or CRF). ALBERT's options: a factorised embedding size projected
 //! up to the hidden width, and one layer's weights shared by all layers.
 
+use super::activation::Activation;
 use super::classifier::{ClassifierConfig, TextBatch};
 use super::crf::Crf;
 use super::encoder::{Encoder, EncoderConfig};
-use super::gelu::gelu;
 use crate::error::{Error, Result};
 use crate::recipe::{DataSizes, ModelOptions, TaskKind, require_dropout, require_positive};
 use burn::module::Param;
@@ -77,9 +77,24 @@ pub struct BertOptions {
     /// ALBERT's cross-layer parameter sharing.
     #[serde(default)]
     pub share_layers: Option<bool>,
-    /// The longest sequence, `[CLS]` and `[SEP]` included (the position table's size).
+    /// The longest sequence, `[CLS]` and `[SEP]` included (the position table's size, less
+    /// `position_offset`).
     #[serde(default)]
     pub max_len: Option<usize>,
+    /// The feed-forward and MLM-head activation (HF `hidden_act`): `gelu` (BERT, RoBERTa) or
+    /// `gelu_new` (ALBERT).
+    #[serde(default)]
+    pub activation: Option<Activation>,
+    /// LayerNorm's epsilon (HF `layer_norm_eps`): 1e-12 (BERT, ALBERT) or 1e-5 (RoBERTa).
+    #[serde(default)]
+    pub layer_norm_eps: Option<f64>,
+    /// Segment (token type) embeddings (HF `type_vocab_size`): 2 (BERT, ALBERT) or 1 (RoBERTa).
+    #[serde(default)]
+    pub segments: Option<usize>,
+    /// RoBERTa's position ids, which start after the padding id: a text's tokens are at
+    /// `position_offset + i` and padding at `position_offset - 1`; 0 for BERT and ALBERT.
+    #[serde(default)]
+    pub position_offset: Option<usize>,
     #[serde(default)]
     pub dropout: Option<f64>,
     /// Pretraining: the sentence-pair task.
@@ -117,6 +132,18 @@ impl BertOptions {
             pretrained.share_layers,
         )?;
         super::inherit_length("max_len", &mut self.max_len, pretrained.max_len)?;
+        take("activation", &mut self.activation, pretrained.activation)?;
+        take(
+            "layer_norm_eps",
+            &mut self.layer_norm_eps,
+            pretrained.layer_norm_eps,
+        )?;
+        take("segments", &mut self.segments, pretrained.segments)?;
+        take(
+            "position_offset",
+            &mut self.position_offset,
+            pretrained.position_offset,
+        )?;
         take("vocab_size", &mut self.vocab_size, pretrained.vocab_size)?;
         self.dropout = self.dropout.or(pretrained.dropout);
         Ok(())
@@ -156,6 +183,10 @@ impl ModelOptions for BertOptions {
         self.share_layers.get_or_insert(false);
         self.max_len.get_or_insert(512);
         self.dropout.get_or_insert(base.dropout);
+        self.activation.get_or_insert(base.activation);
+        self.layer_norm_eps.get_or_insert(base.layer_norm_eps);
+        self.segments.get_or_insert(2);
+        self.position_offset.get_or_insert(0);
         Ok(())
     }
 
@@ -182,6 +213,19 @@ impl ModelOptions for BertOptions {
             problems.push("`model.max_len` must be at least 4 ([CLS] a [SEP] b)".into());
         }
         require_dropout(problems, self.dropout.unwrap_or(0.0));
+        if self.segments == Some(1)
+            && self.head == BertHead::Pretraining
+            && self.next_sentence != NextSentence::None
+        {
+            problems.push(
+                "`model.next_sentence` needs two segments; with `segments: 1` (RoBERTa) give \
+                 `next_sentence: none`"
+                    .into(),
+            );
+        }
+        if self.segments == Some(0) {
+            problems.push("`model.segments` must be 1 or more".into());
+        }
         if self.crf && self.head != BertHead::TokenClassification {
             problems.push("`model.crf` is for `head: token_classification` only".into());
         }
@@ -234,7 +278,12 @@ impl BertOptions {
                 dropout: self.dropout.expect("resolved"),
                 pre_norm: false,
                 share_layers: self.share_layers.expect("resolved"),
+                // Experiments written before these options existed had BERT's.
+                activation: self.activation.unwrap_or_default(),
+                layer_norm_eps: self.layer_norm_eps.unwrap_or(1e-12),
             },
+            segments: self.segments.unwrap_or(2),
+            position_offset: self.position_offset.unwrap_or(0),
             vocab_size: self.vocab_size.ok_or_else(missing)?,
             embedding_size: self.embedding_size.expect("resolved"),
             max_len: self.max_len.expect("resolved"),
@@ -268,6 +317,8 @@ impl ClassifierConfig for BertConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct BertConfig {
     pub encoder: EncoderConfig,
+    pub segments: usize,
+    pub position_offset: usize,
     pub vocab_size: usize,
     pub embedding_size: usize,
     pub max_len: usize,
@@ -288,8 +339,8 @@ fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
         .init(device)
 }
 
-fn layer_norm(width: usize, device: &Device) -> LayerNorm {
-    LayerNormConfig::new(width).with_epsilon(1e-12).init(device)
+fn layer_norm(width: usize, eps: f64, device: &Device) -> LayerNorm {
+    LayerNormConfig::new(width).with_epsilon(eps).init(device)
 }
 
 impl BertConfig {
@@ -306,9 +357,10 @@ impl BertConfig {
         };
         Bert {
             tokens: embedding(self.vocab_size),
-            segments: embedding(2),
-            positions: embedding(self.max_len),
-            embedding_norm: layer_norm(e, device),
+            segments: embedding(self.segments),
+            positions: embedding(self.position_offset + self.max_len),
+            position_offset: self.position_offset,
+            embedding_norm: layer_norm(e, self.encoder.layer_norm_eps, device),
             embedding_projection: (e != h).then(|| linear(e, h, device)),
             dropout: DropoutConfig::new(self.encoder.dropout).init(),
             encoder: self.encoder.init(device),
@@ -323,7 +375,8 @@ impl BertConfig {
         BertPretraining {
             bert: self.init_encoder(device),
             mlm_dense: linear(h, e, device),
-            mlm_norm: layer_norm(e, device),
+            mlm_norm: layer_norm(e, self.encoder.layer_norm_eps, device),
+            activation: self.encoder.activation,
             mlm_bias: Param::from_tensor(Tensor::zeros([self.vocab_size], device)),
             sentence_head: self.next_sentence.loss_name().map(|_| linear(h, 2, device)),
             log_variances: (uncertainty_terms > 0)
@@ -355,6 +408,8 @@ pub struct Bert {
     tokens: Embedding,
     segments: Embedding,
     positions: Embedding,
+    /// RoBERTa's: see [`BertOptions::position_offset`].
+    position_offset: usize,
     embedding_norm: LayerNorm,
     embedding_projection: Option<Linear>,
     dropout: Dropout,
@@ -377,9 +432,14 @@ impl Bert {
     pub fn forward(&self, input: BertInput) -> Tensor<3> {
         let [batch, time] = input.ids.dims();
         let device = input.ids.device();
-        let positions = Tensor::<1, Int>::arange(0..time as i64, &device)
+        let offset = self.position_offset as i64;
+        let mut positions = Tensor::<1, Int>::arange(offset..offset + time as i64, &device)
             .reshape([1, time])
             .expand([batch, time]);
+        if offset > 0 {
+            // RoBERTa gives padding the padding id's position, `offset - 1`.
+            positions = positions.mask_fill(input.padding.clone(), offset - 1);
+        }
         let x = self.tokens.forward(input.ids)
             + self.segments.forward(input.segments)
             + self.positions.forward(positions);
@@ -405,6 +465,8 @@ pub struct BertPretraining {
     mlm_norm: LayerNorm,
     mlm_bias: Param<Tensor<1>>,
     sentence_head: Option<Linear>,
+    #[module(skip)]
+    activation: Activation,
     /// Uncertainty weighting's s_i, one per loss (Kendall et al.), trained with the model.
     pub log_variances: Option<Param<Tensor<1>>>,
 }
@@ -426,7 +488,9 @@ impl BertPretraining {
         // Only the masked positions are predicted: the vocabulary projection, the largest
         // matmul, runs on ~15% of the tokens.
         let picked = hidden.reshape([batch * time, width]).select(0, masked);
-        let h = self.mlm_norm.forward(gelu(self.mlm_dense.forward(picked)));
+        let h = self
+            .mlm_norm
+            .forward(self.activation.apply(self.mlm_dense.forward(picked)));
         let tied = self.bert.tokens.weight.val().transpose();
         let logits = h.matmul(tied) + self.mlm_bias.val().unsqueeze_dim(0);
         (logits, sentence)

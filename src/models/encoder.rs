@@ -3,7 +3,7 @@
 //! (pre-norm), with a padding mask. BERT-base is 12 layers of width 768, 12 heads, feed-forward
 //! 3072.
 
-use super::gelu::gelu;
+use super::activation::Activation;
 use burn::nn::{
     Dropout, DropoutConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
 };
@@ -22,6 +22,8 @@ pub struct EncoderConfig {
     pub pre_norm: bool,
     /// One layer's weights applied `n_layer` times (ALBERT's cross-layer sharing).
     pub share_layers: bool,
+    pub activation: Activation,
+    pub layer_norm_eps: f64,
 }
 
 impl EncoderConfig {
@@ -35,6 +37,8 @@ impl EncoderConfig {
             dropout: 0.1,
             pre_norm: false,
             share_layers: false,
+            activation: Activation::Gelu,
+            layer_norm_eps: 1e-12,
         }
     }
 
@@ -50,7 +54,7 @@ impl EncoderConfig {
         };
         let norm = || {
             LayerNormConfig::new(self.width)
-                .with_epsilon(1e-12)
+                .with_epsilon(self.layer_norm_eps)
                 .init(device)
         };
         let distinct = if self.share_layers { 1 } else { self.n_layer };
@@ -65,6 +69,7 @@ impl EncoderConfig {
                 dropout: DropoutConfig::new(self.dropout).init(),
                 n_head: self.n_head,
                 pre_norm: self.pre_norm,
+                activation: self.activation,
             })
             .collect();
         Encoder {
@@ -92,6 +97,8 @@ pub struct EncoderLayer {
     dropout: Dropout,
     n_head: usize,
     pre_norm: bool,
+    #[module(skip)]
+    activation: Activation,
 }
 
 impl Encoder {
@@ -135,7 +142,7 @@ impl EncoderLayer {
     }
 
     fn feed_forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let hidden = gelu(self.ffn_in.forward(x));
+        let hidden = self.activation.apply(self.ffn_in.forward(x));
         self.dropout.forward(self.ffn_out.forward(hidden))
     }
 }
@@ -153,6 +160,8 @@ mod tests {
             dropout: 0.0,
             pre_norm,
             share_layers: false,
+            activation: Activation::Gelu,
+            layer_norm_eps: 1e-12,
         }
     }
 

@@ -156,6 +156,7 @@ impl TransformerSeq2SeqConfig {
             dropout: o.dropout,
             pre_norm: o.pre_norm,
             share_layers: false,
+            ..EncoderConfig::bert_base()
         }
         .init(device);
         let decoder = (0..o.decoder_layers)
