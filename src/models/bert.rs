@@ -59,6 +59,10 @@ impl NextSentence {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct BertOptions {
+    /// A shape users know (`bert-base`, `bert-tiny`, `albert-base`, `roberta-base`, from
+    /// `configs/`) or a path to such a YAML file; keys given beside it win.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
     #[serde(default)]
     pub head: BertHead,
     #[serde(default)]
@@ -112,11 +116,52 @@ pub struct BertOptions {
     pub labels: Option<Vec<String>>,
 }
 
+/// Presets shipped in the binary, by name; the same files are in `configs/`.
+const PRESETS: &[(&str, &str)] = &[
+    ("bert-base", include_str!("../../configs/bert-base.yaml")),
+    ("bert-tiny", include_str!("../../configs/bert-tiny.yaml")),
+    (
+        "albert-base",
+        include_str!("../../configs/albert-base.yaml"),
+    ),
+    (
+        "roberta-base",
+        include_str!("../../configs/roberta-base.yaml"),
+    ),
+];
+
 impl BertOptions {
+    /// Fill the fields the recipe left out from its preset.
+    fn apply_preset(&mut self) -> Result<()> {
+        let Some(preset) = self.preset.take() else {
+            return Ok(());
+        };
+        let base: BertOptions = super::read_preset(&preset, PRESETS)?;
+        self.n_layer = self.n_layer.or(base.n_layer);
+        self.n_head = self.n_head.or(base.n_head);
+        self.width = self.width.or(base.width);
+        self.ffn_width = self.ffn_width.or(base.ffn_width);
+        self.embedding_size = self.embedding_size.or(base.embedding_size);
+        self.share_layers = self.share_layers.or(base.share_layers);
+        self.max_len = self.max_len.or(base.max_len);
+        self.dropout = self.dropout.or(base.dropout);
+        self.activation = self.activation.or(base.activation);
+        self.layer_norm_eps = self.layer_norm_eps.or(base.layer_norm_eps);
+        self.segments = self.segments.or(base.segments);
+        self.position_offset = self.position_offset.or(base.position_offset);
+        Ok(())
+    }
+
     /// Take the encoder's shape from the pretrained model's options; a field the recipe sets
     /// must agree with it.
     pub fn inherit(&mut self, pretrained: &BertOptions) -> Result<()> {
         use super::inherit_field as take;
+        if let Some(preset) = &self.preset {
+            return Err(Error::Recipe(format!(
+                "`model.preset: {preset}` cannot apply to a pretrained model, whose shape is its \
+                 own; remove it"
+            )));
+        }
         take("n_layer", &mut self.n_layer, pretrained.n_layer)?;
         take("n_head", &mut self.n_head, pretrained.n_head)?;
         take("width", &mut self.width, pretrained.width)?;
@@ -174,6 +219,7 @@ impl ModelOptions for BertOptions {
 
     /// Defaults for what neither the recipe nor a pretrained experiment gave: BERT-base.
     fn resolve(&mut self) -> Result<()> {
+        self.apply_preset()?;
         let base = EncoderConfig::bert_base();
         let width = *self.width.get_or_insert(base.width);
         self.n_layer.get_or_insert(base.n_layer);
@@ -570,6 +616,44 @@ mod tests {
         let before = rows * 16 + 2 * 16 + (16 * 16 + 16) + 2 * 16;
         let after = rows * 4 + 2 * 4 + (16 * 4 + 4) + 2 * 4 + (4 * 16 + 16);
         assert_eq!(base - factorised, before - after);
+    }
+
+    /// Each shipped preset resolves to the published shape's parameter count.
+    #[test]
+    fn presets_resolve_to_the_published_shapes() {
+        let device = Device::flex();
+        let count = |preset: &str, vocab: usize| {
+            let mut o = BertOptions {
+                preset: Some(preset.into()),
+                vocab_size: Some(vocab),
+                ..BertOptions::default()
+            };
+            o.resolve().unwrap();
+            let mut problems = Vec::new();
+            o.validate(&mut problems);
+            assert!(problems.is_empty(), "{preset}: {problems:?}");
+            let model = o.config().unwrap().init_encoder(&device);
+            // BertModel's count, as HF reports it for bert-base-uncased: 109,482,240.
+            model.num_params()
+        };
+        assert_eq!(count("bert-base", 30522), 109_482_240);
+        // google/bert_uncased_L-2_H-128_A-2: 4,385,920 in HF's BertModel.
+        assert_eq!(count("bert-tiny", 30522), 4_385_920);
+        // albert-base-v2's AlbertModel (a 30,000-piece vocabulary): 11,683,584.
+        assert_eq!(count("albert-base", 30000), 11_683_584);
+        let mut roberta = BertOptions {
+            preset: Some("roberta-base".into()),
+            head: BertHead::Pretraining,
+            ..BertOptions::default()
+        };
+        roberta.resolve().unwrap();
+        let mut problems = Vec::new();
+        roberta.validate(&mut problems);
+        assert!(problems[0].contains("next_sentence: none"), "{problems:?}");
+        assert_eq!(
+            (roberta.segments, roberta.position_offset),
+            (Some(1), Some(2))
+        );
     }
 
     #[test]

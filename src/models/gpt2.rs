@@ -51,6 +51,10 @@ pub struct Gpt2Options {
 const PRESETS: &[(&str, &str)] = &[
     ("gpt2-tiny", include_str!("../../configs/gpt2-tiny.yaml")),
     ("gpt2-small", include_str!("../../configs/gpt2-small.yaml")),
+    (
+        "gpt2-medium",
+        include_str!("../../configs/gpt2-medium.yaml"),
+    ),
 ];
 
 impl ModelOptions for Gpt2Options {
@@ -65,26 +69,7 @@ impl ModelOptions for Gpt2Options {
     /// Fill missing fields from the preset, then from GPT-2 small's defaults.
     fn resolve(&mut self) -> Result<()> {
         if let Some(preset) = self.preset.take() {
-            let (origin, text) = match PRESETS.iter().find(|(name, _)| *name == preset) {
-                Some((name, text)) => (format!("preset {name}"), text.to_string()),
-                None => {
-                    let text = std::fs::read_to_string(&preset).map_err(|_| {
-                        let names: Vec<&str> = PRESETS.iter().map(|(n, _)| *n).collect();
-                        Error::Recipe(format!(
-                            "`model.preset: {preset}` is neither a shipped preset ({}) nor a \
-                             readable file",
-                            names.join(", ")
-                        ))
-                    })?;
-                    (preset.clone(), text)
-                }
-            };
-            let base: Gpt2Options = serde_saphyr::from_str(&text).map_err(|e| {
-                Error::Recipe(format!(
-                    "{origin}: {}",
-                    e.to_string().lines().next().unwrap_or("")
-                ))
-            })?;
+            let base: Gpt2Options = super::read_preset(&preset, PRESETS)?;
             self.n_layer = self.n_layer.or(base.n_layer);
             self.n_head = self.n_head.or(base.n_head);
             self.n_embd = self.n_embd.or(base.n_embd);
@@ -529,6 +514,19 @@ mod tests {
         // 124M with the 1024 position embeddings, as the GPT-2 paper counts.
         let with_positions = config.num_params() + config.block_size * config.n_embd;
         assert_eq!(with_positions, 124_439_808);
+        // HF's gpt2-medium: 354,823,168.
+        let mut medium = Gpt2Options {
+            preset: Some("gpt2-medium".into()),
+            ..Default::default()
+        };
+        medium.resolve().unwrap();
+        medium.record_sizes(&sizes).unwrap();
+        let config = medium.config().unwrap();
+        assert_eq!(config.activation, Activation::GeluNew);
+        assert_eq!(
+            config.num_params() + config.block_size * config.n_embd,
+            354_823_168
+        );
         let mut tiny = Gpt2Options {
             preset: Some("gpt2-tiny".into()),
             n_layer: Some(2),

@@ -16,6 +16,35 @@ pub mod transformer_seq2seq;
 
 use burn::prelude::*;
 
+/// The options of `model.preset`: a shipped preset by name (`shipped`: name, YAML text) or a
+/// YAML file by path.
+pub(crate) fn read_preset<T: serde::de::DeserializeOwned>(
+    preset: &str,
+    shipped: &[(&str, &str)],
+) -> crate::error::Result<T> {
+    use crate::error::Error;
+    let (origin, text) = match shipped.iter().find(|(name, _)| *name == preset) {
+        Some((name, text)) => (format!("preset {name}"), text.to_string()),
+        None => {
+            let text = std::fs::read_to_string(preset).map_err(|_| {
+                let names: Vec<&str> = shipped.iter().map(|(n, _)| *n).collect();
+                Error::Recipe(format!(
+                    "`model.preset: {preset}` is neither a shipped preset ({}) nor a readable \
+                     file",
+                    names.join(", ")
+                ))
+            })?;
+            (preset.to_string(), text)
+        }
+    };
+    serde_saphyr::from_str(&text).map_err(|e| {
+        Error::Recipe(format!(
+            "{origin}: {}",
+            e.to_string().lines().next().unwrap_or("")
+        ))
+    })
+}
+
 /// One shape field of a fine-tuning recipe, taken from the pretrained model's: filled when the
 /// recipe leaves it out, an error naming it when the recipe gives another value.
 pub(crate) fn inherit_field<T: PartialEq + Copy + std::fmt::Debug>(
