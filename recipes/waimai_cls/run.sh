@@ -7,18 +7,24 @@
 #   3 fine-tune      BERT sequence classification from stage 2 (conf/bert_finetune.yaml)
 #   4 baseline       the same BERT classifier from scratch (conf/bert_scratch.yaml)
 #   5 eval           accuracy, macro-F1 and confusion matrices on the test split; summary table
-# Usage: ./run.sh [--stage N] [--stop_stage M] [--backend flex] [--data PATH]
+#   6 pretrained     fine-tune a pretrained HF BERT folder given as --pretrained DIR (e.g.
+#                    bert-base-chinese, see README.md) and evaluate it; skipped without one
+# Usage: ./run.sh [--stage N] [--stop_stage M] [--backend flex] [--data PATH] [--pretrained DIR]
 # --data: another copy of waimai_10k.csv (CSV with header `label,review`).
 set -euo pipefail
+caller_dir=$PWD
 cd "$(dirname "$0")"
 root=$(cd ../.. && pwd)
 
 stage=0
-stop_stage=5
+stop_stage=6
 backend=            # empty: the recipes' backend (flex); or ndarray, wgpu, tch, cuda
 data=               # empty: ../../data/waimai_10k/waimai_10k.csv, as the recipes say
-parse_options_vars="stage stop_stage backend data"
+pretrained=         # an HF model folder (config.json, model.safetensors, tokenizer) for stage 6
+parse_options_vars="stage stop_stage backend data pretrained"
 . "$root/tools/parse_options.sh"
+# A relative --pretrained is the caller's, not this folder's.
+[ -n "$pretrained" ] && pretrained=$(cd "$caller_dir" && cd "$pretrained" && pwd)
 
 . "$root/tools/nlpkit.sh"
 overrides=()
@@ -64,4 +70,14 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   done
   "$nlpkit" summary exp/textcnn exp/bert_scratch exp/bert_finetune |
     tee exp/test_scores.txt
+fi
+
+if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
+  if [ -z "$pretrained" ]; then
+    echo "stage 6: skipped (no --pretrained DIR; see README.md for getting bert-base-chinese)"
+  else
+    echo "stage 6: fine-tune the pretrained HF model $pretrained"
+    "$nlpkit" train conf/bert_pretrained.yaml "${overrides[@]}" --set "init_from=$pretrained" --resume
+    "$nlpkit" eval exp/bert_pretrained --split test
+  fi
 fi
