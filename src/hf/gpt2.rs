@@ -168,17 +168,35 @@ pub fn import(dir: &Path, options: &Gpt2Options) -> Result<Imported> {
     })
 }
 
-/// What `nlpkit export` writes for a GPT-2 experiment: a `GPT2LMHeadModel`.
+/// What `nlpkit export` writes for a GPT-2 experiment: a `GPT2LMHeadModel`. A model without
+/// biases (nanoGPT's `bias: false`) gets zero ones, which HF's GPT-2 always has and which
+/// compute the same.
 pub fn export(options: &Gpt2Options, ours: &BTreeMap<String, HfTensor>) -> Result<Exported> {
-    if options.bias == Some(false) {
-        return Err(Error::Usage(
-            "the model has no biases (`model.bias: false`), which HF's GPT-2 always has; only \
-             models trained with biases can be exported"
-                .into(),
-        ));
-    }
     let n_layer = options.n_layer.expect("resolved");
-    let tensors = layout::export(&rules("transformer.", n_layer), ours)?;
+    let rules = rules("transformer.", n_layer);
+    let mut ours = ours.clone();
+    for rule in &rules {
+        let name = rule.ours_name();
+        if ours.contains_key(name) {
+            continue;
+        }
+        // A Linear's bias has its weight's output size, a LayerNorm's shift its scale's size.
+        let size = if let Some(layer) = name.strip_suffix(".bias") {
+            ours.get(&format!("{layer}.weight")).map(|w| w.shape[1])
+        } else if let Some(norm) = name.strip_suffix(".beta") {
+            ours.get(&format!("{norm}.gamma")).map(|g| g.shape[0])
+        } else {
+            None
+        };
+        if let Some(size) = size {
+            let zeros = HfTensor {
+                shape: vec![size],
+                values: vec![0.0; size],
+            };
+            ours.insert(name.to_string(), zeros);
+        }
+    }
+    let tensors = layout::export(&rules, &ours)?;
     let dropout = options.dropout.unwrap_or(0.0);
     let config = serde_json::json!({
         "architectures": ["GPT2LMHeadModel"],
@@ -252,6 +270,31 @@ mod tests {
         let exported = export(&options, &imported.tensors).unwrap();
         assert_eq!(exported.tensors, crate::hf::read_weights(&dir).unwrap());
         assert_eq!(exported.config["activation_function"], "gelu_new");
+    }
+
+    /// A model without biases exports with zero ones, and computes the same.
+    #[test]
+    fn a_model_without_biases_exports_with_zero_biases() {
+        let device = Device::flex();
+        let mut options = Gpt2Options {
+            preset: Some("gpt2-tiny".into()),
+            n_layer: Some(1),
+            vocab_size: Some(11),
+            ..Gpt2Options::default()
+        };
+        options.resolve().unwrap();
+        assert_eq!(options.bias, Some(false));
+        let model = options.config().unwrap().init(&device);
+        let store = |m: &crate::models::gpt2::Gpt2| {
+            let mut store = burn::store::SafetensorsStore::from_bytes(None);
+            burn::store::ModuleSnapshot::save_into(m, &mut store).unwrap();
+            crate::hf::parse_safetensors(&store.get_bytes().unwrap(), "the model").unwrap()
+        };
+        let exported = export(&options, &store(&model)).unwrap();
+        let bias = &exported.tensors["transformer.h.0.mlp.c_fc.bias"];
+        assert_eq!(bias.shape, [4 * 128]);
+        assert!(bias.values.iter().all(|v| *v == 0.0));
+        assert!(exported.tensors.contains_key("transformer.ln_f.bias"));
     }
 
     /// A config nlpkit would compute differently from is refused, naming the field.

@@ -104,10 +104,14 @@ pub fn read_weights(dir: &Path) -> Result<BTreeMap<String, HfTensor>> {
 pub fn read_safetensors(file: &Path) -> Result<BTreeMap<String, HfTensor>> {
     let bytes =
         std::fs::read(file).map_err(|e| Error::io(format!("cannot read {}", file.display()), e))?;
-    let bad = |e: &dyn std::fmt::Display| {
-        Error::Data(format!("{}: not a safetensors file: {e}", file.display()))
-    };
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(&e))?;
+    parse_safetensors(&bytes, &file.display().to_string())
+}
+
+/// [`read_safetensors`] of bytes read from `origin`.
+pub fn parse_safetensors(bytes: &[u8], origin: &str) -> Result<BTreeMap<String, HfTensor>> {
+    let bad =
+        |e: &dyn std::fmt::Display| Error::Data(format!("{origin}: not a safetensors file: {e}"));
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(&e))?;
     let mut tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
         if is_integer(view.dtype()) {
