@@ -141,7 +141,14 @@ impl TextTokenizer {
                 path.display()
             )));
         }
-        let inner = Tokenizer::from_file(path)
+        let mut inner = Tokenizer::from_file(path)
+            .map_err(|e| tk_error(&format!("cannot load {}", path.display()), e))?;
+        // nlpkit cuts and pads the ids itself. A saved tokenizer may pad or truncate every
+        // encoding (all-MiniLM-L6-v2's pads to 128), which transformers switches off unless
+        // asked; left on, every text would become 128 ids, padding included.
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
             .map_err(|e| tk_error(&format!("cannot load {}", path.display()), e))?;
         Ok(Self {
             inner,
