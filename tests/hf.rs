@@ -18,7 +18,7 @@ fn recipe(init_from: &Path, steps: usize) -> String {
         "seed: 7\noutput_dir: exp\ninit_from: {}\n\
          data:\n  format: csv\n  train: reviews.csv\n  csv: {{text_column: review, label_column: label}}\n  \
          split: {{train: 0.8, valid: 0.1, test: 0.1, shuffle: true}}\n  \
-         tokenizer: {{type: char}}  # unused: the folder's tokenizer.json is taken\n\
+         tokenizer: {{type: char}}  # unused: the folder's tokenizer is taken\n\
          model:\n  type: bert\n  head: sequence_classification\n\
          optim:\n  lr: 1.0e-3\n\
          train:\n  max_steps: {steps}\n  batch_size: 16\n  log_interval: 1\n  eval_interval: {steps}\n  \
@@ -218,6 +218,49 @@ fn pickled_weights_are_refused_with_the_conversion_command() {
     let stderr = refused_to_train_from(&s, &dir);
     assert!(
         stderr.contains("pytorch_model.bin") && stderr.contains("safe_serialization=True"),
+        "{stderr}"
+    );
+}
+
+/// Many checkpoints ship only vocab.txt: nlpkit builds BERT's WordPiece tokenizer from it (as
+/// transformers does), fine-tunes, and writes it as tokenizer.json into the experiment, which
+/// eval then loads.
+#[test]
+fn a_classifier_fine_tunes_from_a_folder_with_vocab_txt_and_no_tokenizer_json() {
+    let s = Scratch::new();
+    let dir = copy_fixture(&s, "bert_tiny_cls");
+    std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
+    s.write("reviews.csv", reviews(60));
+    s.write("recipe.yaml", recipe(&dir, 4));
+    let out = s.run(&["train", "recipe.yaml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("initialised the encoder from"), "{stderr}");
+
+    let saved = std::fs::read_to_string(s.path().join("exp/tokenizer.json")).unwrap();
+    let saved: serde_json::Value = serde_json::from_str(&saved).unwrap();
+    let vocab = std::fs::read_to_string(dir.join("vocab.txt")).unwrap();
+    assert_eq!(saved["model"]["type"], "WordPiece");
+    assert_eq!(
+        saved["model"]["vocab"].as_object().unwrap().len(),
+        vocab.lines().count()
+    );
+    assert_eq!(saved["normalizer"]["type"], "BertNormalizer");
+    assert_eq!(saved["normalizer"]["lowercase"], true);
+    let out = s.ok(&["eval", "exp"]);
+    assert!(out.contains("accuracy"), "{out}");
+}
+
+#[test]
+fn a_folder_with_no_tokenizer_is_refused_saying_what_to_do() {
+    let s = Scratch::new();
+    let dir = copy_fixture(&s, "bert_tiny_cls");
+    std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
+    std::fs::remove_file(dir.join("vocab.txt")).unwrap();
+    let stderr = refused_to_train_from(&s, &dir);
+    assert!(
+        stderr.contains("has neither tokenizer.json nor vocab.txt")
+            && stderr.contains("save_pretrained"),
         "{stderr}"
     );
 }

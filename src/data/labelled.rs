@@ -13,6 +13,7 @@ use super::tagging::{TaggedSentence, read_tagged, tag_list};
 use super::text::read_text;
 use super::tokenizer::TextTokenizer;
 use crate::error::{Error, IoContext, Result, write_atomic};
+use crate::hf::tokenizer::TokenizerFiles;
 use crate::recipe::{CsvSection, DataFormat, Recipe, TaskKind};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -97,17 +98,17 @@ pub fn tokenizer_path(dir: &Path) -> PathBuf {
 }
 
 /// The pretrained model's tokenizer, when fine-tuning: an nlpkit experiment's, or an HF folder's
-/// `tokenizer.json`.
-fn pretrained_tokenizer(recipe: &Recipe) -> Result<Option<PathBuf>> {
+/// (`tokenizer.json`, else `vocab.txt`).
+fn pretrained_tokenizer(recipe: &Recipe) -> Result<Option<TokenizerFiles>> {
     let Some(dir) = recipe.init_from.as_ref() else {
         return Ok(None);
     };
     if crate::hf::is_model_folder(dir) {
-        return crate::hf::tokenizer_path(dir).map(Some);
+        return TokenizerFiles::of_folder(dir).map(Some);
     }
-    Ok(Some(
+    Ok(Some(TokenizerFiles::Json(
         crate::experiment::Experiment::new(dir).tokenizer_path(),
-    ))
+    )))
 }
 
 /// BERT pretraining reads documents (texts without labels) instead of labelled examples.
@@ -260,7 +261,9 @@ pub fn prepare_labelled(recipe: &Recipe, force: bool) -> Result<Prepared<Labelle
     let dir = recipe.prepared_dir();
     let data = &recipe.data;
     let mut inputs = prepared::split_inputs(data);
-    inputs.extend(pretrained_tokenizer(recipe)?.map(|p| (p, "init_from".into())));
+    let pretrained = pretrained_tokenizer(recipe)?;
+    let pretrained_inputs = pretrained.iter().flat_map(TokenizerFiles::inputs);
+    inputs.extend(pretrained_inputs.map(|p| (p, "init_from".into())));
     let reads = if is_pretraining(recipe) {
         "documents"
     } else {
@@ -279,8 +282,10 @@ pub fn prepare_labelled(recipe: &Recipe, force: bool) -> Result<Prepared<Labelle
             data.train.display()
         )));
     }
-    let tokenizer = match pretrained_tokenizer(recipe)? {
-        Some(path) => TextTokenizer::load(&path)?,
+    // Built from vocab.txt or loaded, it is saved below as tokenizer.json, which the experiment
+    // folder copies: eval and generate load that, whatever the folder held.
+    let tokenizer = match &pretrained {
+        Some(files) => TextTokenizer::load_pretrained(files)?,
         None => {
             let text_of = |split: &[Example]| -> String {
                 split

@@ -11,6 +11,7 @@ use super::text::read_text;
 use super::token_file::{TokenWidth, read_tokens, write_tokens};
 use super::tokenizer::TextTokenizer;
 use crate::error::Result;
+use crate::hf::tokenizer::TokenizerFiles;
 use crate::recipe::Recipe;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -69,9 +70,9 @@ pub fn split_path(dir: &Path, split: Split) -> PathBuf {
 }
 
 /// The tokenizer of the HF model a fine-tuning recipe starts from (`init_from`).
-fn pretrained_tokenizer(recipe: &Recipe) -> Result<Option<PathBuf>> {
+fn pretrained_tokenizer(recipe: &Recipe) -> Result<Option<TokenizerFiles>> {
     match recipe.init_from.as_deref() {
-        Some(dir) => crate::hf::tokenizer_path(dir).map(Some),
+        Some(dir) => TokenizerFiles::of_folder(dir).map(Some),
         None => Ok(None),
     }
 }
@@ -88,7 +89,8 @@ pub fn prepare_text(recipe: &Recipe, force: bool) -> Result<Prepared<TextMeta>> 
             .map(|p| (p, "data.tokenizer.path".to_string())),
     );
     let pretrained = pretrained_tokenizer(recipe)?;
-    inputs.extend(pretrained.clone().map(|p| (p, "init_from".to_string())));
+    let pretrained_inputs = pretrained.iter().flat_map(TokenizerFiles::inputs);
+    inputs.extend(pretrained_inputs.map(|p| (p, "init_from".to_string())));
     let fingerprint = prepared::fingerprint(recipe, &inputs)?;
     let mut files: Vec<PathBuf> = Split::ALL.map(|s| split_path(&dir, s)).into();
     files.push(tokenizer_path(&dir));
@@ -101,7 +103,7 @@ pub fn prepare_text(recipe: &Recipe, force: bool) -> Result<Prepared<TextMeta>> 
     })?;
     let all_text = texts.concat();
     let tokenizer = match &pretrained {
-        Some(path) => TextTokenizer::load(path)?,
+        Some(files) => TextTokenizer::load_pretrained(files)?,
         None => TextTokenizer::build(&data.tokenizer, &texts[0], &all_text)?,
     };
     let vocab_size = tokenizer.vocab_size();

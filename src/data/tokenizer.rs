@@ -1,8 +1,10 @@
-//! Tokenizers, all through HF `tokenizers`: char level, trained BPE / WordPiece / Unigram, or any
-//! existing `tokenizer.json`. Whatever the kind, the result is saved as `tokenizer.json`, so the
-//! experiment folder can load it without knowing how it was made.
+//! Tokenizers, all through HF `tokenizers`: char level, trained BPE / WordPiece / Unigram, any
+//! existing `tokenizer.json`, or the one an HF folder's `vocab.txt` makes (`hf::tokenizer`).
+//! Whatever the kind, the result is saved as `tokenizer.json`, so the experiment folder can load
+//! it without knowing how it was made.
 
 use crate::error::{Error, Result};
+use crate::hf::tokenizer::TokenizerFiles;
 use crate::recipe::{TokenizerKind, TokenizerSection};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -141,12 +143,40 @@ impl TextTokenizer {
                 path.display()
             )));
         }
-        let inner = Tokenizer::from_file(path)
+        let mut inner = Tokenizer::from_file(path)
             .map_err(|e| tk_error(&format!("cannot load {}", path.display()), e))?;
-        Ok(Self {
+        // nlpkit cuts and pads the ids itself. A saved tokenizer may pad or truncate every
+        // encoding (all-MiniLM-L6-v2's pads to 128), which transformers switches off unless
+        // asked; left on, every text would become 128 ids, padding included.
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| tk_error(&format!("cannot load {}", path.display()), e))?;
+        Ok(Self::from_hf(inner))
+    }
+
+    /// A tokenizer made by `tokenizers` elsewhere (an HF folder's `vocab.txt`), encoded whole
+    /// like a loaded one.
+    pub fn from_hf(inner: Tokenizer) -> Self {
+        Self {
             inner,
             splits_at_spaces: false,
-        })
+        }
+    }
+
+    /// A pretrained model's tokenizer: a saved one, or the one built from an HF folder's
+    /// `vocab.txt`.
+    pub fn load_pretrained(files: &TokenizerFiles) -> Result<Self> {
+        match files {
+            TokenizerFiles::Json(path) => Self::load(path),
+            TokenizerFiles::Vocab(dir) => Ok(Self::from_hf(crate::hf::tokenizer::from_vocab(dir)?)),
+        }
+    }
+
+    /// The `tokenizers` tokenizer, for tests comparing it with transformers'.
+    #[cfg(test)]
+    pub(crate) fn inner(&self) -> &Tokenizer {
+        &self.inner
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {

@@ -4,7 +4,8 @@
 //! `special_tokens_map.json`; a CRF's transitions, which HF's classes have no place for, in
 //! `crf.safetensors` beside them.
 
-use super::{CONFIG_FILE, Exported, HfTensor, TOKENIZER_FILE, WEIGHTS_FILE};
+use super::tokenizer::TOKENIZER_FILE;
+use super::{CONFIG_FILE, Exported, HfTensor, WEIGHTS_FILE};
 use crate::data::tokenizer::TextTokenizer;
 use crate::error::{Error, Result, write_atomic};
 use crate::experiment::Experiment;

@@ -1,7 +1,8 @@
 //! HuggingFace model folders as a fine-tuning recipe's starting point (`init_from: DIR`):
 //! `config.json`, the weights in `model.safetensors` (or the shards that
-//! `model.safetensors.index.json` lists) and `tokenizer.json`. Pickled PyTorch weights
-//! (`pytorch_model.bin`) are refused: loading them would execute code from the file.
+//! `model.safetensors.index.json` lists) and the tokenizer (`tokenizer.json`, or `vocab.txt`:
+//! `tokenizer.rs`). Pickled PyTorch weights (`pytorch_model.bin`) are refused: loading them
+//! would execute code from the file.
 //!
 //! Each architecture's module maps the config to nlpkit's model options (refusing what would
 //! compute something else) and HF's tensors to nlpkit's, by name and layout.
@@ -10,6 +11,7 @@ pub mod bert;
 pub mod export;
 pub mod gpt2;
 pub mod layout;
+pub mod tokenizer;
 
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
@@ -19,7 +21,6 @@ pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 const WEIGHTS_INDEX_FILE: &str = "model.safetensors.index.json";
 const PICKLED_WEIGHTS_FILE: &str = "pytorch_model.bin";
-pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
 /// Whether `dir` is an HF model folder (rather than an nlpkit experiment).
 pub fn is_model_folder(dir: &Path) -> bool {
@@ -75,19 +76,6 @@ pub fn read_config(dir: &Path) -> Result<serde_json::Value> {
         .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
     serde_json::from_str(&text)
         .map_err(|e| Error::Data(format!("{}: not valid JSON: {e}", path.display())))
-}
-
-/// The folder's tokenizer file.
-pub fn tokenizer_path(dir: &Path) -> Result<PathBuf> {
-    let path = dir.join(TOKENIZER_FILE);
-    if path.is_file() {
-        return Ok(path);
-    }
-    Err(Error::Data(format!(
-        "{} has no {TOKENIZER_FILE}; write one with transformers: \
-         `AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR)`",
-        dir.display()
-    )))
 }
 
 /// Every tensor of the folder's checkpoint (all shards), by HF name, as f32.
