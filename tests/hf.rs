@@ -235,7 +235,7 @@ fn a_classifier_fine_tunes_from_a_folder_with_vocab_txt_and_no_tokenizer_json() 
     let out = s.run(&["train", "recipe.yaml"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("initialised the encoder from"), "{stderr}");
+    assert!(stderr.contains("initialised the model from"), "{stderr}");
 
     let saved = std::fs::read_to_string(s.path().join("exp/tokenizer.json")).unwrap();
     let saved: serde_json::Value = serde_json::from_str(&saved).unwrap();
