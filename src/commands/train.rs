@@ -27,6 +27,11 @@ pub fn train_recipe(mut recipe: Recipe, options: &TrainOptions) -> Result<()> {
     // Refuse to overwrite an experiment before touching anything in it.
     refuse_to_overwrite(&exp, options.resume)?;
     let quiet = options.quiet || !ranks.is_main();
+    if !ranks.is_main() {
+        // Only rank 0 speaks: the others' warnings (what a pretrained model left new or unused)
+        // would repeat its own. Errors still name their rank's trouble.
+        log::set_max_level(log::LevelFilter::Error);
+    }
     // Rank 0 prepares the data (once, into the shared folder) while the others wait, then they
     // read what it wrote.
     let data = if ranks.is_main() {

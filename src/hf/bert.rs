@@ -487,7 +487,7 @@ pub fn export(
 mod tests {
     use super::*;
     use crate::hf::test_support::{expected, fixture, floats, int_rows, largest_difference};
-    use crate::models::bert::BertInput;
+    use crate::models::bert::{BertInput, NextSentence};
     use crate::recipe::ModelOptions;
     use crate::train::pretrained::Pretrained;
     use burn::prelude::*;
@@ -594,12 +594,59 @@ mod tests {
         assert!(pooled < 1e-4, "pooled outputs differ by {pooled}");
     }
 
+    /// The largest differences between nlpkit's masked-LM logits (at every position) and
+    /// sentence-pair logits and transformers' for the pretraining folder `dir`.
+    fn pretraining_differences(dir: &Path, next_sentence: NextSentence) -> (f32, f32) {
+        let expected = expected(dir);
+        let mut options = options(&crate::hf::read_config(dir).unwrap(), dir).unwrap();
+        options.next_sentence = next_sentence;
+        options.resolve().unwrap();
+        let device = Device::flex();
+        let model = options.config().unwrap().init_pretraining(0, &device);
+        let section = crate::recipe::ModelSection::Bert(options);
+        let model = Pretrained::hf_folder(dir, section)
+            .load_into(model)
+            .unwrap();
+        let ids = int_rows(&expected, "input_ids", &device);
+        let padding = int_rows(&expected, "attention_mask", &device).equal_elem(0);
+        let [batch, time] = ids.dims();
+        let every = Tensor::<1, Int>::arange(0..(batch * time) as i64, &device);
+        let input = BertInput {
+            segments: ids.zeros_like(),
+            ids,
+            padding,
+        };
+        let (mlm, sentence) = model.forward(input, every);
+        (
+            largest_difference(mlm, &floats(&expected["prediction_logits"])),
+            largest_difference(sentence.unwrap(), &floats(&expected["sentence_logits"])),
+        )
+    }
+
+    /// BERT's and ALBERT's pretraining heads (masked LM tied to the embedding; next-sentence or
+    /// sentence-order) compute what transformers' do.
+    #[test]
+    fn imported_pretraining_heads_compute_what_transformers_computes() {
+        for (name, next_sentence) in [
+            ("bert_tiny_pretraining", NextSentence::Nsp),
+            ("albert_tiny", NextSentence::Sop),
+        ] {
+            let (mlm, sentence) = pretraining_differences(&fixture(name), next_sentence);
+            println!("{name}: masked-LM logits within {mlm:e}, sentence logits {sentence:e}");
+            assert!(mlm < 1e-4, "{name}: masked-LM logits differ by {mlm}");
+            assert!(
+                sentence < 1e-4,
+                "{name}: sentence logits differ by {sentence}"
+            );
+        }
+    }
+
     /// ALBERT's pretraining heads (masked LM and sentence order) are taken for pretraining.
     #[test]
     fn albert_pretraining_heads_are_imported() {
         let dir = fixture("albert_tiny");
         let mut options = options(&crate::hf::read_config(&dir).unwrap(), &dir).unwrap();
-        options.next_sentence = crate::models::bert::NextSentence::Sop;
+        options.next_sentence = NextSentence::Sop;
         options.resolve().unwrap();
         let imported = import(&dir, &options).unwrap();
         assert!(imported.unused.is_empty(), "{:?}", imported.unused);
