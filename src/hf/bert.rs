@@ -46,20 +46,10 @@ impl Family {
 /// The encoder's shape from `config.json`; a field that would make nlpkit compute something
 /// other than transformers does is refused, naming it.
 pub fn options(config: &Value, dir: &Path) -> Result<BertOptions> {
-    let refuse = |field: &str, why: String| {
-        Error::Data(format!(
-            "{}: `{field}` {why}",
-            dir.join(super::CONFIG_FILE).display()
-        ))
-    };
-    let text = |field: &str| config.get(field).and_then(Value::as_str);
-    let size = |field: &str| -> Result<usize> {
-        config
-            .get(field)
-            .and_then(Value::as_u64)
-            .map(|v| v as usize)
-            .ok_or_else(|| refuse(field, "is missing or not a whole number".into()))
-    };
+    let fields = super::ConfigFields::new(config, dir);
+    let refuse = |field: &str, why: String| fields.refuse(field, why);
+    let text = |field: &str| fields.text(field);
+    let size = |field: &str| fields.size(field);
     let Some(family) = Family::of(config) else {
         return Err(refuse(
             "model_type",

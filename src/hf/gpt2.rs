@@ -19,21 +19,11 @@ const LAYER_NORM_EPSILON: f64 = 1e-5;
 /// The model's shape from `config.json`; a field that would make nlpkit compute something other
 /// than transformers does is refused, naming it.
 pub fn options(config: &Value, dir: &Path) -> Result<Gpt2Options> {
-    let refuse = |field: &str, why: String| {
-        Error::Data(format!(
-            "{}: `{field}` {why}",
-            dir.join(super::CONFIG_FILE).display()
-        ))
-    };
-    let size = |field: &str| -> Result<usize> {
-        config
-            .get(field)
-            .and_then(Value::as_u64)
-            .map(|v| v as usize)
-            .ok_or_else(|| refuse(field, "is missing or not a whole number".into()))
-    };
+    let fields = super::ConfigFields::new(config, dir);
+    let refuse = |field: &str, why: String| fields.refuse(field, why);
+    let size = |field: &str| fields.size(field);
     let flag = |field: &str| config.get(field).and_then(Value::as_bool);
-    match config.get("model_type").and_then(Value::as_str) {
+    match fields.text("model_type") {
         Some("gpt2") => {}
         other => {
             return Err(refuse(

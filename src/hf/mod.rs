@@ -69,6 +69,39 @@ pub fn keep_rows(tensors: &mut BTreeMap<String, HfTensor>, name: &str, rows: usi
     }
 }
 
+/// A `config.json`'s fields, read with errors that name the file and the field.
+pub struct ConfigFields<'a> {
+    config: &'a serde_json::Value,
+    path: PathBuf,
+}
+
+impl<'a> ConfigFields<'a> {
+    pub fn new(config: &'a serde_json::Value, dir: &Path) -> Self {
+        Self {
+            config,
+            path: dir.join(CONFIG_FILE),
+        }
+    }
+
+    /// The error for a field nlpkit cannot take, and why.
+    pub fn refuse(&self, field: &str, why: String) -> Error {
+        Error::Data(format!("{}: `{field}` {why}", self.path.display()))
+    }
+
+    /// A whole number the config must have.
+    pub fn size(&self, field: &str) -> Result<usize> {
+        self.config
+            .get(field)
+            .and_then(serde_json::Value::as_u64)
+            .map(|v| v as usize)
+            .ok_or_else(|| self.refuse(field, "is missing or not a whole number".into()))
+    }
+
+    pub fn text(&self, field: &str) -> Option<&'a str> {
+        self.config.get(field).and_then(serde_json::Value::as_str)
+    }
+}
+
 /// `config.json`, parsed.
 pub fn read_config(dir: &Path) -> Result<serde_json::Value> {
     let path = dir.join(CONFIG_FILE);

@@ -156,12 +156,7 @@ impl BertOptions {
     /// must agree with it.
     pub fn inherit(&mut self, pretrained: &BertOptions) -> Result<()> {
         use super::inherit_field as take;
-        if let Some(preset) = &self.preset {
-            return Err(Error::Recipe(format!(
-                "`model.preset: {preset}` cannot apply to a pretrained model, whose shape is its \
-                 own; remove it"
-            )));
-        }
+        super::refuse_preset_on_pretrained(&self.preset)?;
         take("n_layer", &mut self.n_layer, pretrained.n_layer)?;
         take("n_head", &mut self.n_head, pretrained.n_head)?;
         take("width", &mut self.width, pretrained.width)?;

@@ -120,12 +120,7 @@ impl Gpt2Options {
     /// with it (a preset is not applied on top of a pretrained shape).
     pub fn inherit(&mut self, pretrained: &Gpt2Options) -> Result<()> {
         use super::inherit_field as take;
-        if let Some(preset) = &self.preset {
-            return Err(Error::Recipe(format!(
-                "`model.preset: {preset}` cannot apply to a pretrained model, whose shape is its \
-                 own; remove it"
-            )));
-        }
+        super::refuse_preset_on_pretrained(&self.preset)?;
         take("n_layer", &mut self.n_layer, pretrained.n_layer)?;
         take("n_head", &mut self.n_head, pretrained.n_head)?;
         take("n_embd", &mut self.n_embd, pretrained.n_embd)?;

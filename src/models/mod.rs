@@ -45,6 +45,17 @@ pub(crate) fn read_preset<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// A preset names a shape of its own, which a pretrained model's would contradict.
+pub(crate) fn refuse_preset_on_pretrained(preset: &Option<String>) -> crate::error::Result<()> {
+    match preset {
+        Some(preset) => Err(crate::error::Error::Recipe(format!(
+            "`model.preset: {preset}` cannot apply to a pretrained model, whose shape is its \
+             own; remove it"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// One shape field of a fine-tuning recipe, taken from the pretrained model's: filled when the
 /// recipe leaves it out, an error naming it when the recipe gives another value.
 pub(crate) fn inherit_field<T: PartialEq + Copy + std::fmt::Debug>(
