@@ -264,3 +264,63 @@ fn a_folder_with_no_tokenizer_is_refused_saying_what_to_do() {
         "{stderr}"
     );
 }
+
+/// A GPT-2 recipe pointed at the wrong thing, or contradicting the checkpoint, fails with exit
+/// 2 and a message saying what to change.
+#[test]
+fn a_gpt2_recipe_that_does_not_fit_its_checkpoint_is_refused_saying_why() {
+    let s = Scratch::new();
+    s.write("input.txt", shakespeare(2000));
+    let gpt2 = fixture("gpt2_tiny");
+    let cases = [
+        (
+            gpt2_recipe(&fixture("bert_tiny_cls"), "exp", "1.0e-3", 1),
+            "`model_type` is `bert`; a gpt2 recipe imports `gpt2` checkpoints",
+        ),
+        (
+            gpt2_recipe(s.path(), "exp", "1.0e-3", 1),
+            "is not an HF model folder (no config.json)",
+        ),
+        (
+            gpt2_recipe(&gpt2, "exp", "1.0e-3", 1).replace("block_size: 12", "block_size: 40"),
+            "`model.block_size: 40` is longer than the pretrained model's 20 positions",
+        ),
+        (
+            gpt2_recipe(&gpt2, "exp", "1.0e-3", 1).replace("block_size: 12", "preset: gpt2-tiny"),
+            "`model.preset: gpt2-tiny` cannot apply to a pretrained model",
+        ),
+        (
+            gpt2_recipe(&gpt2, "exp", "1.0e-3", 1).replace("block_size: 12", "n_embd: 32"),
+            "`model.n_embd: 32` differs from the pretrained model's 24",
+        ),
+    ];
+    for (recipe, needle) in cases {
+        s.write("lm.yaml", &recipe);
+        let out = s.run(&["train", "lm.yaml"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{needle}: {stderr}");
+        assert!(stderr.contains(needle), "{needle}: {stderr}");
+    }
+}
+
+/// Only bert and gpt2 experiments export; another is refused naming what it is.
+#[test]
+fn exporting_a_model_hf_has_no_class_for_is_refused() {
+    let s = Scratch::new();
+    s.write("reviews.csv", reviews(20));
+    let recipe = recipe(&fixture("bert_tiny_cls"), 1)
+        .replace(
+            &format!("init_from: {}\n", fixture("bert_tiny_cls").display()),
+            "",
+        )
+        .replace("type: bert\n  head: sequence_classification", "type: cnn");
+    s.write("cnn.yaml", recipe);
+    s.ok(&["train", "cnn.yaml"]);
+    let out = s.run(&["export", "exp", "-o", "hf"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("writes HF folders of bert and gpt2 models") && stderr.contains("a cnn"),
+        "{stderr}"
+    );
+}
