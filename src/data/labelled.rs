@@ -3,7 +3,7 @@
 //! tokenizer (or take a pretrained experiment's), and write `tokenizer.json`, `labels.json` (the
 //! labels or tags in id order, as the experiment folder keeps them),
 //! `{train,valid,test}.jsonl` (the raw examples, readable and diffable; encoding them again is
-//! fast) and `meta.json`.
+//! fast) and `meta.json` (with how tagged tokens become ids, [`TokenAlignment`]).
 
 use super::Split;
 use super::prepared::{self, Meta, Prepared};
@@ -47,6 +47,24 @@ pub struct LabelledMeta {
     pub vocab_size: usize,
     /// Examples per split: train, valid, test.
     pub counts: [usize; 3],
+    /// Tagged sentences: how a token becomes ids. Folders written before it existed read as
+    /// `whole`, which is how they were encoded.
+    #[serde(default)]
+    pub alignment: TokenAlignment,
+}
+
+/// How a tagged sentence's tokens become the model's ids.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenAlignment {
+    /// One id per token: its own id, else its encoding when that is one id, else `[UNK]`. The
+    /// tokenizer built from the corpus (a character vocabulary of its tokens) needs no more.
+    #[default]
+    Whole,
+    /// HF `run_ner`'s rule, for a pretrained tokenizer: each token encoded alone into its
+    /// sub-tokens (`Washington` → `wash ##ing ##ton`), its tag on the first; the others take no
+    /// part in the loss or the predictions.
+    FirstSubToken,
 }
 
 impl Meta for LabelledMeta {
@@ -70,6 +88,9 @@ impl LabelledMeta {
                 self.labels.len(),
                 self.labels.join(" ")
             );
+        }
+        if self.alignment == TokenAlignment::FirstSubToken {
+            out += "tags: on each token's first sub-token of the pretrained tokenizer\n";
         }
         out
     }
@@ -114,6 +135,16 @@ fn pretrained_tokenizer(recipe: &Recipe) -> Result<Option<TokenizerFiles>> {
 /// BERT pretraining reads documents (texts without labels) instead of labelled examples.
 fn is_pretraining(recipe: &Recipe) -> bool {
     recipe.task() == TaskKind::Pretraining
+}
+
+/// Tagged tokens go to their sub-tokens when fine-tuning: the pretrained tokenizer was not built
+/// from these tokens, and many are not one id of it.
+fn alignment(recipe: &Recipe) -> TokenAlignment {
+    if recipe.task() == TaskKind::Tagging && recipe.init_from.is_some() {
+        TokenAlignment::FirstSubToken
+    } else {
+        TokenAlignment::Whole
+    }
 }
 
 /// Read every split with `read`; one file's rows (texts, sentences, documents) are dealt one by
@@ -264,10 +295,12 @@ pub fn prepare_labelled(recipe: &Recipe, force: bool) -> Result<Prepared<Labelle
     let pretrained = pretrained_tokenizer(recipe)?;
     let pretrained_inputs = pretrained.iter().flat_map(TokenizerFiles::inputs);
     inputs.extend(pretrained_inputs.map(|p| (p, "init_from".into())));
-    let reads = if is_pretraining(recipe) {
-        "documents"
-    } else {
-        "labelled"
+    // The suffix names what the folder's examples are read as; a folder prepared for another
+    // reading (an older one-id-per-token tagging folder of a fine-tuning recipe) is redone.
+    let reads = match (is_pretraining(recipe), alignment(recipe)) {
+        (true, _) => "documents",
+        (false, TokenAlignment::Whole) => "labelled",
+        (false, TokenAlignment::FirstSubToken) => "tagged-subtokens",
     };
     let fingerprint = format!("{}-{reads}", prepared::fingerprint(recipe, &inputs)?);
     let mut files: Vec<PathBuf> = Split::ALL.map(|s| examples_path(&dir, s)).into();
@@ -327,6 +360,7 @@ pub fn prepare_labelled(recipe: &Recipe, force: bool) -> Result<Prepared<Labelle
         labels,
         vocab_size: tokenizer.vocab_size(),
         counts: [splits[0].len(), splits[1].len(), splits[2].len()],
+        alignment: alignment(recipe),
     };
     prepared::finish(&dir, meta)
 }
@@ -396,19 +430,134 @@ impl Specials {
     }
 }
 
-/// One id per pre-split token (tagging): the token's own id, else its encoding when that is a
-/// single id, else `[UNK]`.
-pub fn encode_tokens(tokenizer: &TextTokenizer, tokens: &[String], unk: u32) -> Result<Vec<u32>> {
-    tokens
-        .iter()
-        .map(|t| {
-            Ok(match tokenizer.token_to_id(t) {
-                Some(id) => id,
-                None => match tokenizer.encode_lines(&[t.as_str()])?.as_slice() {
-                    [ids] if ids.len() == 1 => ids[0],
-                    _ => unk,
-                },
+/// A tagged sentence's tokens as the model's ids: token `i` is `ids[starts[i]..starts[i + 1]]`
+/// (the last one runs to the end), never empty; its tag belongs to `ids[starts[i]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenIds {
+    pub ids: Vec<u32>,
+    pub starts: Vec<usize>,
+}
+
+impl TokenIds {
+    /// The number of corpus tokens.
+    pub fn tokens(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// The ids of token `i`.
+    pub fn of(&self, i: usize) -> &[u32] {
+        let end = self.starts.get(i + 1).copied().unwrap_or(self.ids.len());
+        &self.ids[self.starts[i]..end]
+    }
+
+    /// Per id: whether it is its token's first (HF's labels other than -100).
+    pub fn first_mask(&self) -> Vec<bool> {
+        let mut mask = vec![false; self.ids.len()];
+        for &s in &self.starts {
+            mask[s] = true;
+        }
+        mask
+    }
+
+    /// Per-id values read back at each token's first id: one per corpus token.
+    pub fn at_firsts<T: Clone>(&self, per_id: &[T]) -> Vec<T> {
+        self.starts.iter().map(|&s| per_id[s].clone()).collect()
+    }
+}
+
+/// The ids of a tagged sentence's tokens (see [`TokenAlignment`]); a token with no id of its own
+/// (a control character the normaliser drops, say) is `[UNK]`, so no token loses its position.
+pub fn encode_tokens(
+    tokenizer: &TextTokenizer,
+    tokens: &[String],
+    unk: u32,
+    alignment: TokenAlignment,
+) -> Result<TokenIds> {
+    let per_token: Vec<Vec<u32>> = match alignment {
+        TokenAlignment::Whole => tokens
+            .iter()
+            .map(|t| {
+                Ok(vec![match tokenizer.token_to_id(t) {
+                    Some(id) => id,
+                    None => match tokenizer.encode_lines(&[t.as_str()])?.as_slice() {
+                        [ids] if ids.len() == 1 => ids[0],
+                        _ => unk,
+                    },
+                }])
             })
-        })
-        .collect()
+            .collect::<Result<_>>()?,
+        // Each token alone, without special tokens, as `run_ner`'s `is_split_into_words` does.
+        TokenAlignment::FirstSubToken => {
+            let lines: Vec<&str> = tokens.iter().map(String::as_str).collect();
+            tokenizer.encode_lines(&lines)?
+        }
+    };
+    let mut out = TokenIds {
+        ids: Vec::with_capacity(per_token.iter().map(Vec::len).sum()),
+        starts: Vec::with_capacity(tokens.len()),
+    };
+    for ids in per_token {
+        out.starts.push(out.ids.len());
+        if ids.is_empty() {
+            out.ids.push(unk);
+        } else {
+            out.ids.extend(ids);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::tokenizer::bert_wordpiece;
+
+    fn strings(tokens: &[&str]) -> Vec<String> {
+        tokens.iter().map(|t| t.to_string()).collect()
+    }
+
+    #[test]
+    fn tokens_go_to_their_sub_tokens_with_the_tag_on_the_first() {
+        let t = bert_wordpiece(&["wash", "##ing", "##ton", "visit", "##ed", "in", "."]);
+        let id = |s: &str| t.token_to_id(s).unwrap();
+        let unk = id("[UNK]");
+        // A zero-width space is dropped by BERT's normaliser: it still keeps its position.
+        let tokens = strings(&["Washington", "visited", "\u{200b}", "in", "Oslo", "."]);
+        let encoded = encode_tokens(&t, &tokens, unk, TokenAlignment::FirstSubToken).unwrap();
+        let expected = [
+            id("wash"),
+            id("##ing"),
+            id("##ton"),
+            id("visit"),
+            id("##ed"),
+            unk,
+            id("in"),
+            unk,
+            id("."),
+        ];
+        assert_eq!(encoded.ids, expected);
+        assert_eq!(encoded.starts, [0, 3, 5, 6, 7, 8]);
+        assert_eq!(encoded.tokens(), tokens.len());
+        assert_eq!(encoded.of(1), [id("visit"), id("##ed")]);
+        assert_eq!(
+            encoded.first_mask(),
+            [true, false, false, true, false, true, true, true, true]
+        );
+        // Back: a value per sub-token read at the firsts is one per corpus token.
+        let per_id: Vec<usize> = (0..encoded.ids.len()).collect();
+        assert_eq!(encoded.at_firsts(&per_id), [0, 3, 5, 6, 7, 8]);
+
+        // One id per token, as before: a word the vocabulary splits is `[UNK]`.
+        let whole = encode_tokens(&t, &tokens, unk, TokenAlignment::Whole).unwrap();
+        assert_eq!(whole.ids, [unk, unk, unk, id("in"), unk, id(".")]);
+        assert_eq!(whole.starts, [0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn meta_without_an_alignment_reads_as_one_id_per_token() {
+        let old = r#"{"fingerprint": "x-labelled", "format": "tagging", "labels": ["O"],
+            "vocab_size": 9, "counts": [1, 1, 1]}"#;
+        let meta: LabelledMeta = serde_json::from_str(old).unwrap();
+        assert_eq!(meta.alignment, TokenAlignment::Whole);
+    }
 }

@@ -302,6 +302,43 @@ impl TextTokenizer {
     }
 }
 
+/// A BERT WordPiece tokenizer (lower-casing normaliser, BERT's pre-tokenizer and special
+/// tokens) over `vocab`, laid out as HF's `tokenizer.json`, for tests of pretrained tokenizers.
+#[cfg(test)]
+pub(crate) fn bert_wordpiece(vocab: &[&str]) -> TextTokenizer {
+    let specials = super::labelled::SPECIAL_TOKENS;
+    let all: Vec<&str> = specials
+        .iter()
+        .copied()
+        .chain(vocab.iter().copied())
+        .collect();
+    let json = serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": specials.iter().enumerate().map(|(i, t)| serde_json::json!({
+            "id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
+            "normalized": false, "special": true
+        })).collect::<Vec<_>>(),
+        "normalizer": {
+            "type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+            "strip_accents": null, "lowercase": true
+        },
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": null,
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+        "model": {
+            "type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+            "max_input_chars_per_word": 100,
+            "vocab": all.iter().enumerate().map(|(i, t)| (t.to_string(), i.into())).collect::<serde_json::Map<_, _>>()
+        }
+    });
+    TextTokenizer {
+        inner: json.to_string().parse().expect("a tokenizer.json"),
+        splits_at_spaces: false,
+    }
+}
+
 fn train(tokenizer: &mut Tokenizer, mut trainer: TrainerWrapper, text: &str) -> Result<()> {
     tokenizer
         .train(&mut trainer, text.split_inclusive('\n'))

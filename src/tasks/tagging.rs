@@ -1,12 +1,15 @@
 //! Token classification (NER): BERT with a softmax per token or a linear-chain CRF over the
-//! tags. Sentences longer than the model's window are cut into pieces for training and
-//! prediction, and the pieces' tags joined again for scoring.
+//! tags. A corpus token may be several sub-tokens (a pretrained tokenizer's pieces); its tag is
+//! learnt and predicted at its first. Sentences longer than the model's window are cut into
+//! pieces between tokens for training and prediction, and the pieces' tags joined again for
+//! scoring, one per corpus token.
 
 use super::{EvalRequest, LossSum, Pipeline, StepLoss, Task};
 use crate::data::Split;
 use crate::data::batching::{BatchLimits, EpochBatches, batches_by_length};
 use crate::data::labelled::{
-    Example, LabelledMeta, Specials, encode_tokens, load_examples, load_tokenizer, tokenizer_path,
+    Example, LabelledMeta, Specials, TokenIds, encode_tokens, load_examples, load_tokenizer,
+    tokenizer_path,
 };
 use crate::data::prepared::load_meta;
 use crate::data::token_batches::TokenBatch;
@@ -22,6 +25,7 @@ use crate::train::pretrained::{Pretrained, with_pretrained};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::Path;
 
 /// Tagging with BERT, a softmax per token or a CRF.
@@ -151,15 +155,77 @@ impl Pipeline for Tagging {
 }
 
 /// Tagged sentences, encoded and cut into pieces that fit the model.
+#[derive(Default)]
 pub struct TaggedSet {
-    /// Per piece: `[CLS] tokens [SEP]`.
+    /// Per piece: `[CLS] sub-tokens [SEP]`.
     pub ids: Vec<Vec<u32>>,
+    /// Per piece: the position in `ids` of each of its tokens' first sub-token.
+    pub firsts: Vec<Vec<usize>>,
     /// Per piece: a tag id per token.
     pub tags: Vec<Vec<usize>>,
     /// Per piece: its sentence and the offset of its first token there.
     pub origin: Vec<(usize, usize)>,
     /// The sentences' tokens and gold tags.
     pub sentences: Vec<(Vec<String>, Vec<String>)>,
+    /// Sub-tokens (before any cut to the window) and corpus tokens, over all sentences.
+    pub sub_tokens: usize,
+    pub tokens: usize,
+}
+
+/// The tokens of each piece of a sentence: consecutive runs whose sub-tokens fit `window`,
+/// cut between tokens only, so a token's sub-tokens stay together and its first keeps its
+/// context. A token longer than the window on its own gets a piece of its own (and is cut there
+/// to its first `window` sub-tokens). With one id per token, pieces of `window` tokens.
+pub fn token_windows(tokens: &TokenIds, window: usize) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut used) = (0, 0);
+    for i in 0..tokens.tokens() {
+        let n = tokens.of(i).len().min(window);
+        if used + n > window && i > start {
+            out.push(start..i);
+            (start, used) = (i, 0);
+        }
+        used += n;
+    }
+    if start < tokens.tokens() {
+        out.push(start..tokens.tokens());
+    }
+    out
+}
+
+/// A padded batch of pieces and what the tags are read against.
+struct TagBatch {
+    tokens: TokenBatch,
+    /// Rows × `width` tag ids, padded with 0.
+    tags: Vec<i64>,
+    width: usize,
+    /// Corpus tokens per row.
+    lengths: Vec<usize>,
+    /// Rows × `width` positions in the flattened `[rows * time]` logits of each token's first
+    /// sub-token (padding slots at their row's `[CLS]`, masked by `lengths`); `None` when every
+    /// token is one id, where the tokens are positions `1..` and a narrow does.
+    firsts: Option<Vec<i64>>,
+}
+
+impl TagBatch {
+    /// `[rows, width, tags]`: the logits at each token's first sub-token. The CRF and the
+    /// softmax both see these only: the CRF's transitions then link consecutive corpus tokens,
+    /// as the tags do, instead of passing through sub-tokens that have no tag (HF's CRF taggers
+    /// gather first sub-tokens the same way), and for the softmax it is HF's -100 on the other
+    /// sub-tokens. Gathered on the device, so the gradient flows back to the first sub-tokens.
+    fn emissions(&self, logits: Tensor<3>, device: &Device) -> Tensor<3> {
+        let [rows, time, n] = logits.dims();
+        match &self.firsts {
+            None => logits.narrow(1, 1, time - 1),
+            Some(firsts) => {
+                let index = Tensor::<1, Int>::from_data(firsts.as_slice(), device);
+                logits
+                    .reshape([rows * time, n])
+                    .select(0, index)
+                    .reshape([rows, self.width, n])
+            }
+        }
+    }
 }
 
 impl TaggedSet {
@@ -171,12 +237,7 @@ impl TaggedSet {
         specials: &Specials,
         max_len: usize,
     ) -> Result<Self> {
-        let mut set = TaggedSet {
-            ids: vec![],
-            tags: vec![],
-            origin: vec![],
-            sentences: vec![],
-        };
+        let mut set = TaggedSet::default();
         let window = max_len - 2;
         for (s, example) in load_examples(dir, split)?.into_iter().enumerate() {
             let Example::Tagged { tokens, tags } = example else {
@@ -185,38 +246,82 @@ impl TaggedSet {
                     dir.display()
                 )));
             };
-            let ids = encode_tokens(tokenizer, &tokens, specials.unk)?;
+            let encoded = encode_tokens(tokenizer, &tokens, specials.unk, meta.alignment)?;
             let tag_ids: Vec<usize> = tags
                 .iter()
                 .map(|t| meta.label_id(t, dir))
                 .collect::<Result<_>>()?;
-            for offset in (0..ids.len()).step_by(window) {
-                let end = (offset + window).min(ids.len());
-                let mut piece = vec![specials.cls];
-                piece.extend(&ids[offset..end]);
-                piece.push(specials.sep);
-                set.ids.push(piece);
-                set.tags.push(tag_ids[offset..end].to_vec());
-                set.origin.push((s, offset));
-            }
+            set.push_pieces(s, &encoded, &tag_ids, window, specials);
             set.sentences.push((tokens, tags));
         }
         Ok(set)
     }
 
-    fn batch(&self, indices: &[usize], pad: u32) -> (TokenBatch, Vec<i64>, Vec<usize>) {
+    /// Sentence `s`'s pieces: `[CLS] sub-tokens [SEP]` of each of its windows.
+    fn push_pieces(
+        &mut self,
+        s: usize,
+        encoded: &TokenIds,
+        tag_ids: &[usize],
+        window: usize,
+        specials: &Specials,
+    ) {
+        for range in token_windows(encoded, window) {
+            let mut piece = vec![specials.cls];
+            let mut firsts = Vec::with_capacity(range.len());
+            for t in range.clone() {
+                firsts.push(piece.len());
+                let ids = encoded.of(t);
+                piece.extend(&ids[..ids.len().min(window)]);
+            }
+            piece.push(specials.sep);
+            self.ids.push(piece);
+            self.firsts.push(firsts);
+            self.tags.push(tag_ids[range.clone()].to_vec());
+            self.origin.push((s, range.start));
+        }
+        self.sub_tokens += encoded.ids.len();
+        self.tokens += encoded.tokens();
+    }
+
+    fn batch(&self, indices: &[usize], pad: u32) -> TagBatch {
         let seqs: Vec<&[u32]> = indices.iter().map(|&i| self.ids[i].as_slice()).collect();
-        let batch = TokenBatch::pad(&seqs, None, pad, 1);
-        // Tags at the token positions (1.. after [CLS]), padded with tag 0.
-        let width = batch.time - 1;
+        let tokens = TokenBatch::pad(&seqs, None, pad, 1);
+        let time = tokens.time;
+        let lengths: Vec<usize> = indices.iter().map(|&i| self.tags[i].len()).collect();
+        let one_id_each = indices
+            .iter()
+            .all(|&i| self.firsts[i].iter().enumerate().all(|(k, &p)| p == k + 1));
+        // Tags at the tokens (1.. after [CLS] when each is one id), padded with tag 0.
+        let width = if one_id_each {
+            time - 1
+        } else {
+            lengths.iter().copied().max().unwrap_or(0)
+        };
         let mut tags = vec![0i64; indices.len() * width];
         for (row, &i) in indices.iter().enumerate() {
             for (t, &tag) in self.tags[i].iter().enumerate() {
                 tags[row * width + t] = tag as i64;
             }
         }
-        let lengths = indices.iter().map(|&i| self.tags[i].len()).collect();
-        (batch, tags, lengths)
+        let firsts = (!one_id_each).then(|| {
+            let mut firsts = vec![0i64; indices.len() * width];
+            for (row, &i) in indices.iter().enumerate() {
+                let base = row * time;
+                firsts[row * width..][..width].fill(base as i64);
+                for (t, &p) in self.firsts[i].iter().enumerate() {
+                    firsts[row * width + t] = (base + p) as i64;
+                }
+            }
+            firsts
+        });
+        TagBatch {
+            tokens,
+            tags,
+            width,
+            lengths,
+            firsts,
+        }
     }
 }
 
@@ -279,25 +384,27 @@ impl TaggingTask {
         smoothing: f64,
         device: &Device,
     ) -> (Tensor<1>, Tensor<1>, usize) {
-        let (batch, tags, lengths) = set.batch(indices, self.pad);
-        let logits = model.forward(batch.bert_input(device));
-        let [rows, time, n] = logits.dims();
-        let emissions = logits.narrow(1, 1, time - 1);
-        let tags = Tensor::<1, Int>::from_data(tags.as_slice(), device).reshape([rows, time - 1]);
+        let batch = set.batch(indices, self.pad);
+        let logits = model.forward(batch.tokens.bert_input(device));
+        let emissions = batch.emissions(logits, device);
+        let [rows, width, n] = emissions.dims();
+        let lengths = &batch.lengths;
+        let tags =
+            Tensor::<1, Int>::from_data(batch.tags.as_slice(), device).reshape([rows, width]);
         match &model.crf {
             Some(crf) => {
-                let nll = crf.neg_log_likelihood(emissions, tags, &lengths);
+                let nll = crf.neg_log_likelihood(emissions, tags, lengths);
                 (nll.clone(), nll, rows)
             }
             None => {
                 let keep: Vec<f32> = lengths
                     .iter()
-                    .flat_map(|&l| (0..time - 1).map(move |t| if t < l { 1.0 } else { 0.0 }))
+                    .flat_map(|&l| (0..width).map(move |t| if t < l { 1.0 } else { 0.0 }))
                     .collect();
                 let keep = Tensor::<1>::from_floats(keep.as_slice(), device);
                 let (loss, nll) = cross_entropy_kept(
-                    emissions.reshape([rows * (time - 1), n]),
-                    tags.reshape([rows * (time - 1)]),
+                    emissions.reshape([rows * width, n]),
+                    tags.reshape([rows * width]),
                     smoothing,
                     Some(keep),
                 );
@@ -356,8 +463,15 @@ impl Task for TaggingTask {
     }
 
     fn step_description(&self, ranks: usize, accum_grad: usize) -> String {
+        let sub_tokens = match self.train.sub_tokens {
+            n if n == self.train.tokens => String::new(),
+            n => format!(
+                ", {:.2} sub-tokens per token",
+                n as f64 / self.train.tokens.max(1) as f64
+            ),
+        };
         format!(
-            "~{:.0} sentences, {} tags, {}",
+            "~{:.0} sentences, {} tags, {}{sub_tokens}",
             self.train_batches.mean_batch_len() * (ranks * accum_grad) as f64,
             self.tags.len(),
             if self.config.crf { "CRF" } else { "softmax" }
@@ -381,15 +495,15 @@ pub fn predict_tags(
         .collect();
     let n = tags.len();
     for indices in piece_batches(set, limits, 0) {
-        let (batch, _, lengths) = set.batch(&indices, pad);
-        let logits = model.forward(batch.bert_input(device));
-        let [rows, time, _] = logits.dims();
-        let scores: Vec<f32> = logits
-            .narrow(1, 1, time - 1)
+        let batch = set.batch(&indices, pad);
+        let logits = model.forward(batch.tokens.bert_input(device));
+        let (rows, width, lengths) = (indices.len(), batch.width, &batch.lengths);
+        let scores: Vec<f32> = batch
+            .emissions(logits, device)
             .try_into_vec_as::<f32>()
             .expect("f32 scores");
         let row_scores =
-            |r: usize| -> Vec<f32> { scores[r * (time - 1) * n..][..lengths[r] * n].to_vec() };
+            |r: usize| -> Vec<f32> { scores[r * width * n..][..lengths[r] * n].to_vec() };
         let paths: Vec<Vec<usize>> = match &model.crf {
             Some(crf) => crf.decode(&(0..rows).map(row_scores).collect::<Vec<_>>()),
             None => (0..rows)
@@ -409,4 +523,93 @@ pub fn predict_tags(
         }
     }
     predicted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tokens of `sizes[i]` sub-tokens each (ids counting up from 10).
+    fn token_ids(sizes: &[usize]) -> TokenIds {
+        let mut out = TokenIds {
+            ids: vec![],
+            starts: vec![],
+        };
+        for &n in sizes {
+            let base = out.ids.len();
+            out.starts.push(base);
+            out.ids.extend((0..n).map(|k| (10 + base + k) as u32));
+        }
+        out
+    }
+
+    #[test]
+    fn windows_count_sub_tokens_and_never_split_a_token() {
+        // One id per token: windows of `window` tokens, as before sub-tokens.
+        assert_eq!(token_windows(&token_ids(&[1; 7]), 3), [0..3, 3..6, 6..7]);
+        // 2 + 2 fit 5, the next 3 does not; a token longer than the window goes alone.
+        let sizes = [2, 2, 3, 1, 1, 9, 1];
+        assert_eq!(
+            token_windows(&token_ids(&sizes), 5),
+            [0..2, 2..5, 5..6, 6..7]
+        );
+    }
+
+    #[test]
+    fn the_tags_are_read_at_each_tokens_first_sub_token() {
+        let window = 4;
+        let sentences = [vec![2, 1, 3, 1], vec![1, 1]];
+        let mut set = TaggedSet::default();
+        let specials = Specials {
+            pad: 0,
+            unk: 1,
+            cls: 2,
+            sep: 3,
+            mask: 4,
+        };
+        for (s, sizes) in sentences.iter().enumerate() {
+            let tags: Vec<usize> = (0..sizes.len()).collect();
+            set.push_pieces(s, &token_ids(sizes), &tags, window, &specials);
+        }
+        assert_eq!((set.sub_tokens, set.tokens), (9, 6));
+        // Pieces: [2 1] and [3 1] of the first sentence, [1 1] of the second.
+        assert_eq!(set.firsts, [vec![1, 3], vec![1, 4], vec![1, 2]]);
+        let batch = set.batch(&[0, 1, 2], 0);
+        assert_eq!(batch.width, 2);
+        assert_eq!(batch.lengths, [2, 2, 2]);
+        // Logits whose value is the row's id at that position: the emissions are the first
+        // sub-tokens' ids, one per corpus token.
+        let device = Device::flex();
+        let time = batch.tokens.time;
+        let values: Vec<f32> = (0..3)
+            .flat_map(|r: usize| {
+                let ids = &set.ids[r];
+                (0..time).map(move |p| ids.get(p).map_or(-1.0, |&id| id as f32))
+            })
+            .collect();
+        let logits = Tensor::<1>::from_floats(values.as_slice(), &device).reshape([3, time, 1]);
+        let emissions: Vec<f32> = batch
+            .emissions(logits, &device)
+            .try_into_vec_as::<f32>()
+            .unwrap();
+        let first_ids = |sizes: &[usize], from: usize| -> Vec<f32> {
+            let e = token_ids(sizes);
+            e.at_firsts(&e.ids)[from..][..2]
+                .iter()
+                .map(|&i| i as f32)
+                .collect()
+        };
+        let expected: Vec<f32> = [
+            first_ids(&sentences[0], 0),
+            first_ids(&sentences[0], 2),
+            first_ids(&sentences[1], 0),
+        ]
+        .concat();
+        assert_eq!(emissions, expected);
+
+        // One id per token: the tokens are positions 1.. and no gather is needed.
+        let batch = set.batch(&[2], 0);
+        assert!(batch.firsts.is_none());
+        assert_eq!(batch.width, batch.tokens.time - 1);
+    }
 }
