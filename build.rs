@@ -31,11 +31,15 @@ fn record_git_commit() {
     if !own_checkout {
         return;
     }
-    if let Some(git_dir) = git(&["rev-parse", "--absolute-git-dir"]).map(PathBuf::from) {
-        watch(&git_dir.join("HEAD"));
-        watch(&git_dir.join("packed-refs"));
-        if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            watch(&git_dir.join(branch));
+    // `--git-path` finds each where it lives: in a linked worktree (`git worktree add`) HEAD is
+    // the worktree's own, while branches and packed-refs are in the main repository's folder.
+    let git_path = |name: &str| {
+        git(&["rev-parse", "--path-format=absolute", "--git-path", name]).map(PathBuf::from)
+    };
+    let branch = git(&["symbolic-ref", "-q", "HEAD"]);
+    for name in ["HEAD", "packed-refs"].into_iter().chain(branch.as_deref()) {
+        if let Some(path) = git_path(name) {
+            watch(&path);
         }
     }
 }

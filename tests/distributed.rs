@@ -504,3 +504,23 @@ fn a_two_rank_run_stopped_at_random_moments_and_resumed_ends_as_a_straight_run()
     assert!(graceful >= 10, "only {graceful} stops came during training");
     resume_to_the_end_as(&s, "straight", steps);
 }
+
+/// Early stopping decides on the all-reduced validation loss: both ranks stop after the same
+/// step (a rank going on alone would wait in the next all-reduce until the job aborts), and
+/// rank 0 alone reports and saves it.
+#[test]
+fn two_ranks_stop_early_at_the_same_step() {
+    let s = Scratch::with_recipe(
+        &recipe(4, "  early_stopping: {patience: 2, min_delta: 10.0}\n")
+            .replace("  max_steps: 6\n", "  max_steps: 30\n"),
+    );
+    // Evaluations at steps 3 (the best), 6 and 9 (bad): it stops at 9.
+    let out = succeed(mpirun(&s, 2, &["train", "recipe.yaml"]));
+    assert_eq!(
+        out.matches("stopped after step 9 of 30").count(),
+        1,
+        "{out}"
+    );
+    assert_eq!(latest_step(&s), Some(9));
+    assert_eq!(logged_steps(&s), (1..=9).collect::<Vec<_>>());
+}

@@ -25,7 +25,7 @@ pub fn train_recipe(mut recipe: Recipe, options: &TrainOptions) -> Result<()> {
     let device = device_for(&recipe.backend)?;
     let exp = Experiment::new(recipe.output_dir());
     // Refuse to overwrite an experiment before touching anything in it.
-    refuse_to_overwrite(&exp, options.resume)?;
+    refuse_to_overwrite(&exp, options.continues())?;
     let quiet = options.quiet || !ranks.is_main();
     if !ranks.is_main() {
         // Only rank 0 speaks: the others' warnings (what a pretrained model left new or unused)
@@ -82,7 +82,7 @@ impl PipelineJob for TrainJob<'_> {
         let (recipe, exp, ranks) = (self.recipe, self.exp, self.ranks);
         let task = pipeline.training(recipe, ranks.shard())?;
         if ranks.is_main() {
-            write_experiment(recipe, self.data, exp, self.options.resume)?;
+            write_experiment(recipe, self.data, exp, self.options.continues())?;
         }
         let quiet = self.options.quiet || !ranks.is_main();
         if !quiet {

@@ -591,6 +591,32 @@ pub struct TrainSection {
     /// Also keep this many checkpoints with the lowest validation loss.
     #[serde(default = "default_one")]
     pub keep_best: usize,
+    /// Stop when the validation loss stops improving (HF's `EarlyStoppingCallback`, fairseq's
+    /// `--patience`); off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<EarlyStoppingSection>,
+}
+
+/// `train.early_stopping`: after each evaluation every `eval_interval` steps, one that does not
+/// improve on the best by more than `min_delta` is a bad one; `patience` bad ones in a row stop
+/// the run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStoppingSection {
+    pub patience: usize,
+    #[serde(default)]
+    pub min_delta: f64,
+    #[serde(default)]
+    pub metric: EarlyStoppingMetric,
+}
+
+/// What early stopping watches. Lower is better for each.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum EarlyStoppingMetric {
+    /// The validation loss (the plain NLL for token-level tasks), all-reduced over the ranks.
+    #[default]
+    ValidLoss,
 }
 
 fn default_batch_size() -> usize {
@@ -633,6 +659,7 @@ impl Default for TrainSection {
             save_interval: default_save_interval(),
             keep_last: default_keep_last(),
             keep_best: 1,
+            early_stopping: None,
         }
     }
 }

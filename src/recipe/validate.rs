@@ -78,6 +78,29 @@ pub fn problems(recipe: &Recipe) -> Vec<String> {
         "train.max_epochs",
         "must be at least 1".into(),
     );
+    if let Some(e) = &t.early_stopping {
+        check(
+            e.patience > 0,
+            "train.early_stopping.patience",
+            "must be at least 1 (the bad evaluations in a row that stop the run)".into(),
+        );
+        check(
+            e.min_delta >= 0.0 && e.min_delta.is_finite(),
+            "train.early_stopping.min_delta",
+            format!("must be 0 or positive, got {}", e.min_delta),
+        );
+        // Only evaluations every `eval_interval` steps count: the run must have some.
+        check(
+            t.max_steps.is_none_or(|steps| t.eval_interval <= steps),
+            "train.eval_interval",
+            format!(
+                "({}) is past `train.max_steps` ({}): early stopping would never see an \
+                 evaluation; lower `train.eval_interval` or remove `train.early_stopping`",
+                t.eval_interval,
+                t.max_steps.unwrap_or_default()
+            ),
+        );
+    }
 
     let o = &recipe.optim;
     check(

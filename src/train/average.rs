@@ -193,6 +193,7 @@ mod tests {
             tokens_seen: 0,
             elapsed_s: 0.0,
             loss_weighting: None,
+            early_stopping: None,
         };
         std::fs::write(
             dir.join("trainer_state.json"),

@@ -36,6 +36,10 @@ pub struct TrainerState {
     /// What the dynamic loss weighting (DWA, DTP) has observed, for an exact resume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss_weighting: Option<super::weighting::WeightingState>,
+    /// The best validation loss so far, its step and the bad evaluations since, when the recipe
+    /// stops early: a resumed run stops where a straight one would.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<super::early_stopping::EarlyStoppingState>,
 }
 
 #[derive(Debug, Clone)]
@@ -428,6 +432,34 @@ pub fn prune(root: &Path, keep_last: usize, keep_best: usize) -> Result<()> {
     Ok(())
 }
 
+/// Where checkpoints of an abandoned continuation go (not a `step_*` name: never listed).
+pub const SUPERSEDED_DIR: &str = "superseded";
+
+/// Move the checkpoints under `root` past `step` into `root/superseded/`: a run restarted from
+/// an earlier point (`--resume-from`, `--reset-schedule`) re-saves those steps, and pruning by
+/// step must not mistake the abandoned ones for its newest. Returns the folders moved.
+pub fn set_aside_after(root: &Path, step: usize) -> Result<Vec<PathBuf>> {
+    let newer: Vec<Checkpoint> = list(root)?
+        .into_iter()
+        .filter(|c| c.state.step > step)
+        .collect();
+    let aside = root.join(SUPERSEDED_DIR);
+    let mut moved = Vec::new();
+    for c in newer {
+        std::fs::create_dir_all(&aside).with_path("create", &aside)?;
+        let to = aside.join(c.dir.file_name().expect("a step folder"));
+        if to.exists() {
+            std::fs::remove_dir_all(&to).with_path("remove", &to)?;
+        }
+        std::fs::rename(&c.dir, &to).with_path("move aside", &c.dir)?;
+        moved.push(to);
+    }
+    if !moved.is_empty() {
+        sync_dir(root);
+    }
+    Ok(moved)
+}
+
 /// Load weights into `model` (whose shapes come from the recipe); every tensor must match.
 pub fn load_model<M: ModuleSnapshot + Module>(mut model: M, path: &Path) -> Result<M> {
     if !path.exists() {
@@ -489,6 +521,13 @@ pub fn pretrained_weights(experiment_dir: &Path) -> Result<PathBuf> {
 }
 
 pub fn load_optimizer(optimizer: ModuleOptimizer, path: &Path) -> Result<ModuleOptimizer> {
+    if !path.exists() {
+        return Err(Error::Usage(format!(
+            "{} does not exist: the checkpoint has no optimiser state (an averaged one?); add \
+             --reset-optimizer to start with a fresh optimiser",
+            path.display()
+        )));
+    }
     optimizer.load(path).map_err(|e| {
         Error::Data(format!(
             "cannot read optimiser state {}: {e}",
@@ -529,6 +568,7 @@ mod tests {
             tokens_seen: 0,
             elapsed_s: 0.0,
             loss_weighting: None,
+            early_stopping: None,
         };
         std::fs::write(dir.join(STATE_FILE), serde_json::to_string(&state).unwrap()).unwrap();
     }

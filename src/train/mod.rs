@@ -4,6 +4,7 @@
 
 pub mod average;
 pub mod checkpoint;
+pub mod early_stopping;
 pub mod optim;
 pub mod params;
 pub mod pretrained;
@@ -21,8 +22,10 @@ use crate::tasks::{LossSum, Task};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use checkpoint::TrainerState;
+use early_stopping::EarlyStopping;
 use progress::{Progress, TrainLine, perplexity_note, record};
 use serde_json::json;
+use std::path::PathBuf;
 use std::time::Instant;
 use weighting::LossWeighting;
 
@@ -30,8 +33,22 @@ use weighting::LossWeighting;
 pub struct TrainOptions {
     /// Continue from the latest checkpoint in the experiment folder.
     pub resume: bool,
+    /// Continue from this checkpoint folder (of this experiment or another) instead.
+    pub resume_from: Option<PathBuf>,
+    /// Continuing: start with a fresh optimiser (no moments, its own step count at 0).
+    pub reset_optimizer: bool,
+    /// Continuing: a new run from the checkpoint's weights: step 0 of the recipe's schedule, data
+    /// order and `max_steps`, with fresh loss-weighting and early-stopping state.
+    pub reset_schedule: bool,
     /// No progress bar or log lines (metrics are still written).
     pub quiet: bool,
+}
+
+impl TrainOptions {
+    /// Whether the run continues from a checkpoint (`--resume` or `--resume-from`).
+    pub fn continues(&self) -> bool {
+        self.resume || self.resume_from.is_some()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -133,31 +150,64 @@ pub fn train<T: Task>(
     let mut start = 0;
     let mut tokens_seen = 0u64;
     let mut elapsed_before = 0.0;
+    let mut early = cfg.early_stopping.as_ref().map(EarlyStopping::new);
     // Only rank 0 speaks.
     let quiet = options.quiet || !ranks.is_main();
-    if options.resume {
-        let latest = checkpoint::latest(&checkpoints)?;
+    // Checkpoints of this experiment past the start belong to a continuation now abandoned.
+    let mut restarted_earlier = false;
+    if options.continues() {
+        let from = match &options.resume_from {
+            Some(path) => {
+                let named = checkpoint::resolve_user_checkpoint(path)?;
+                checkpoint::verify(&named)?;
+                Some(named)
+            }
+            None => checkpoint::latest(&checkpoints)?,
+        };
         ranks.require_same(
-            latest.as_ref().map_or(0, |c| c.state.step as u64),
-            "the latest checkpoint step (the experiment folder must be on a file system \
-                 that every rank reads)",
+            from.as_ref().map_or(0, |c| c.state.step as u64),
+            "the step of the checkpoint resumed from (the experiment folder must be on a file \
+             system that every rank reads)",
         )?;
-        match latest {
-            Some(last) => {
-                model = checkpoint::load_model(model, &last.model_path())?;
-                optimizer = checkpoint::load_optimizer(optimizer, &last.optimizer_path())?;
-                start = last.state.step;
-                if let Some(state) = last.state.loss_weighting.clone() {
-                    weighting.restore(state);
+        match from {
+            Some(from) => {
+                model = checkpoint::load_model(model, &from.model_path())?;
+                if !options.reset_optimizer {
+                    optimizer = checkpoint::load_optimizer(optimizer, &from.optimizer_path())?;
                 }
-                tokens_seen = last.state.tokens_seen;
-                elapsed_before = last.state.elapsed_s;
-                // Schedules are pure functions of the step: replay them to where we stopped.
-                for _ in 0..start {
-                    schedule.step();
+                if !options.reset_schedule {
+                    start = from.state.step;
+                    if let Some(state) = from.state.loss_weighting.clone() {
+                        weighting.restore(state);
+                    }
+                    if let (Some(early), Some(state)) = (&mut early, &from.state.early_stopping) {
+                        early.restore(state.clone());
+                    }
+                    tokens_seen = from.state.tokens_seen;
+                    elapsed_before = from.state.elapsed_s;
+                    // Schedules are pure functions of the step: replay them to where we stopped.
+                    for _ in 0..start {
+                        schedule.step();
+                    }
                 }
+                restarted_earlier = options.resume_from.is_some() || options.reset_schedule;
                 if !quiet {
-                    println!("resuming from {} (step {start})", last.dir.display());
+                    let mut fresh = Vec::new();
+                    if options.reset_optimizer {
+                        fresh.push("a fresh optimiser");
+                    }
+                    if options.reset_schedule {
+                        fresh.push("the schedule and the step count from 0");
+                    }
+                    let fresh = match fresh.is_empty() {
+                        true => String::new(),
+                        false => format!(", with {}", fresh.join(" and ")),
+                    };
+                    println!(
+                        "resuming from {} (step {}){fresh}",
+                        from.dir.display(),
+                        from.state.step
+                    );
                 }
             }
             None if !quiet => println!(
@@ -167,9 +217,17 @@ pub fn train<T: Task>(
             None => {}
         }
     }
-    if start >= total {
+    let stopped_early = early.as_ref().filter(|e| e.should_stop());
+    if start >= total || stopped_early.is_some() {
         if !quiet {
-            println!("already trained to step {start} of {total}; nothing to do");
+            match stopped_early {
+                Some(early) => println!(
+                    "{}; the run stopped at step {start}, nothing to do (raise \
+                     `train.early_stopping.patience` to train on)",
+                    early.reason()
+                ),
+                None => println!("already trained to step {start} of {total}; nothing to do"),
+            }
         }
         let best = best_checkpoint(&checkpoints)?;
         return Ok(TrainSummary {
@@ -189,6 +247,17 @@ pub fn train<T: Task>(
             "the weights' checksum at the start",
         )?;
     }
+    // After the check above, every rank has read the checkpoint: rank 0 may move it.
+    if restarted_earlier && ranks.is_main() {
+        let moved = checkpoint::set_aside_after(&checkpoints, start)?;
+        if !quiet && !moved.is_empty() {
+            println!(
+                "moved {} checkpoint(s) past step {start} to {}",
+                moved.len(),
+                checkpoints.join(checkpoint::SUPERSEDED_DIR).display()
+            );
+        }
+    }
 
     let mut progress = if ranks.is_main() {
         Progress::new(&exp.metrics_path(), start, total, quiet)?
@@ -203,6 +272,8 @@ pub fn train<T: Task>(
     let mut window_allreduce_s = 0.0;
     let mut final_valid = None;
     let stop_signals = stop::StopSignals::listen();
+    // The last step trained: `total`, unless early stopping ends the run before it.
+    let mut end = total;
 
     for step in start..total {
         let lr = schedule.step();
@@ -337,9 +408,6 @@ pub fn train<T: Task>(
 
         let scheduled_save = done % cfg.save_interval == 0 || done == total;
         let eval_now = done % cfg.eval_interval == 0 || scheduled_save;
-        // A stop saves at once, without a validation pass that was not due (a pre-emption
-        // notice leaves little time).
-        let save_now = scheduled_save || stop_now;
         let mut valid_loss = None;
         if eval_now {
             let part = validation_sum(task, &model, &ad, ranks.shard());
@@ -365,6 +433,20 @@ pub fn train<T: Task>(
             }
             progress.record(line)?;
         }
+        // Only the evaluations every `eval_interval` steps count, not the extra ones at a
+        // checkpoint or the last step: the decision must not depend on `save_interval` or
+        // `max_steps`, so that a run cut short and resumed stops where a straight one does. The
+        // loss is all-reduced, so every rank takes the same decision.
+        let mut stop_early = false;
+        if let (Some(early), Some(loss)) = (&mut early, valid_loss)
+            && done % cfg.eval_interval == 0
+        {
+            early.observe(done, loss);
+            stop_early = early.should_stop();
+        }
+        // A stop saves at once, without a validation pass that was not due (a pre-emption
+        // notice leaves little time).
+        let save_now = scheduled_save || stop_now || stop_early;
         if save_now && ranks.world > 1 {
             ranks.require_same(
                 weights_checksum(&model),
@@ -380,9 +462,18 @@ pub fn train<T: Task>(
                 tokens_seen,
                 elapsed_s: elapsed_before + run_start.elapsed().as_secs_f64(),
                 loss_weighting: Some(weighting.state().clone()),
+                early_stopping: early.as_ref().map(|e| e.state().clone()),
             };
             checkpoint::save(&checkpoints, &model, &optimizer, &state)?;
             checkpoint::prune(&checkpoints, cfg.keep_last, cfg.keep_best)?;
+        }
+        if let Some(early) = early.as_ref().filter(|_| stop_early) {
+            progress.println(&format!(
+                "{}; stopped after step {done} of {total}",
+                early.reason()
+            ));
+            end = done;
+            break;
         }
         if stop_now && done < total {
             progress.finish();
@@ -409,7 +500,7 @@ pub fn train<T: Task>(
         );
     }
     let elapsed = run_start.elapsed().as_secs_f64();
-    let trained_tokens = (total - start) as u64 * tokens_per_step;
+    let trained_tokens = (end - start) as u64 * tokens_per_step;
     let log_variances = match task.log_variances(&model) {
         Some(s) => {
             let s: Vec<f64> = s.try_into_vec_as::<f64>().expect("f64");
@@ -418,7 +509,7 @@ pub fn train<T: Task>(
         None => Vec::new(),
     };
     Ok(TrainSummary {
-        steps: total,
+        steps: end,
         final_valid_loss: final_valid,
         best: best_checkpoint(&checkpoints)?,
         elapsed_s: elapsed_before + elapsed,

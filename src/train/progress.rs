@@ -123,9 +123,11 @@ impl Progress {
         }
     }
 
+    /// Leave the bar at the last step done: a run that stops early (or on a signal or a
+    /// failure) must not show `total/total`, as indicatif's `finish` would.
     pub fn finish(&self) {
         if let Display::Bar(bar) = &self.display {
-            bar.finish();
+            bar.abandon();
         }
     }
 }
