@@ -591,6 +591,10 @@ pub struct TrainSection {
     /// Also keep this many checkpoints with the lowest validation loss.
     #[serde(default = "default_one")]
     pub keep_best: usize,
+    /// Write every figure of `metrics.jsonl` as TensorBoard scalars too
+    /// (`EXP_DIR/tensorboard/`).
+    #[serde(default = "default_true")]
+    pub tensorboard: bool,
 }
 
 fn default_batch_size() -> usize {
@@ -633,6 +637,7 @@ impl Default for TrainSection {
             save_interval: default_save_interval(),
             keep_last: default_keep_last(),
             keep_best: 1,
+            tensorboard: true,
         }
     }
 }
