@@ -2,45 +2,8 @@
 //! `nlpkit plot`.
 
 mod common;
-use common::{Scratch, tiny_recipe};
-use nlpkit::train::tensorboard::{event_files, read_events};
-use serde_json::Value;
-use std::collections::BTreeMap;
-use std::path::Path;
-
-/// `(tag, step) -> value` of every scalar in the event files of `exp`, each step once.
-fn scalars(exp: &Path) -> BTreeMap<(String, i64), f32> {
-    let mut out = BTreeMap::new();
-    for file in event_files(&exp.join("tensorboard")).unwrap() {
-        let (events, damaged) = read_events(&std::fs::read(&file).unwrap());
-        assert!(!damaged, "{} has a damaged record", file.display());
-        assert_eq!(events[0].file_version.as_deref(), Some("brain.Event:2"));
-        for e in events {
-            for (tag, v) in e.scalars {
-                let old = out.insert((tag.clone(), e.step), v);
-                assert!(old.is_none(), "{tag} at step {} written twice", e.step);
-            }
-        }
-    }
-    out
-}
-
-/// `(split/field, step) -> value` of every numeric field of `exp/metrics.jsonl`, as f32.
-fn metrics(exp: &Path) -> BTreeMap<(String, i64), f32> {
-    let text = std::fs::read_to_string(exp.join("metrics.jsonl")).unwrap();
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let v: Value = serde_json::from_str(line).unwrap();
-        let step = v["step"].as_i64().unwrap();
-        let split = v["split"].as_str().unwrap();
-        for (key, value) in v.as_object().unwrap() {
-            if let (true, Some(x)) = (key != "step", value.as_f64()) {
-                out.insert((format!("{split}/{key}"), step), x as f32);
-            }
-        }
-    }
-    out
-}
+use common::{Scratch, metrics_as_scalars, tensorboard_scalars, tiny_recipe};
+use nlpkit::train::tensorboard::event_files;
 
 #[test]
 fn tensorboard_events_hold_every_figure_of_metrics_jsonl_across_a_resume() {
@@ -55,7 +18,7 @@ fn tensorboard_events_hold_every_figure_of_metrics_jsonl_across_a_resume() {
     s.ok(&["train", "recipe.yaml", "--quiet", "--resume"]);
     let exp = s.path().join("exp");
     assert_eq!(event_files(&exp.join("tensorboard")).unwrap().len(), 2);
-    let (events, expected) = (scalars(&exp), metrics(&exp));
+    let (events, expected) = (tensorboard_scalars(&exp), metrics_as_scalars(&exp));
     // Every step trained once, training and validation figures alike.
     for step in 1..=12 {
         assert!(events.contains_key(&("train/loss".into(), step)), "{step}");

@@ -149,16 +149,27 @@ const COLOURS: [RGBColor; 10] = [
 
 type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
+/// What one panel draws of one experiment: a line through `line`, dots on `dots`.
+struct Series<'a> {
+    name: &'a str,
+    colour: RGBColor,
+    line: &'a [(f64, f64)],
+    dots: &'a [(f64, f64)],
+}
+
 fn draw(curves: &[Curves], output: &Path) -> DrawResult {
     let root = SVGBackend::new(output, (1000, 760)).into_drawing_area();
     root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(460);
-    let losses: Vec<(String, RGBColor, &[(f64, f64)], &[(f64, f64)])> = curves
+    let colour = |i: usize| COLOURS[i % COLOURS.len()];
+    let losses: Vec<Series> = curves
         .iter()
         .enumerate()
-        .map(|(i, c)| {
-            let colour = COLOURS[i % COLOURS.len()];
-            (c.name.clone(), colour, &c.train_loss[..], &c.valid_loss[..])
+        .map(|(i, c)| Series {
+            name: &c.name,
+            colour: colour(i),
+            line: &c.train_loss,
+            dots: &c.valid_loss,
         })
         .collect();
     panel(
@@ -167,31 +178,32 @@ fn draw(curves: &[Curves], output: &Path) -> DrawResult {
         "loss",
         &losses,
     )?;
-    let lrs: Vec<_> = losses
+    let lrs: Vec<Series> = curves
         .iter()
-        .zip(curves)
-        .map(|((name, colour, _, _), c)| (name.clone(), *colour, &c.lr[..], &[][..]))
+        .enumerate()
+        .map(|(i, c)| Series {
+            name: &c.name,
+            colour: colour(i),
+            line: &c.lr,
+            dots: &[],
+        })
         .collect();
     panel(&bottom, "learning rate", "lr", &lrs)?;
     root.present()?;
     Ok(())
 }
 
-/// One chart: for each experiment, a line through `line` and dots on `dots`.
-#[allow(clippy::type_complexity)]
+/// One chart of every experiment's series, with a legend naming them.
 fn panel(
     area: &DrawingArea<SVGBackend, Shift>,
     caption: &str,
     y_desc: &str,
-    series: &[(String, RGBColor, &[(f64, f64)], &[(f64, f64)])],
+    series: &[Series],
 ) -> DrawResult {
-    let all = || {
-        series
-            .iter()
-            .flat_map(|(_, _, line, dots)| line.iter().chain(dots.iter()))
-    };
-    let x = range(all().map(|p| p.0), false);
-    let y = range(all().map(|p| p.1), true);
+    let all = || series.iter().flat_map(|s| s.line.iter().chain(s.dots));
+    // A little room on the right and left so that the dots at the ends are drawn whole.
+    let x = range(all().map(|p| p.0), 0.01);
+    let y = range(all().map(|p| p.1), 0.05);
     let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 18))
         .margin(12)
@@ -211,26 +223,26 @@ fn panel(
             }
         })
         .draw()?;
-    for (name, colour, line, dots) in series {
-        let colour = *colour;
-        if !line.is_empty() {
+    for s in series {
+        let colour = s.colour;
+        if !s.line.is_empty() {
             chart
                 .draw_series(LineSeries::new(
-                    line.iter().copied(),
+                    s.line.iter().copied(),
                     colour.stroke_width(2),
                 ))?
-                .label(name.as_str())
+                .label(s.name)
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
                 });
         }
-        if !dots.is_empty() {
+        if !s.dots.is_empty() {
             let drawn =
-                chart.draw_series(dots.iter().map(|&p| Circle::new(p, 4, colour.filled())))?;
+                chart.draw_series(s.dots.iter().map(|&p| Circle::new(p, 4, colour.filled())))?;
             // Validation alone (no training line) still gets a legend entry.
-            if line.is_empty() {
+            if s.line.is_empty() {
                 drawn
-                    .label(name.as_str())
+                    .label(s.name)
                     .legend(move |(x, y)| Circle::new((x + 10, y), 4, colour.filled()));
             }
         }
@@ -244,8 +256,8 @@ fn panel(
     Ok(())
 }
 
-/// The axis range over `values`, a little wider than their span (never empty).
-fn range(values: impl Iterator<Item = f64>, pad: bool) -> Range<f64> {
+/// The axis range over `values`, widened by `pad` of their span on each side (never empty).
+fn range(values: impl Iterator<Item = f64>, pad: f64) -> Range<f64> {
     let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
         (lo.min(v), hi.max(v))
     });
@@ -257,6 +269,5 @@ fn range(values: impl Iterator<Item = f64>, pad: bool) -> Range<f64> {
         let d = if lo == 0.0 { 1.0 } else { lo.abs() * 0.1 };
         return lo - d..hi + d;
     }
-    let margin = if pad { span * 0.05 } else { 0.0 };
-    lo - margin..hi + margin
+    lo - span * pad..hi + span * pad
 }

@@ -196,7 +196,8 @@ pub fn event_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Rewrite `path` without the events of steps after `step` (and without a partial last record).
+/// Rewrite `path` without the events of steps after `step` (and without a partial last record);
+/// remove it if no scalar is left (a run killed before it logged).
 fn forget_after(path: &Path, step: i64) -> Result<()> {
     let bytes = std::fs::read(path).with_path("read", path)?;
     let (events, damaged) = read_events(&bytes);
@@ -204,6 +205,9 @@ fn forget_after(path: &Path, step: i64) -> Result<()> {
         .iter()
         .filter(|e| e.file_version.is_some() || e.step <= step)
         .collect();
+    if kept.iter().all(|e| e.scalars.is_empty()) {
+        return std::fs::remove_file(path).with_path("remove", path);
+    }
     if kept.len() == events.len() && !damaged {
         return Ok(());
     }

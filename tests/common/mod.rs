@@ -252,3 +252,40 @@ pub fn max_weight_difference(a: &Path, b: &Path) -> f32 {
     }
     worst
 }
+
+/// `(tag, step) -> value` of every scalar in the event files of `exp`, each step once.
+pub fn tensorboard_scalars(exp: &Path) -> std::collections::BTreeMap<(String, i64), f32> {
+    let mut out = std::collections::BTreeMap::new();
+    for file in nlpkit::train::tensorboard::event_files(&exp.join("tensorboard")).unwrap() {
+        let (events, damaged) =
+            nlpkit::train::tensorboard::read_events(&std::fs::read(&file).unwrap());
+        assert!(!damaged, "{} has a damaged record", file.display());
+        if let Some(first) = events.first() {
+            assert_eq!(first.file_version.as_deref(), Some("brain.Event:2"));
+        }
+        for e in events {
+            for (tag, v) in e.scalars {
+                let old = out.insert((tag.clone(), e.step), v);
+                assert!(old.is_none(), "{tag} at step {} written twice", e.step);
+            }
+        }
+    }
+    out
+}
+
+/// `(split/field, step) -> value` of every numeric field of `exp/metrics.jsonl`, as f32.
+pub fn metrics_as_scalars(exp: &Path) -> std::collections::BTreeMap<(String, i64), f32> {
+    let text = std::fs::read_to_string(exp.join("metrics.jsonl")).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let step = v["step"].as_i64().unwrap();
+        let split = v["split"].as_str().unwrap();
+        for (key, value) in v.as_object().unwrap() {
+            if let (true, Some(x)) = (key != "step", value.as_f64()) {
+                out.insert((format!("{split}/{key}"), step), x as f32);
+            }
+        }
+    }
+    out
+}
