@@ -289,3 +289,37 @@ pub fn metrics_as_scalars(exp: &Path) -> std::collections::BTreeMap<(String, i64
     }
     out
 }
+
+/// The TensorBoard scalars of `exp` are the figures of its metrics.jsonl, each step once; the
+/// message lists the first differences.
+///
+/// Equal to f32 rounding, not bit for bit: the event holds the f64 figure rounded to f32, while
+/// here the figure comes back from the JSON text through serde_json, whose float parsing is not
+/// always correctly rounded; a figure on the midpoint of two f32s (a validation mean of f32
+/// sums) then rounds to the other one.
+pub fn same_scalars(exp: &Path) {
+    let (events, metrics) = (tensorboard_scalars(exp), metrics_as_scalars(exp));
+    let keys: std::collections::BTreeSet<_> = events.keys().chain(metrics.keys()).collect();
+    let close = |a: Option<&f32>, b: Option<&f32>| match (a, b) {
+        (Some(a), Some(b)) => (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+        _ => false,
+    };
+    let differ: Vec<String> = keys
+        .into_iter()
+        .filter(|k| !close(events.get(*k), metrics.get(*k)))
+        .map(|k| {
+            format!(
+                "{k:?}: tensorboard {:?}, metrics {:?}",
+                events.get(k),
+                metrics.get(k)
+            )
+        })
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "{} of {} figures differ, the first: {:#?}",
+        differ.len(),
+        metrics.len(),
+        &differ[..differ.len().min(10)]
+    );
+}
