@@ -9,6 +9,7 @@
 //!   labels.json          class labels or tags in id order (classification, tagging)
 //!   source_tokenizer.json, target_tokenizer.json   (translation)
 //!   metrics.jsonl        one JSON object per logged figure
+//!   tensorboard/         the same figures as TensorBoard scalars (`train.tensorboard`)
 //!   checkpoints/step_*/  model.safetensors, optimizer.bpk, trainer_state.json
 //!   eval_*.json          reports written by `nlpkit eval`, predictions_* / translations_*
 //!                        beside them
@@ -115,5 +116,10 @@ impl Experiment {
 
     pub fn checkpoints_dir(&self) -> PathBuf {
         self.file("checkpoints")
+    }
+
+    /// TensorBoard's event files (`train.tensorboard`).
+    pub fn tensorboard_dir(&self) -> PathBuf {
+        self.file(crate::train::tensorboard::DIR)
     }
 }

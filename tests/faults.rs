@@ -5,7 +5,8 @@
 mod common;
 
 use common::{
-    Scratch, latest_step, logged_steps, resumable_recipe, same_weights, truncate_to_a_fraction,
+    Scratch, latest_step, logged_steps, resumable_recipe, same_scalars, same_weights,
+    truncate_to_a_fraction,
 };
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -74,6 +75,8 @@ fn resume_to_the_end_as(s: &Scratch, straight: &Scratch, steps: usize) {
     .expect("the interrupted and resumed run ends with the straight run's weights");
     assert_eq!(logged_steps(s), (1..=steps as u64).collect::<Vec<_>>());
     assert_eq!(straight.train_losses(), s.train_losses());
+    // TensorBoard's files, one per run, hold each step once: the figures of metrics.jsonl.
+    same_scalars(&s.path().join("exp"));
 }
 
 /// Each stop signal finishes the step under way, writes its checkpoint and exits with 128 + the

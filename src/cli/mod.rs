@@ -7,6 +7,7 @@ mod decode_args;
 mod eval;
 mod export;
 mod generate;
+mod plot;
 mod prepare_data;
 mod recipe;
 mod summary;
@@ -71,7 +72,8 @@ impl ModelArgs {
                   nlpkit eval exp/my_run\n  nlpkit generate exp/my_run --prompt 'ROMEO:'\n  \
                   nlpkit translate exp/my_mt < sentences.txt\n  nlpkit average exp/my_mt --best 5 -o exp/my_mt/avg\n  \
                   nlpkit export exp/my_bert -o my_bert_hf\n  \
-                  nlpkit summary exp/run_a exp/run_b"
+                  nlpkit summary exp/run_a exp/run_b\n  \
+                  nlpkit plot exp/run_a exp/run_b -o curves.svg"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -88,6 +90,7 @@ enum Command {
     Average(average::Args),
     Export(export::Args),
     Summary(summary::Args),
+    Plot(plot::Args),
     Recipe(recipe::Args),
     Completions(completions::Args),
 }
@@ -102,6 +105,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Average(args) => average::run(args),
         Command::Export(args) => export::run(args),
         Command::Summary(args) => summary::run(args),
+        Command::Plot(args) => plot::run(args),
         Command::Recipe(args) => recipe::run(args),
         Command::Completions(args) => completions::run(args),
     }

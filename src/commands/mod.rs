@@ -5,6 +5,7 @@ pub mod average;
 pub mod eval;
 pub mod export;
 pub mod generate;
+pub mod plot;
 pub mod prepare;
 pub mod summary;
 pub mod train;

@@ -591,6 +591,10 @@ pub struct TrainSection {
     /// Also keep this many checkpoints with the lowest validation loss.
     #[serde(default = "default_one")]
     pub keep_best: usize,
+    /// Write every figure of `metrics.jsonl` as TensorBoard scalars too
+    /// (`EXP_DIR/tensorboard/`).
+    #[serde(default = "default_true")]
+    pub tensorboard: bool,
     /// Stop when the validation loss stops improving (HF's `EarlyStoppingCallback`, fairseq's
     /// `--patience`); off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -660,6 +664,7 @@ impl Default for TrainSection {
             keep_last: default_keep_last(),
             keep_best: 1,
             early_stopping: None,
+            tensorboard: true,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod pretrained;
 pub mod progress;
 pub mod schedule;
 pub mod stop;
+pub mod tensorboard;
 pub mod weighting;
 
 use crate::distributed::grads::{average_step, weights_checksum};
@@ -260,7 +261,14 @@ pub fn train<T: Task>(
     }
 
     let mut progress = if ranks.is_main() {
-        Progress::new(&exp.metrics_path(), start, total, quiet)?
+        let tensorboard = cfg.tensorboard.then(|| exp.tensorboard_dir());
+        Progress::new(
+            &exp.metrics_path(),
+            tensorboard.as_deref(),
+            start,
+            total,
+            quiet,
+        )?
     } else {
         Progress::silent()
     };

@@ -1,6 +1,8 @@
 //! What a run reports: an indicatif bar on a terminal, one plain line per log interval
-//! otherwise, and every figure as one JSON object a line in `metrics.jsonl`.
+//! otherwise, and every figure as one JSON object a line in `metrics.jsonl` and, unless turned
+//! off, as a TensorBoard scalar (`tensorboard.rs`).
 
+use super::tensorboard::EventWriter;
 use crate::error::{IoContext, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Map, Value, json};
@@ -12,6 +14,8 @@ pub struct Progress {
     display: Display,
     /// `None` on ranks other than 0, which record nothing.
     metrics: Option<File>,
+    /// `None` there too, and where `train.tensorboard` is off.
+    events: Option<EventWriter>,
 }
 
 /// Where log lines go.
@@ -27,9 +31,18 @@ enum Display {
 impl Progress {
     /// `done` steps of `total` are already behind us (a resumed run): records of later steps,
     /// logged by the interrupted run after its last checkpoint, are dropped so that every step
-    /// appears once.
-    pub fn new(metrics_path: &Path, done: usize, total: usize, quiet: bool) -> Result<Self> {
+    /// appears once. The same holds for the event files in `tensorboard`, if given.
+    pub fn new(
+        metrics_path: &Path,
+        tensorboard: Option<&Path>,
+        done: usize,
+        total: usize,
+        quiet: bool,
+    ) -> Result<Self> {
         forget_after(metrics_path, done)?;
+        let events = tensorboard
+            .map(|dir| EventWriter::create(dir, done))
+            .transpose()?;
         let metrics = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -57,6 +70,7 @@ impl Progress {
         Ok(Self {
             display,
             metrics: Some(metrics),
+            events,
         })
     }
 
@@ -65,6 +79,7 @@ impl Progress {
         Self {
             display: Display::Silent,
             metrics: None,
+            events: None,
         }
     }
 
@@ -75,6 +90,10 @@ impl Progress {
         };
         // One write a record: a killed run leaves at most one partial last line, which a
         // resumed run drops (`forget_after`).
+        if let Some(events) = &mut self.events {
+            let (step, scalars) = scalars(&fields);
+            events.scalars(step, scalars)?;
+        }
         let line = format!("{}\n", Value::Object(fields));
         metrics
             .write_all(line.as_bytes())
@@ -151,6 +170,19 @@ fn forget_after(metrics_path: &Path, step: usize) -> Result<()> {
         crate::error::write_atomic(metrics_path, kept.as_bytes())?;
     }
     Ok(())
+}
+
+/// A record's step and its numeric fields as TensorBoard scalars tagged `<split>/<field>`
+/// (`train/loss`, `valid/loss`, `train/lr`, ...): TensorBoard groups the charts by split.
+fn scalars(fields: &Map<String, Value>) -> (usize, Vec<(String, f32)>) {
+    let step = fields["step"].as_u64().unwrap_or(0) as usize;
+    let split = fields["split"].as_str().unwrap_or("train");
+    let scalars = fields
+        .iter()
+        .filter(|(key, _)| *key != "step")
+        .filter_map(|(key, value)| Some((format!("{split}/{key}"), value.as_f64()? as f32)))
+        .collect();
+    (step, scalars)
 }
 
 /// The figures of one training log line.

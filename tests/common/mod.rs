@@ -252,3 +252,74 @@ pub fn max_weight_difference(a: &Path, b: &Path) -> f32 {
     }
     worst
 }
+
+/// `(tag, step) -> value` of every scalar in the event files of `exp`, each step once.
+pub fn tensorboard_scalars(exp: &Path) -> std::collections::BTreeMap<(String, i64), f32> {
+    let mut out = std::collections::BTreeMap::new();
+    for file in nlpkit::train::tensorboard::event_files(&exp.join("tensorboard")).unwrap() {
+        let (events, damaged) =
+            nlpkit::train::tensorboard::read_events(&std::fs::read(&file).unwrap());
+        assert!(!damaged, "{} has a damaged record", file.display());
+        if let Some(first) = events.first() {
+            assert_eq!(first.file_version.as_deref(), Some("brain.Event:2"));
+        }
+        for e in events {
+            for (tag, v) in e.scalars {
+                let old = out.insert((tag.clone(), e.step), v);
+                assert!(old.is_none(), "{tag} at step {} written twice", e.step);
+            }
+        }
+    }
+    out
+}
+
+/// `(split/field, step) -> value` of every numeric field of `exp/metrics.jsonl`, as f32.
+pub fn metrics_as_scalars(exp: &Path) -> std::collections::BTreeMap<(String, i64), f32> {
+    let text = std::fs::read_to_string(exp.join("metrics.jsonl")).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let step = v["step"].as_i64().unwrap();
+        let split = v["split"].as_str().unwrap();
+        for (key, value) in v.as_object().unwrap() {
+            if let (true, Some(x)) = (key != "step", value.as_f64()) {
+                out.insert((format!("{split}/{key}"), step), x as f32);
+            }
+        }
+    }
+    out
+}
+
+/// The TensorBoard scalars of `exp` are the figures of its metrics.jsonl, each step once; the
+/// message lists the first differences.
+///
+/// Equal to f32 rounding, not bit for bit: the event holds the f64 figure rounded to f32, while
+/// here the figure comes back from the JSON text through serde_json, whose float parsing is not
+/// always correctly rounded; a figure on the midpoint of two f32s (a validation mean of f32
+/// sums) then rounds to the other one.
+pub fn same_scalars(exp: &Path) {
+    let (events, metrics) = (tensorboard_scalars(exp), metrics_as_scalars(exp));
+    let keys: std::collections::BTreeSet<_> = events.keys().chain(metrics.keys()).collect();
+    let close = |a: Option<&f32>, b: Option<&f32>| match (a, b) {
+        (Some(a), Some(b)) => (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+        _ => false,
+    };
+    let differ: Vec<String> = keys
+        .into_iter()
+        .filter(|k| !close(events.get(*k), metrics.get(*k)))
+        .map(|k| {
+            format!(
+                "{k:?}: tensorboard {:?}, metrics {:?}",
+                events.get(k),
+                metrics.get(k)
+            )
+        })
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "{} of {} figures differ, the first: {:#?}",
+        differ.len(),
+        metrics.len(),
+        &differ[..differ.len().min(10)]
+    );
+}
