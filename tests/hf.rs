@@ -162,6 +162,15 @@ fn gpt2_fine_tunes_from_an_hf_folder_generates_and_exports() {
             .join("again/checkpoints/step_00000001/model.safetensors"),
     );
     assert!(difference < 1e-6, "weights moved by {difference}");
+
+    // Resumed, the run starts from its checkpoint, and the HF folder's weights, which the
+    // checkpoint's would replace, are not read again.
+    let out = s.run(&["train", "lm.yaml", "--set", "train.max_steps=5", "--resume"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("resuming from"), "{stdout}");
+    assert!(!stderr.contains("initialised the model from"), "{stderr}");
 }
 
 /// Continued masked-LM pretraining starts from an HF BERT folder; the pretraining heads the

@@ -312,8 +312,11 @@ impl<S: ClassifierConfig> ClassifyTask<S> {
 impl<S: ClassifierConfig> Task for ClassifyTask<S> {
     type Model = S::Model;
 
-    fn init_model(&self, device: &Device) -> Result<S::Model> {
-        with_pretrained(self.spec.init(device), self.pretrained.as_ref())
+    fn init_model(&self, device: &Device, load_pretrained: bool) -> Result<S::Model> {
+        with_pretrained(
+            self.spec.init(device),
+            self.pretrained.as_ref().filter(|_| load_pretrained),
+        )
     }
 
     fn train_loss(&self, model: &S::Model, step: usize, micro: usize, device: &Device) -> StepLoss {

@@ -209,8 +209,11 @@ fn window_nll(model: &Gpt2, stream: &TokenStream, starts: &[usize], device: &Dev
 impl Task for LmTask {
     type Model = Gpt2;
 
-    fn init_model(&self, device: &Device) -> Result<Gpt2> {
-        with_pretrained(self.config.init(device), self.pretrained.as_ref())
+    fn init_model(&self, device: &Device, load_pretrained: bool) -> Result<Gpt2> {
+        with_pretrained(
+            self.config.init(device),
+            self.pretrained.as_ref().filter(|_| load_pretrained),
+        )
     }
 
     fn train_loss(&self, model: &Gpt2, step: usize, micro: usize, device: &Device) -> StepLoss {

@@ -32,8 +32,9 @@ pub trait Task {
     type Model: Module + ModuleSnapshot;
 
     /// A freshly initialised model on `device` (seeded by the caller); a fine-tuning task loads
-    /// the pretrained encoder into it.
-    fn init_model(&self, device: &Device) -> Result<Self::Model>;
+    /// the pretrained weights into it when `load_pretrained` (not when a checkpoint's weights
+    /// will replace them).
+    fn init_model(&self, device: &Device, load_pretrained: bool) -> Result<Self::Model>;
 
     /// The losses of micro-batch `micro` of optimiser step `step`. The batch must be a pure
     /// function of `(step, micro)` so a resumed run sees the same data.

@@ -420,10 +420,10 @@ impl PretrainTask {
 impl Task for PretrainTask {
     type Model = BertPretraining;
 
-    fn init_model(&self, device: &Device) -> Result<BertPretraining> {
+    fn init_model(&self, device: &Device, load_pretrained: bool) -> Result<BertPretraining> {
         with_pretrained(
             self.pretraining.init_model(device),
-            self.pretrained.as_ref(),
+            self.pretrained.as_ref().filter(|_| load_pretrained),
         )
     }
 

@@ -417,9 +417,9 @@ impl TaggingTask {
 impl Task for TaggingTask {
     type Model = BertTagger;
 
-    fn init_model(&self, device: &Device) -> Result<BertTagger> {
+    fn init_model(&self, device: &Device, load_pretrained: bool) -> Result<BertTagger> {
         let model = self.config.init_tagger(device);
-        with_pretrained(model, self.pretrained.as_ref())
+        with_pretrained(model, self.pretrained.as_ref().filter(|_| load_pretrained))
     }
 
     fn train_loss(

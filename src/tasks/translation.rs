@@ -307,7 +307,7 @@ pub fn batch_tensors(
 impl<C: Seq2SeqConfig> Task for TranslationTask<C> {
     type Model = C::Model;
 
-    fn init_model(&self, device: &Device) -> Result<C::Model> {
+    fn init_model(&self, device: &Device, _load_pretrained: bool) -> Result<C::Model> {
         Ok(self.config.init(device))
     }
 

@@ -133,7 +133,26 @@ pub fn train<T: Task>(
     let accum = cfg.accum_grad;
     let ad = device.clone().autodiff();
     ad.seed(recipe.seed);
-    let mut model = params::with_stable_ids(task.init_model(&ad)?);
+    let checkpoints = exp.checkpoints_dir();
+    // The checkpoint a continuation starts from, found before the model is built: its weights
+    // replace everything, so a fine-tuning run's pretrained weights are then not read at all.
+    let from = match (&options.resume_from, options.continues()) {
+        (Some(path), _) => {
+            let named = checkpoint::resolve_user_checkpoint(path)?;
+            checkpoint::verify(&named)?;
+            Some(named)
+        }
+        (None, true) => checkpoint::latest(&checkpoints)?,
+        (None, false) => None,
+    };
+    if options.continues() {
+        ranks.require_same(
+            from.as_ref().map_or(0, |c| c.state.step as u64),
+            "the step of the checkpoint resumed from (the experiment folder must be on a file \
+             system that every rank reads)",
+        )?;
+    }
+    let mut model = params::with_stable_ids(task.init_model(&ad, from.is_none())?);
     let steps_per_epoch = (task.micro_batches_per_epoch() / accum).max(1);
     let mut weighting = LossWeighting::new(&recipe.loss, &task.loss_names(), steps_per_epoch)?;
     if !options.quiet && ranks.is_main() {
@@ -146,7 +165,6 @@ pub fn train<T: Task>(
         total,
         task.model_width(),
     )?;
-    let checkpoints = exp.checkpoints_dir();
 
     let mut start = 0;
     let mut tokens_seen = 0u64;
@@ -157,19 +175,6 @@ pub fn train<T: Task>(
     // Checkpoints of this experiment past the start belong to a continuation now abandoned.
     let mut restarted_earlier = false;
     if options.continues() {
-        let from = match &options.resume_from {
-            Some(path) => {
-                let named = checkpoint::resolve_user_checkpoint(path)?;
-                checkpoint::verify(&named)?;
-                Some(named)
-            }
-            None => checkpoint::latest(&checkpoints)?,
-        };
-        ranks.require_same(
-            from.as_ref().map_or(0, |c| c.state.step as u64),
-            "the step of the checkpoint resumed from (the experiment folder must be on a file \
-             system that every rank reads)",
-        )?;
         match from {
             Some(from) => {
                 model = checkpoint::load_model(model, &from.model_path())?;
