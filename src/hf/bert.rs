@@ -187,62 +187,38 @@ fn encoder_rules(family: Family, hf: &str, n_layer: usize, pooler: bool) -> Vec<
         &format!("{hf}embeddings.LayerNorm"),
         "bert.embedding_norm",
     );
-    if family == Family::Albert {
+    // ALBERT's one shared layer, or BERT's and RoBERTa's layers: the same tensors under other
+    // names.
+    let (layers, names, pooler_name) = if family == Family::Albert {
         layout::linear(
             &mut rules,
             &format!("{hf}encoder.embedding_hidden_mapping_in"),
             "bert.embedding_projection",
         );
-        // One shared layer, in ALBERT's names.
         let theirs = format!("{hf}encoder.albert_layer_groups.0.albert_layers.0");
-        let ours = "bert.encoder.layers.0";
-        let attention = format!("{theirs}.attention");
-        push_fused_qkv(&mut rules, &attention, ours);
-        for (hf_name, mine) in [
-            ("attention.dense", "out"),
-            ("ffn", "ffn_in"),
-            ("ffn_output", "ffn_out"),
-        ] {
-            layout::linear(
-                &mut rules,
-                &format!("{theirs}.{hf_name}"),
-                &format!("{ours}.{mine}"),
-            );
-        }
-        for (hf_name, mine) in [
-            ("attention.LayerNorm", "norm_1"),
-            ("full_layer_layer_norm", "norm_2"),
-        ] {
-            layout::layer_norm(
-                &mut rules,
-                &format!("{theirs}.{hf_name}"),
-                &format!("{ours}.{mine}"),
-            );
-        }
-        if pooler {
-            layout::linear(&mut rules, &format!("{hf}pooler"), "bert.pooler");
-        }
-        return rules;
-    }
-    for layer in 0..n_layer {
-        let theirs = format!("{hf}encoder.layer.{layer}");
+        (vec![(theirs, 0)], &ALBERT_LAYER, "pooler")
+    } else {
+        let layers = (0..n_layer)
+            .map(|layer| (format!("{hf}encoder.layer.{layer}"), layer))
+            .collect();
+        (layers, &BERT_LAYER, "pooler.dense")
+    };
+    for (theirs, layer) in layers {
         let ours = format!("bert.encoder.layers.{layer}");
-        push_fused_qkv(&mut rules, &format!("{theirs}.attention.self"), &ours);
-        for (hf_name, mine) in [
-            ("attention.output.dense", "out"),
-            ("intermediate.dense", "ffn_in"),
-            ("output.dense", "ffn_out"),
-        ] {
+        push_fused_qkv(&mut rules, &format!("{theirs}.{}", names.attention), &ours);
+        let linears = [
+            (names.out, "out"),
+            (names.ffn_in, "ffn_in"),
+            (names.ffn_out, "ffn_out"),
+        ];
+        for (hf_name, mine) in linears {
             layout::linear(
                 &mut rules,
                 &format!("{theirs}.{hf_name}"),
                 &format!("{ours}.{mine}"),
             );
         }
-        for (hf_name, mine) in [
-            ("attention.output.LayerNorm", "norm_1"),
-            ("output.LayerNorm", "norm_2"),
-        ] {
+        for (hf_name, mine) in [(names.norm_1, "norm_1"), (names.norm_2, "norm_2")] {
             layout::layer_norm(
                 &mut rules,
                 &format!("{theirs}.{hf_name}"),
@@ -251,10 +227,39 @@ fn encoder_rules(family: Family, hf: &str, n_layer: usize, pooler: bool) -> Vec<
         }
     }
     if pooler {
-        layout::linear(&mut rules, &format!("{hf}pooler.dense"), "bert.pooler");
+        layout::linear(&mut rules, &format!("{hf}{pooler_name}"), "bert.pooler");
     }
     rules
 }
+
+/// HF's names, within one layer, of what nlpkit's encoder layer holds.
+struct LayerNames {
+    /// Where `query`, `key` and `value` are.
+    attention: &'static str,
+    out: &'static str,
+    ffn_in: &'static str,
+    ffn_out: &'static str,
+    norm_1: &'static str,
+    norm_2: &'static str,
+}
+
+const BERT_LAYER: LayerNames = LayerNames {
+    attention: "attention.self",
+    out: "attention.output.dense",
+    ffn_in: "intermediate.dense",
+    ffn_out: "output.dense",
+    norm_1: "attention.output.LayerNorm",
+    norm_2: "output.LayerNorm",
+};
+
+const ALBERT_LAYER: LayerNames = LayerNames {
+    attention: "attention",
+    out: "attention.dense",
+    ffn_in: "ffn",
+    ffn_out: "ffn_output",
+    norm_1: "attention.LayerNorm",
+    norm_2: "full_layer_layer_norm",
+};
 
 /// HF's `query`, `key` and `value` under `attention` as the fused projection of layer `ours`.
 fn push_fused_qkv(rules: &mut Vec<Rule>, attention: &str, ours: &str) {
