@@ -69,14 +69,20 @@ pub struct EvalReport<S> {
     pub scores: S,
 }
 
-/// The folder name of a checkpoint: `step_00002000`, or an averaged checkpoint's own name.
+/// The folder name of a checkpoint: `step_00002000`, or an averaged checkpoint's own name;
+/// `step_00002000_ema` for its EMA weights.
 fn checkpoint_name(checkpoint: &Checkpoint) -> String {
-    checkpoint
+    let name = checkpoint
         .dir
         .file_name()
         .and_then(|n| n.to_str())
         .map(String::from)
-        .unwrap_or_else(|| format!("step_{:08}", checkpoint.state.step))
+        .unwrap_or_else(|| format!("step_{:08}", checkpoint.state.step));
+    // The EMA weights' report does not replace the model's.
+    match checkpoint.weights_label() {
+        Some(label) => format!("{name}_{label}"),
+        None => name,
+    }
 }
 
 /// Write the report of `evaluation` (and its predictions) into the experiment folder, print
@@ -100,7 +106,10 @@ pub fn write_report<S: Scores>(
     }
     let report = EvalReport {
         split: split.to_string(),
-        checkpoint: checkpoint.dir.clone(),
+        checkpoint: match checkpoint.weights_label() {
+            Some(_) => checkpoint.model_path(),
+            None => checkpoint.dir.clone(),
+        },
         step: checkpoint.state.step,
         seconds,
         files,

@@ -492,6 +492,27 @@ pub struct OptimSection {
     pub momentum: f64,
     #[serde(default)]
     pub nesterov: bool,
+    /// Lookahead around the optimiser (Zhang et al. 2019); off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookahead: Option<LookaheadSection>,
+}
+
+/// `optim.lookahead`: every `k` optimiser steps the slow weights move `alpha` of the way to the
+/// fast ones, and the fast weights restart from them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LookaheadSection {
+    #[serde(default = "default_lookahead_k")]
+    pub k: usize,
+    #[serde(default = "default_lookahead_alpha")]
+    pub alpha: f64,
+}
+
+fn default_lookahead_k() -> usize {
+    5
+}
+fn default_lookahead_alpha() -> f64 {
+    0.5
 }
 
 fn default_lr() -> f64 {
@@ -517,6 +538,7 @@ impl Default for OptimSection {
             weight_decay: default_weight_decay(),
             momentum: 0.0,
             nesterov: false,
+            lookahead: None,
         }
     }
 }
@@ -599,6 +621,10 @@ pub struct TrainSection {
     /// `--patience`); off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub early_stopping: Option<EarlyStoppingSection>,
+    /// Keep an exponential moving average of the weights with this decay (off when absent); it
+    /// is what validation measures and is saved as `ema.safetensors` in each checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_decay: Option<f64>,
 }
 
 /// `train.early_stopping`: after each evaluation every `eval_interval` steps, one that does not
@@ -665,6 +691,7 @@ impl Default for TrainSection {
             keep_best: 1,
             early_stopping: None,
             tensorboard: true,
+            ema_decay: None,
         }
     }
 }

@@ -102,7 +102,27 @@ pub fn problems(recipe: &Recipe) -> Vec<String> {
         );
     }
 
+    if let Some(decay) = t.ema_decay {
+        check(
+            decay > 0.0 && decay < 1.0,
+            "train.ema_decay",
+            format!("must be in (0, 1), e.g. 0.999, got {decay}"),
+        );
+    }
+
     let o = &recipe.optim;
+    if let Some(l) = &o.lookahead {
+        check(
+            l.k > 0,
+            "optim.lookahead.k",
+            "must be at least 1 (the optimiser steps between synchronisations)".into(),
+        );
+        check(
+            l.alpha > 0.0 && l.alpha <= 1.0,
+            "optim.lookahead.alpha",
+            format!("must be in (0, 1], e.g. 0.5, got {}", l.alpha),
+        );
+    }
     check(
         o.lr > 0.0 && o.lr.is_finite(),
         "optim.lr",

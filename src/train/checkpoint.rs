@@ -1,5 +1,6 @@
 //! Checkpoints: `EXP_DIR/checkpoints/step_00001000/` holding `model.safetensors`,
-//! `optimizer.bpk` (Burn's optimiser record) and `trainer_state.json`.
+//! `optimizer.bpk` (Burn's optimiser record) and `trainer_state.json`, and with Lookahead or EMA
+//! on, the slow weights (`lookahead.safetensors`) and the averaged ones (`ema.safetensors`).
 //!
 //! A checkpoint is written into a hidden temporary folder that is renamed into place only when
 //! complete, so a crash leaves the previous checkpoints intact and never a half-written one.
@@ -19,6 +20,10 @@ const MODEL_FILE: &str = "model.safetensors";
 const OPTIMIZER_FILE: &str = "optimizer.bpk";
 const STATE_FILE: &str = "trainer_state.json";
 const MANIFEST_FILE: &str = "manifest.json";
+/// Lookahead's slow weights (optimiser state: `--reset-optimizer` drops them).
+pub const LOOKAHEAD_FILE: &str = "lookahead.safetensors";
+/// The exponential moving average of the weights; `--checkpoint step_*/ema.safetensors` picks it.
+pub const EMA_FILE: &str = "ema.safetensors";
 
 /// Everything besides tensors that a resumed run needs. The data position and the dropout seed
 /// are functions of `step`, so the step is the whole position.
@@ -46,11 +51,25 @@ pub struct TrainerState {
 pub struct Checkpoint {
     pub dir: PathBuf,
     pub state: TrainerState,
+    /// The weights a command reads: `model.safetensors`, unless the command line named the
+    /// checkpoint's `ema.safetensors` or `lookahead.safetensors`.
+    pub weights_file: &'static str,
 }
 
 impl Checkpoint {
+    /// The weights a command uses (see `weights_file`).
     pub fn model_path(&self) -> PathBuf {
-        self.dir.join(MODEL_FILE)
+        self.dir.join(self.weights_file)
+    }
+
+    /// The weight set a command uses when it is not the model's own (`ema`, `lookahead`), for
+    /// the names of what it writes.
+    pub fn weights_label(&self) -> Option<&'static str> {
+        (self.weights_file != MODEL_FILE).then(|| {
+            self.weights_file
+                .strip_suffix(".safetensors")
+                .unwrap_or(self.weights_file)
+        })
     }
 
     pub fn optimizer_path(&self) -> PathBuf {
@@ -62,10 +81,12 @@ fn step_dir_name(step: usize) -> String {
     format!("step_{step:08}")
 }
 
-/// Write a checkpoint for `state.step` under `root` and return it.
+/// Write a checkpoint for `state.step` under `root` and return it; `extras` are further weight
+/// sets of the model's shape, by file name ([`LOOKAHEAD_FILE`], [`EMA_FILE`]).
 pub fn save<M: ModuleSnapshot>(
     root: &Path,
     model: &M,
+    extras: &[(&'static str, &M)],
     optimizer: &ModuleOptimizer,
     state: &TrainerState,
 ) -> Result<Checkpoint> {
@@ -75,7 +96,7 @@ pub fn save<M: ModuleSnapshot>(
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).with_path("remove", &tmp)?;
     }
-    if let Err(e) = write_files(&tmp, model, optimizer, state) {
+    if let Err(e) = write_files(&tmp, model, extras, optimizer, state) {
         // A full disk, say: free what the failed save took; the checkpoints before it stand.
         let _ = std::fs::remove_dir_all(&tmp);
         let last = match latest(root) {
@@ -94,6 +115,7 @@ pub fn save<M: ModuleSnapshot>(
     Ok(Checkpoint {
         dir,
         state: state.clone(),
+        weights_file: MODEL_FILE,
     })
 }
 
@@ -101,23 +123,31 @@ pub fn save<M: ModuleSnapshot>(
 fn write_files<M: ModuleSnapshot>(
     tmp: &Path,
     model: &M,
+    extras: &[(&'static str, &M)],
     optimizer: &ModuleOptimizer,
     state: &TrainerState,
 ) -> Result<()> {
     std::fs::create_dir_all(tmp).with_path("create", tmp)?;
-    let mut store = SafetensorsStore::from_file(tmp.join(MODEL_FILE))
-        .metadata("nlpkit_step", state.step.to_string())
-        .overwrite(true);
-    // The running statistics of the step just taken, not of the one before it.
-    crate::train::params::sync_running_statistics(model);
-    model
-        .save_into(&mut store)
-        .map_err(|e| Error::Run(format!("cannot write model weights: {e}")))?;
-    canonical_safetensors_header(&tmp.join(MODEL_FILE))?;
+    let mut files = vec![MODEL_FILE];
+    for (name, weights) in std::iter::once((MODEL_FILE, model)).chain(extras.iter().copied()) {
+        let mut store = SafetensorsStore::from_file(tmp.join(name))
+            .metadata("nlpkit_step", state.step.to_string())
+            .overwrite(true);
+        // The running statistics of the step just taken, not of the one before it.
+        crate::train::params::sync_running_statistics(weights);
+        weights
+            .save_into(&mut store)
+            .map_err(|e| Error::Run(format!("cannot write {name}: {e}")))?;
+        canonical_safetensors_header(&tmp.join(name))?;
+        if name != MODEL_FILE {
+            files.push(name);
+        }
+    }
     save_optimizer(optimizer, &tmp.join(OPTIMIZER_FILE))?;
     let json = serde_json::to_string_pretty(state).expect("state serialises");
     crate::error::write_atomic(&tmp.join(STATE_FILE), json.as_bytes())?;
-    write_manifest(tmp, &[MODEL_FILE, OPTIMIZER_FILE, STATE_FILE])?;
+    files.extend([OPTIMIZER_FILE, STATE_FILE]);
+    write_manifest(tmp, &files)?;
     sync_dir(tmp);
     Ok(())
 }
@@ -345,7 +375,11 @@ pub fn list(root: &Path) -> Result<Vec<Checkpoint>> {
             continue;
         }
         match read_state(&dir) {
-            Ok(state) => out.push(Checkpoint { dir, state }),
+            Ok(state) => out.push(Checkpoint {
+                dir,
+                state,
+                weights_file: MODEL_FILE,
+            }),
             Err(e) => eprintln!(
                 "warning: {}skipping {}: {e}",
                 crate::distributed::message_prefix(),
@@ -536,10 +570,28 @@ pub fn load_optimizer(optimizer: ModuleOptimizer, path: &Path) -> Result<ModuleO
     })
 }
 
-/// A checkpoint named on the command line: a `step_*` folder, or the `model.safetensors` in one.
+/// A checkpoint named on the command line: a `step_*` folder, or the `model.safetensors` in one;
+/// its `ema.safetensors` or `lookahead.safetensors` picks those weights instead.
 pub fn resolve_user_checkpoint(path: &Path) -> Result<Checkpoint> {
+    let name = path.file_name().and_then(|n| n.to_str());
+    let weights_file = match name {
+        Some(EMA_FILE) => EMA_FILE,
+        Some(LOOKAHEAD_FILE) => LOOKAHEAD_FILE,
+        _ => MODEL_FILE,
+    };
+    let parent = path.parent().unwrap_or(Path::new("."));
+    if weights_file != MODEL_FILE && !path.is_file() && parent.join(STATE_FILE).is_file() {
+        let what = match weights_file {
+            EMA_FILE => "`train.ema_decay`",
+            _ => "`optim.lookahead`",
+        };
+        return Err(Error::Usage(format!(
+            "{} does not exist: the run that wrote this checkpoint had no {what}",
+            path.display()
+        )));
+    }
     let dir = if path.is_file() {
-        path.parent().unwrap_or(Path::new(".")).to_path_buf()
+        parent.to_path_buf()
     } else {
         path.to_path_buf()
     };
@@ -550,7 +602,11 @@ pub fn resolve_user_checkpoint(path: &Path) -> Result<Checkpoint> {
         )));
     }
     let state = read_state(&dir)?;
-    Ok(Checkpoint { dir, state })
+    Ok(Checkpoint {
+        dir,
+        state,
+        weights_file,
+    })
 }
 
 #[cfg(test)]

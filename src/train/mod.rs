@@ -5,6 +5,8 @@
 pub mod average;
 pub mod checkpoint;
 pub mod early_stopping;
+pub mod ema;
+pub mod lookahead;
 pub mod optim;
 pub mod params;
 pub mod pretrained;
@@ -175,7 +177,7 @@ pub fn train<T: Task>(
     // Checkpoints of this experiment past the start belong to a continuation now abandoned.
     let mut restarted_earlier = false;
     if options.continues() {
-        match from {
+        match &from {
             Some(from) => {
                 model = checkpoint::load_model(model, &from.model_path())?;
                 if !options.reset_optimizer {
@@ -221,6 +223,26 @@ pub fn train<T: Task>(
                 checkpoints.display()
             ),
             None => {}
+        }
+    }
+    // Lookahead's slow weights and the EMA start as the weights the run starts from, or go on
+    // from those the checkpoint saved (the slow weights are optimiser state).
+    let mut lookahead =
+        (recipe.optim.lookahead.as_ref()).map(|l| lookahead::Lookahead::new(l, &model));
+    let mut ema = cfg.ema_decay.map(|decay| ema::Ema::new(decay, &model));
+    if let Some(from) = &from {
+        if let Some(l) = lookahead.as_mut().filter(|_| !options.reset_optimizer) {
+            let path = from.dir.join(checkpoint::LOOKAHEAD_FILE);
+            if let Some(slow) = load_weight_set(l.slow(), &path, "Lookahead's slow weights", quiet)?
+            {
+                l.restore(slow);
+            }
+        }
+        if let Some(e) = &mut ema {
+            let path = from.dir.join(checkpoint::EMA_FILE);
+            if let Some(weights) = load_weight_set(e.weights(), &path, "the EMA", quiet)? {
+                e.restore(weights);
+            }
         }
     }
     let stopped_early = early.as_ref().filter(|e| e.should_stop());
@@ -355,6 +377,12 @@ pub fn train<T: Task>(
             )));
         }
         model = optimizer.step(lr, model, grads);
+        if let Some(lookahead) = &mut lookahead {
+            model = lookahead.after_step(step + 1, model);
+        }
+        if let Some(ema) = &mut ema {
+            ema.update(&model);
+        }
 
         let done = step + 1;
         tokens_seen += tokens_per_step;
@@ -423,7 +451,10 @@ pub fn train<T: Task>(
         let eval_now = done % cfg.eval_interval == 0 || scheduled_save;
         let mut valid_loss = None;
         if eval_now {
-            let part = validation_sum(task, &model, &ad, ranks.shard());
+            // With EMA on, validation (and so early stopping and the best checkpoint) measures
+            // the averaged weights.
+            let measured = ema.as_ref().map_or(&model, |e| e.weights());
+            let part = validation_sum(task, measured, &ad, ranks.shard());
             let mut sums = [part.total, part.count];
             ranks.sum(
                 &mut sums,
@@ -465,6 +496,12 @@ pub fn train<T: Task>(
                 weights_checksum(&model),
                 &format!("the weights' checksum at step {done}"),
             )?;
+            if let Some(ema) = &ema {
+                ranks.require_same(
+                    weights_checksum(ema.weights()),
+                    &format!("the EMA weights' checksum at step {done}"),
+                )?;
+            }
         }
         if save_now && ranks.is_main() {
             let state = TrainerState {
@@ -477,7 +514,14 @@ pub fn train<T: Task>(
                 loss_weighting: Some(weighting.state().clone()),
                 early_stopping: early.as_ref().map(|e| e.state().clone()),
             };
-            checkpoint::save(&checkpoints, &model, &optimizer, &state)?;
+            let mut extras = Vec::new();
+            if let Some(lookahead) = &lookahead {
+                extras.push((checkpoint::LOOKAHEAD_FILE, lookahead.slow()));
+            }
+            if let Some(ema) = &ema {
+                extras.push((checkpoint::EMA_FILE, ema.weights()));
+            }
+            checkpoint::save(&checkpoints, &model, &extras, &optimizer, &state)?;
             checkpoint::prune(&checkpoints, cfg.keep_last, cfg.keep_best)?;
         }
         if let Some(early) = early.as_ref().filter(|_| stop_early) {
@@ -541,6 +585,26 @@ fn validation_sum<T: Task>(task: &T, model: &T::Model, device: &Device, shard: S
         sum += task.validation_loss(&model, batch, &device);
     }
     sum
+}
+
+/// A weight set of `model`'s shape saved beside a checkpoint's model (Lookahead's, the EMA's),
+/// or None, with a note, when the run that saved it had it off: it then starts from the weights.
+fn load_weight_set<M: Module + burn::store::ModuleSnapshot>(
+    model: &M,
+    path: &std::path::Path,
+    what: &str,
+    quiet: bool,
+) -> Result<Option<M>> {
+    if !path.exists() {
+        if !quiet {
+            println!(
+                "{} does not exist: {what} start from the checkpoint's weights",
+                path.display()
+            );
+        }
+        return Ok(None);
+    }
+    checkpoint::load_model(model.clone(), path).map(Some)
 }
 
 /// The step and validation loss of the checkpoint with the lowest validation loss.

@@ -3,6 +3,7 @@
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
+use std::collections::HashMap;
 
 /// Give every parameter the id of its position in the module's visiting order.
 ///
@@ -91,6 +92,67 @@ pub fn set_running_statistics<M: Module>(model: M, values: Vec<(ParamId, Tensor<
         }
     }
     model.map(&mut Set(values.into_iter().collect()))
+}
+
+/// Every float parameter's current value (running statistics included), flattened and detached
+/// from autodiff, by id: the other side of [`combine_params`].
+pub fn flat_values<M: Module>(model: &M) -> HashMap<ParamId, Tensor<1>> {
+    struct Values(HashMap<ParamId, Tensor<1>>);
+    impl ModuleVisitor for Values {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let value = param.val().inner();
+            let len = value.shape().num_elements();
+            self.0.insert(param.id, value.reshape([len]));
+        }
+    }
+    sync_running_statistics(model);
+    let mut values = Values(HashMap::new());
+    model.visit(&mut values);
+    values.0
+}
+
+/// `model` with each trained parameter `p` (one that requires gradients) replaced by
+/// `combine(p, q)`, `q` being the value of the same id in `others` ([`flat_values`] of a model of
+/// the same shape), both flat and without autodiff. The result is put back with `p`'s autodiff
+/// settings, so the optimiser and the next forward pass see an ordinary leaf parameter. What does
+/// not train (running statistics, frozen weights) is not averaged: it takes `q` as it is.
+/// Weight averaging (Lookahead, EMA) is this, parameter by parameter.
+pub fn combine_params<M, F>(model: M, others: &HashMap<ParamId, Tensor<1>>, combine: F) -> M
+where
+    M: Module,
+    F: FnMut(Tensor<1>, Tensor<1>) -> Tensor<1>,
+{
+    struct Combine<'a, F> {
+        others: &'a HashMap<ParamId, Tensor<1>>,
+        combine: F,
+    }
+    impl<F: FnMut(Tensor<1>, Tensor<1>) -> Tensor<1>> ModuleMapper for Combine<'_, F> {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let Some(other) = self.others.get(&param.id) else {
+                return param;
+            };
+            let other = other.clone();
+            let combine = &mut self.combine;
+            param.map(|old| {
+                let dims = old.shape().dims::<D>();
+                if !old.is_require_grad() {
+                    return other.reshape(dims);
+                }
+                let len = old.shape().num_elements();
+                let new = combine(old.clone().inner().reshape([len]), other).reshape(dims);
+                // As Burn's optimisers put an updated parameter back (a parameter that requires
+                // gradients is on autodiff).
+                let new = match old.gradient_checkpointing_strategy() {
+                    Some(strategy) => {
+                        Tensor::from_inner(new).with_gradient_checkpointing_strategy(strategy)
+                    }
+                    None => Tensor::from_inner(new),
+                };
+                new.require_grad()
+            })
+        }
+    }
+    model.map(&mut Combine { others, combine })
 }
 
 /// Parameters that weight decay must leave alone: biases, norm gains and shifts, embeddings
