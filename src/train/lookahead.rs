@@ -29,7 +29,7 @@ impl<M: Module + Clone> Lookahead<M> {
     /// The steps are counted by the run's step, so a resumed run synchronises where a straight
     /// one does.
     pub fn after_step(&mut self, step: usize, fast: M) -> M {
-        if step % self.k != 0 {
+        if !step.is_multiple_of(self.k) {
             return fast;
         }
         let alpha = self.alpha;

@@ -598,7 +598,8 @@ fn load_weight_set<M: Module + burn::store::ModuleSnapshot>(
     if !path.exists() {
         if !quiet {
             println!(
-                "{} does not exist: {what} start from the checkpoint's weights",
+                "{} does not exist (the run that saved it had it off): starting {what} from the \
+                 checkpoint's weights",
                 path.display()
             );
         }
