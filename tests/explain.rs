@@ -21,7 +21,14 @@ fn explain_writes_a_tsv_row_per_token_and_an_html_heat_map_with_the_tokens() {
     // Line 2 is blank: skipped, the numbers still name the input's lines.
     s.write("texts.txt", "好吃，送餐很快\n\n太难吃了，再也不点了\n");
     let out = s.run(&[
-        "explain", "exp", "-i", "texts.txt", "-o", "sal", "--steps", "300",
+        "explain",
+        "exp",
+        "-i",
+        "texts.txt",
+        "-o",
+        "sal",
+        "--steps",
+        "300",
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -64,10 +71,20 @@ fn explain_writes_a_tsv_row_per_token_and_an_html_heat_map_with_the_tokens() {
     // One method, a chosen target, TSV on stdout.
     s.write("one.txt", "好吃\n");
     let out = s.ok(&[
-        "explain", "exp", "-i", "one.txt", "--method", "grad_x_input", "--target", "0",
+        "explain",
+        "exp",
+        "-i",
+        "one.txt",
+        "--method",
+        "grad_x_input",
+        "--target",
+        "0",
     ]);
     let rows: Vec<&str> = out.lines().collect();
-    assert_eq!(rows[0], "text\tposition\ttoken\tlabel\tprobability\tgrad_x_input");
+    assert_eq!(
+        rows[0],
+        "text\tposition\ttoken\tlabel\tprobability\tgrad_x_input"
+    );
     assert_eq!(rows.len(), 3);
     assert!(rows[1..].iter().all(|r| r.split('\t').nth(3) == Some("0")));
 
@@ -78,7 +95,10 @@ fn explain_writes_a_tsv_row_per_token_and_an_html_heat_map_with_the_tokens() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     };
-    refused(&["explain", "exp", "-i", "one.txt", "--method", "saliency"], "saliency");
+    refused(
+        &["explain", "exp", "-i", "one.txt", "--method", "saliency"],
+        "saliency",
+    );
     refused(
         &["explain", "exp", "-i", "one.txt", "--target", "5"],
         "not one of the experiment's labels (0, 1)",

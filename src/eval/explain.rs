@@ -142,7 +142,10 @@ pub fn integrated_gradients(score: &ScoreFn, x: Tensor<3>, steps: usize) -> (Vec
         for (r, &k) in chunk.iter().enumerate() {
             // Trapezoid weights: half at both ends.
             let weight = if k == 0 || k == steps { 0.5 } else { 1.0 } / steps as f64;
-            for (m, &g) in mean_grad.iter_mut().zip(&grad[r * time * dim..][..time * dim]) {
+            for (m, &g) in mean_grad
+                .iter_mut()
+                .zip(&grad[r * time * dim..][..time * dim])
+            {
                 *m += weight * g as f64;
             }
         }
@@ -276,7 +279,11 @@ pub fn html(explained: &[Explained], title: &str) -> String {
             let mut tokens = String::new();
             for (t, token) in e.tokens.iter().enumerate() {
                 let v = values[t];
-                let (r, g, b) = if v >= 0.0 { (220, 40, 40) } else { (40, 90, 220) };
+                let (r, g, b) = if v >= 0.0 {
+                    (220, 40, 40)
+                } else {
+                    (40, 90, 220)
+                };
                 let alpha = if v.is_finite() && scale > 0.0 {
                     v.abs() / scale
                 } else {
@@ -417,9 +424,10 @@ mod tests {
         for t in [0, time / 2] {
             let mut direction = vec![0f32; time * dim];
             direction[t * dim..][..dim].fill(1.0);
-            let mask = Tensor::<1>::from_floats(direction.as_slice(), &x.device())
-                .reshape([1, time, dim]);
-            let moved = |e: f64| score_of(score, x.clone() + x.clone() * mask.clone().mul_scalar(e));
+            let mask =
+                Tensor::<1>::from_floats(direction.as_slice(), &x.device()).reshape([1, time, dim]);
+            let moved =
+                |e: f64| score_of(score, x.clone() + x.clone() * mask.clone().mul_scalar(e));
             let numeric = (moved(eps) - moved(-eps)) / (2.0 * eps);
             assert!(
                 (numeric - gxi[t]).abs() < 1e-3 + 1e-2 * numeric.abs(),
@@ -432,7 +440,11 @@ mod tests {
     #[test]
     fn integrated_gradients_add_up_and_grad_x_input_matches_finite_differences_on_classifiers() {
         classifier_check(&cnn(), "TextCNN", 200);
-        classifier_check(&rnn(Pooling::Attention, CellKind::Lstm), "LSTM attention", 100);
+        classifier_check(
+            &rnn(Pooling::Attention, CellKind::Lstm),
+            "LSTM attention",
+            100,
+        );
         classifier_check(&rnn(Pooling::Max, CellKind::Gru), "GRU max", 200);
         classifier_check(&bert(BertHead::SequenceClassification, false), "BERT", 100);
     }
@@ -450,8 +462,8 @@ mod tests {
             let path = [0i64, 1, 2, 0];
             let score = |x: Tensor<3>| -> Tensor<1> {
                 let rows = x.dims()[0];
-                let input = TokenBatch::pad(&vec![IDS.as_slice(); rows], None, 0, 1)
-                    .bert_input(&device());
+                let input =
+                    TokenBatch::pad(&vec![IDS.as_slice(); rows], None, 0, 1).bert_input(&device());
                 let e = model.forward_embedded(x, input).narrow(1, 1, length);
                 let path = Tensor::<1, Int>::from_data(path, &device())
                     .reshape([1, length])
@@ -466,7 +478,9 @@ mod tests {
             let input = TokenBatch::pad(&[IDS.as_slice()], None, 0, 1).bert_input(&device());
             let x = model.bert.embed(input.ids.clone());
             assert_eq!(
-                model.forward(TokenBatch::pad(&[IDS.as_slice()], None, 0, 1).bert_input(&device())).into_data(),
+                model
+                    .forward(TokenBatch::pad(&[IDS.as_slice()], None, 0, 1).bert_input(&device()))
+                    .into_data(),
                 model.forward_embedded(x.clone(), input).into_data()
             );
             let (_, gap) = integrated_gradients(&score, x.clone(), 100);
@@ -475,9 +489,39 @@ mod tests {
         }
     }
 
+    /// On f(x) = sum x^2 the integrand of integrated gradients is linear in alpha, so the
+    /// trapezoid rule is exact with any number of steps: token t's attribution is |x_t|^2 and
+    /// the gap is zero (to rounding).
+    #[test]
+    fn integrated_gradients_are_exact_on_a_quadratic() {
+        let values: Vec<f32> = (0..12).map(|i| (i as f32 - 5.0) / 4.0).collect();
+        let x = Tensor::<1>::from_floats(values.as_slice(), &device()).reshape([1, 4, 3]);
+        let score = |x: Tensor<3>| -> Tensor<1> { (x.clone() * x).sum() };
+        for steps in [1, 3, 7] {
+            let (attr, gap) = integrated_gradients(&score, x.clone(), steps);
+            for (t, a) in attr.iter().enumerate() {
+                let expected: f64 = values[t * 3..][..3].iter().map(|&v| (v * v) as f64).sum();
+                assert!(
+                    (a - expected).abs() < 1e-5,
+                    "steps {steps}, token {t}: {a} vs {expected}"
+                );
+            }
+            assert!(gap.abs() < 1e-5, "steps {steps}: gap {gap}");
+        }
+        // Gradient x input of sum x^2 is 2 |x_t|^2.
+        let gxi = grad_x_input(&score, x);
+        for (t, g) in gxi.iter().enumerate() {
+            let expected: f64 = values[t * 3..][..3]
+                .iter()
+                .map(|&v| 2.0 * (v * v) as f64)
+                .sum();
+            assert!((g - expected).abs() < 1e-5, "token {t}: {g} vs {expected}");
+        }
+    }
+
     /// Leave-one-out's state change is the norm of pooled(x) - pooled(x without the token),
-    /// each computed here by its own forward pass; a removed token that changes nothing (a
-    /// repeated id under max pooling of its embedding alone would; here a fake model) gives 0.
+    /// each computed here by its own forward pass; under a model that ignores one id (as a
+    /// padding-equivalent token), removing that id changes nothing.
     #[test]
     fn leave_one_out_reports_the_state_change_computed_directly() {
         let spec = rnn(Pooling::Last, CellKind::Gru);
@@ -508,7 +552,11 @@ mod tests {
                 .map(|(&a, b)| (a as f64 - b as f64).powi(2))
                 .sum::<f64>()
                 .sqrt();
-            assert!((change[i] - direct).abs() < 1e-6, "{i}: {} vs {direct}", change[i]);
+            assert!(
+                (change[i] - direct).abs() < 1e-6,
+                "{i}: {} vs {direct}",
+                change[i]
+            );
             assert!(direct > 0.0);
             assert_eq!(drop[i], 0.0);
         }

@@ -498,9 +498,8 @@ impl Bert {
             // RoBERTa gives padding the padding id's position, `offset - 1`.
             positions = positions.mask_fill(input.padding.clone(), offset - 1);
         }
-        let x = embedded
-            + self.segments.forward(input.segments)
-            + self.positions.forward(positions);
+        let x =
+            embedded + self.segments.forward(input.segments) + self.positions.forward(positions);
         let mut x = self.dropout.forward(self.embedding_norm.forward(x));
         if let Some(projection) = &self.embedding_projection {
             x = projection.forward(x);

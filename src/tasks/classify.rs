@@ -14,9 +14,7 @@ use crate::data::tokenizer::TextTokenizer;
 use crate::distributed::Shard;
 use crate::error::{Error, Result};
 use crate::eval::classification::{self, ClassificationScores};
-use crate::eval::explain::{
-    Explained, Method, grad_x_input, integrated_gradients, leave_one_out,
-};
+use crate::eval::explain::{Explained, Method, grad_x_input, integrated_gradients, leave_one_out};
 use crate::eval::report::{Evaluation, Predictions, Scores};
 use crate::loss::cross_entropy;
 use crate::models::classifier::ClassifierConfig;
@@ -252,7 +250,9 @@ fn explain_texts<S: ClassifierConfig>(
         let mut completeness_gap = None;
         for &method in &methods {
             match method {
-                Method::GradXInput => columns.push((method.name(), grad_x_input(&score, x.clone()))),
+                Method::GradXInput => {
+                    columns.push((method.name(), grad_x_input(&score, x.clone())))
+                }
                 Method::IntegratedGradients => {
                     let (attr, gap) =
                         integrated_gradients(&score, x.clone(), request.options.steps);
@@ -278,7 +278,10 @@ fn explain_texts<S: ClassifierConfig>(
         out.push(Explained {
             line: *line,
             tokens: ids.iter().map(|&id| tokenizer.id_to_token(id)).collect(),
-            label: labels.get(label).cloned().unwrap_or_else(|| label.to_string()),
+            label: labels
+                .get(label)
+                .cloned()
+                .unwrap_or_else(|| label.to_string()),
             token_labels: None,
             probability: probs[0][label] as f64,
             columns,

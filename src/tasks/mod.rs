@@ -170,7 +170,11 @@ pub trait Pipeline {
     /// `nlpkit explain`: per-token attributions of each text (the model on an autodiff
     /// device, frozen).
     fn explain(&self, _model: &Self::Model, _request: &ExplainRequest) -> Result<Vec<Explained>> {
-        Err(unsupported(Self::KIND, "explain", "classifiers and taggers"))
+        Err(unsupported(
+            Self::KIND,
+            "explain",
+            "classifiers and taggers",
+        ))
     }
 }
 

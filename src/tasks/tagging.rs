@@ -267,7 +267,9 @@ fn explain_sentences(
         let mut completeness_gap = None;
         for method in Method::expand(&request.options.methods) {
             match method {
-                Method::GradXInput => columns.push((method.name(), grad_x_input(&score, x.clone()))),
+                Method::GradXInput => {
+                    columns.push((method.name(), grad_x_input(&score, x.clone())))
+                }
                 Method::IntegratedGradients => {
                     let (attr, gap) =
                         integrated_gradients(&score, x.clone(), request.options.steps);
