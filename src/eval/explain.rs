@@ -160,6 +160,9 @@ pub fn integrated_gradients(score: &ScoreFn, x: Tensor<3>, steps: usize) -> (Vec
     (attr, gap)
 }
 
+/// Per variant of a text: the target's probability and, optionally, the pooled state.
+pub type VariantScores = (Vec<f64>, Option<Vec<Vec<f32>>>);
+
 /// Leave-one-out over the positions not in `keep`: `evaluate` gets the text itself first and
 /// then each variant with one position removed, and returns per variant the target's
 /// probability and, optionally, the pooled state. Per position: the probability's drop
@@ -167,7 +170,7 @@ pub fn integrated_gradients(score: &ScoreFn, x: Tensor<3>, steps: usize) -> (Vec
 pub fn leave_one_out(
     ids: &[u32],
     keep: &[bool],
-    evaluate: &dyn Fn(&[Vec<u32>]) -> (Vec<f64>, Option<Vec<Vec<f32>>>),
+    evaluate: &dyn Fn(&[Vec<u32>]) -> VariantScores,
 ) -> (Vec<f64>, Option<Vec<f64>>) {
     let removable: Vec<usize> = (0..ids.len()).filter(|&i| !keep[i]).collect();
     let mut variants = vec![ids.to_vec()];
@@ -598,7 +601,7 @@ mod tests {
             columns: vec![("grad_x_input", vec![1.0, -0.5])],
             completeness_gap: None,
         };
-        let page = html(&[e.clone()], "t");
+        let page = html(std::slice::from_ref(&e), "t");
         assert!(page.contains("&lt;b&gt;") && page.contains("&amp;") && page.contains("&quot;x"));
         assert!(!page.contains("<b>"));
         let table = tsv(&[e]);
