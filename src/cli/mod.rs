@@ -5,6 +5,7 @@ mod average;
 mod completions;
 mod decode_args;
 mod eval;
+mod explain;
 mod export;
 mod generate;
 mod plot;
@@ -73,7 +74,8 @@ impl ModelArgs {
                   nlpkit translate exp/my_mt < sentences.txt\n  nlpkit average exp/my_mt --best 5 -o exp/my_mt/avg\n  \
                   nlpkit export exp/my_bert -o my_bert_hf\n  \
                   nlpkit summary exp/run_a exp/run_b\n  \
-                  nlpkit plot exp/run_a exp/run_b -o curves.svg"
+                  nlpkit plot exp/run_a exp/run_b -o curves.svg\n  \
+                  nlpkit explain exp/my_cls -i texts.txt -o saliency"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -91,6 +93,7 @@ enum Command {
     Export(export::Args),
     Summary(summary::Args),
     Plot(plot::Args),
+    Explain(explain::Args),
     Recipe(recipe::Args),
     Completions(completions::Args),
 }
@@ -106,6 +109,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export(args) => export::run(args),
         Command::Summary(args) => summary::run(args),
         Command::Plot(args) => plot::run(args),
+        Command::Explain(args) => explain::run(args),
         Command::Recipe(args) => recipe::run(args),
         Command::Completions(args) => completions::run(args),
     }

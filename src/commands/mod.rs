@@ -3,6 +3,7 @@
 
 pub mod average;
 pub mod eval;
+pub mod explain;
 pub mod export;
 pub mod generate;
 pub mod plot;

@@ -139,7 +139,9 @@ fn is_pretraining(recipe: &Recipe) -> bool {
 
 /// Tagged tokens go to their sub-tokens when fine-tuning: the pretrained tokenizer was not built
 /// from these tokens, and many are not one id of it.
-fn alignment(recipe: &Recipe) -> TokenAlignment {
+/// How the recipe's tagged tokens become ids (fine-tuned taggers: a pretrained tokenizer's
+/// sub-tokens).
+pub fn alignment(recipe: &Recipe) -> TokenAlignment {
     if recipe.task() == TaskKind::Tagging && recipe.init_from.is_some() {
         TokenAlignment::FirstSubToken
     } else {

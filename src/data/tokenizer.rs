@@ -218,6 +218,13 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// The vocabulary entry of `id` (`<id>` for an id outside the vocabulary).
+    pub fn id_to_token(&self, id: u32) -> String {
+        self.inner
+            .id_to_token(id)
+            .unwrap_or_else(|| format!("<{id}>"))
+    }
+
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }

@@ -4,6 +4,7 @@
 pub mod bleu;
 pub mod classification;
 pub mod entities;
+pub mod explain;
 pub mod generate;
 pub mod report;
 pub mod sampling;

@@ -344,6 +344,12 @@ impl ClassifierConfig for BertConfig {
     fn logits(model: &BertClassifier, batch: TextBatch) -> Tensor<2> {
         model.forward(batch.bert_input())
     }
+    fn embed(model: &BertClassifier, ids: Tensor<2, Int>) -> Tensor<3> {
+        model.bert.embed(ids)
+    }
+    fn logits_embedded(model: &BertClassifier, embedded: Tensor<3>, batch: TextBatch) -> Tensor<2> {
+        model.forward_embedded(embedded, batch.bert_input())
+    }
     fn wraps_in_cls_sep(&self) -> bool {
         true
     }
@@ -471,6 +477,17 @@ pub struct BertInput {
 impl Bert {
     /// Hidden states `[batch, time, width]`.
     pub fn forward(&self, input: BertInput) -> Tensor<3> {
+        self.forward_embedded(self.embed(input.ids.clone()), input)
+    }
+
+    /// The token embeddings `[batch, time, embedding]` (before segments, positions and the
+    /// norm are added): where saliency differentiates.
+    pub fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.tokens.forward(ids)
+    }
+
+    /// [`Bert::forward`] from the token embeddings (`input.ids` give only the shape).
+    pub fn forward_embedded(&self, embedded: Tensor<3>, input: BertInput) -> Tensor<3> {
         let [batch, time] = input.ids.dims();
         let device = input.ids.device();
         let offset = self.position_offset as i64;
@@ -481,9 +498,8 @@ impl Bert {
             // RoBERTa gives padding the padding id's position, `offset - 1`.
             positions = positions.mask_fill(input.padding.clone(), offset - 1);
         }
-        let x = self.tokens.forward(input.ids)
-            + self.segments.forward(input.segments)
-            + self.positions.forward(positions);
+        let x =
+            embedded + self.segments.forward(input.segments) + self.positions.forward(positions);
         let mut x = self.dropout.forward(self.embedding_norm.forward(x));
         if let Some(projection) = &self.embedding_projection {
             x = projection.forward(x);
@@ -548,7 +564,12 @@ pub struct BertClassifier {
 impl BertClassifier {
     /// Label logits `[batch, labels]`.
     pub fn forward(&self, input: BertInput) -> Tensor<2> {
-        let pooled = self.bert.pool(self.bert.forward(input));
+        self.forward_embedded(self.bert.embed(input.ids.clone()), input)
+    }
+
+    /// [`BertClassifier::forward`] from the token embeddings.
+    pub fn forward_embedded(&self, embedded: Tensor<3>, input: BertInput) -> Tensor<2> {
+        let pooled = self.bert.pool(self.bert.forward_embedded(embedded, input));
         self.classifier.forward(self.dropout.forward(pooled))
     }
 }
@@ -564,7 +585,12 @@ pub struct BertTagger {
 impl BertTagger {
     /// Tag scores `[batch, time, tags]` (emissions for the CRF).
     pub fn forward(&self, input: BertInput) -> Tensor<3> {
-        let hidden = self.bert.forward(input);
+        self.forward_embedded(self.bert.embed(input.ids.clone()), input)
+    }
+
+    /// [`BertTagger::forward`] from the token embeddings.
+    pub fn forward_embedded(&self, embedded: Tensor<3>, input: BertInput) -> Tensor<3> {
+        let hidden = self.bert.forward_embedded(embedded, input);
         self.classifier.forward(self.dropout.forward(hidden))
     }
 }

@@ -37,6 +37,17 @@ pub trait ClassifierConfig {
     fn init(&self, device: &Device) -> Self::Model;
     /// Label logits `[batch, labels]`.
     fn logits(model: &Self::Model, batch: TextBatch) -> Tensor<2>;
+    /// The token embeddings `[batch, time, dim]` of `ids`: the input saliency differentiates
+    /// against (`nlpkit explain`).
+    fn embed(model: &Self::Model, ids: Tensor<2, Int>) -> Tensor<3>;
+    /// [`ClassifierConfig::logits`] from the token embeddings (`batch.ids` give only the shape):
+    /// `logits(m, b)` is `logits_embedded(m, embed(m, b.ids), b)`, bit for bit.
+    fn logits_embedded(model: &Self::Model, embedded: Tensor<3>, batch: TextBatch) -> Tensor<2>;
+    /// The pooled state a recurrent classifier's output layer reads, `[batch, width]`; `None`
+    /// for models without one (leave-one-out reports its change).
+    fn pooled_state(_model: &Self::Model, _batch: TextBatch) -> Option<Tensor<2>> {
+        None
+    }
     /// Texts are wrapped in `[CLS] ... [SEP]` (BERT).
     fn wraps_in_cls_sep(&self) -> bool {
         false

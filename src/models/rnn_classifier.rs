@@ -161,6 +161,15 @@ impl ClassifierConfig for RnnClassifierConfig {
     fn logits(model: &RnnClassifier, batch: TextBatch) -> Tensor<2> {
         model.forward(batch.ids, batch.padding)
     }
+    fn embed(model: &RnnClassifier, ids: Tensor<2, Int>) -> Tensor<3> {
+        model.embed(ids)
+    }
+    fn logits_embedded(model: &RnnClassifier, embedded: Tensor<3>, batch: TextBatch) -> Tensor<2> {
+        model.forward_embedded(embedded, batch.padding)
+    }
+    fn pooled_state(model: &RnnClassifier, batch: TextBatch) -> Option<Tensor<2>> {
+        Some(model.pooled_embedded(model.embed(batch.ids), batch.padding))
+    }
     fn max_len(&self) -> usize {
         self.options.max_len
     }
@@ -186,8 +195,25 @@ impl RnnClassifier {
     /// Label logits `[batch, labels]` for token ids `[batch, time]` whose padding is true in
     /// `padding`.
     pub fn forward(&self, ids: Tensor<2, Int>, padding: Tensor<2, Bool>) -> Tensor<2> {
+        self.forward_embedded(self.embed(ids), padding)
+    }
+
+    /// The token embeddings `[batch, time, dim]`: where saliency differentiates.
+    pub fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.embedding.forward(ids)
+    }
+
+    /// [`RnnClassifier::forward`] from the token embeddings.
+    pub fn forward_embedded(&self, embedded: Tensor<3>, padding: Tensor<2, Bool>) -> Tensor<2> {
+        let pooled = self.pooled_embedded(embedded, padding);
+        self.output.forward(self.dropout.forward(pooled))
+    }
+
+    /// The pooled state `[batch, width]` the output layer reads (the last state, or the max,
+    /// mean or attention pooling of the states), from the token embeddings.
+    pub fn pooled_embedded(&self, embedded: Tensor<3>, padding: Tensor<2, Bool>) -> Tensor<2> {
         let keep = padding.clone().bool_not().float();
-        let x = self.dropout.forward(self.embedding.forward(ids));
+        let x = self.dropout.forward(embedded);
         let (states, finals) = run_stack(
             &self.forward,
             &self.backward,
@@ -197,7 +223,7 @@ impl RnnClassifier {
         );
         let [batch, time, width] = states.dims();
         let pad3 = padding.clone().unsqueeze_dim::<3>(2);
-        let pooled = match self.pooling {
+        match self.pooling {
             Pooling::Last => finals.last().expect("at least one layer").h.clone(),
             Pooling::Max => {
                 // An empty text (all padding) pools to zeros, as its states are.
@@ -224,8 +250,7 @@ impl RnnClassifier {
                     .matmul(states)
                     .reshape([batch, width])
             }
-        };
-        self.output.forward(self.dropout.forward(pooled))
+        }
     }
 }
 

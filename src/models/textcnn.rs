@@ -114,6 +114,12 @@ impl ClassifierConfig for TextCnnConfig {
     fn logits(model: &TextCnn, batch: TextBatch) -> Tensor<2> {
         model.forward(batch.ids, &batch.lengths)
     }
+    fn embed(model: &TextCnn, ids: Tensor<2, Int>) -> Tensor<3> {
+        model.embed(ids)
+    }
+    fn logits_embedded(model: &TextCnn, embedded: Tensor<3>, batch: TextBatch) -> Tensor<2> {
+        model.forward_embedded(embedded, &batch.lengths)
+    }
     fn max_len(&self) -> usize {
         self.options.max_len
     }
@@ -238,7 +244,17 @@ impl TextCnn {
     /// Class logits `[batch, labels]` for token ids `[batch, time]` (padded, `time` at least the
     /// widest kernel) whose real lengths are `lengths`.
     pub fn forward(&self, ids: Tensor<2, Int>, lengths: &[usize]) -> Tensor<2> {
-        let x = self.embedding.forward(ids).swap_dims(1, 2);
+        self.forward_embedded(self.embed(ids), lengths)
+    }
+
+    /// The token embeddings `[batch, time, dim]`: where saliency differentiates.
+    pub fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.embedding.forward(ids)
+    }
+
+    /// [`TextCnn::forward`] from the token embeddings.
+    pub fn forward_embedded(&self, embedded: Tensor<3>, lengths: &[usize]) -> Tensor<2> {
+        let x = embedded.swap_dims(1, 2);
         let features: Vec<Tensor<2>> = self
             .branches
             .iter()

@@ -2,7 +2,7 @@
 //! scratch) on labelled texts, cross-entropy over the labels, batches of similar length; scored
 //! by accuracy, per-label and macro precision/recall/F1 and the confusion matrix.
 
-use super::{EvalRequest, LossSum, Pipeline, StepLoss, Task};
+use super::{EvalRequest, ExplainRequest, LossSum, Pipeline, StepLoss, Task};
 use crate::data::Split;
 use crate::data::batching::{BatchLimits, EpochBatches, batches_by_length};
 use crate::data::labelled::{
@@ -14,12 +14,14 @@ use crate::data::tokenizer::TextTokenizer;
 use crate::distributed::Shard;
 use crate::error::{Error, Result};
 use crate::eval::classification::{self, ClassificationScores};
+use crate::eval::explain::{Explained, Method, grad_x_input, integrated_gradients, leave_one_out};
 use crate::eval::report::{Evaluation, Predictions, Scores};
 use crate::loss::cross_entropy;
 use crate::models::classifier::ClassifierConfig;
 use crate::recipe::{Recipe, TaskKind};
 use crate::train::pretrained::{Pretrained, with_pretrained};
 use burn::prelude::*;
+use burn::tensor::activation::{log_softmax, softmax};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -175,6 +177,125 @@ impl<S: ClassifierConfig> Pipeline for Classification<S> {
             }),
         })
     }
+
+    fn explain(&self, model: &S::Model, request: &ExplainRequest) -> Result<Vec<Explained>> {
+        explain_texts(&self.spec, model, request)
+    }
+}
+
+/// Texts per forward pass of leave-one-out (one variant per removed token).
+const VARIANTS_PER_PASS: usize = 64;
+
+/// `nlpkit explain` for a classifier: the score is the log-probability of the target label
+/// (the predicted one unless `--target` names one), differentiated w.r.t. the token embeddings
+/// (`[CLS]`/`[SEP]` included, as they are inputs too); leave-one-out removes one token at a
+/// time (never `[CLS]`/`[SEP]`).
+fn explain_texts<S: ClassifierConfig>(
+    spec: &S,
+    model: &S::Model,
+    request: &ExplainRequest,
+) -> Result<Vec<Explained>> {
+    let labels = request.labels()?;
+    let target = match &request.options.target {
+        Some(t) => Some(labels.iter().position(|l| l == t).ok_or_else(|| {
+            Error::Usage(format!(
+                "--target {t}: not one of the experiment's labels ({})",
+                labels.join(", ")
+            ))
+        })?),
+        None => None,
+    };
+    let (tokenizer, specials) = load_tokenizer(&request.exp.tokenizer_path())?;
+    let refs: Vec<&str> = request.texts.iter().map(|(_, t)| t.as_str()).collect();
+    let cls_sep = spec.wraps_in_cls_sep().then_some(&specials);
+    let encoded = encode_texts(&tokenizer, &refs, spec.max_len(), cls_sep)?;
+    let device = request.device;
+    let methods = Method::expand(&request.options.methods);
+    let batch = |seqs: &[&[u32]]| {
+        TokenBatch::pad(seqs, None, specials.pad, spec.min_len()).text_batch(device)
+    };
+    let mut out = Vec::with_capacity(encoded.len());
+    for ((line, _), ids) in request.texts.iter().zip(&encoded) {
+        let probabilities = |label: Option<usize>, seqs: &[Vec<u32>]| {
+            let mut probs = Vec::new();
+            let mut states: Option<Vec<Vec<f32>>> = None;
+            for chunk in seqs.chunks(VARIANTS_PER_PASS) {
+                let refs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
+                let p = softmax(S::logits(model, batch(&refs)), 1);
+                let n = p.dims()[1];
+                let p = p.try_into_vec_as::<f32>().expect("f32 probabilities");
+                probs.extend(p.chunks(n).map(|row| row.to_vec()));
+                if let Some(state) = S::pooled_state(model, batch(&refs)) {
+                    let width = state.dims()[1];
+                    let state = state.try_into_vec_as::<f32>().expect("f32 state");
+                    states
+                        .get_or_insert_with(Vec::new)
+                        .extend(state.chunks(width).map(|row| row.to_vec()));
+                }
+            }
+            let label = label.unwrap_or(0);
+            let picked = probs.iter().map(|row| row[label] as f64).collect();
+            (probs, picked, states)
+        };
+        let (probs, _, _) = probabilities(None, std::slice::from_ref(ids));
+        let label = target.unwrap_or_else(|| argmax(&probs[0]));
+        let score = |x: Tensor<3>| -> Tensor<1> {
+            let seqs = vec![ids.as_slice(); x.dims()[0]];
+            log_softmax(S::logits_embedded(model, x, batch(&seqs)), 1)
+                .narrow(1, label, 1)
+                .sum()
+        };
+        let x = S::embed(model, batch(&[ids]).ids);
+        let mut columns = Vec::new();
+        let mut completeness_gap = None;
+        for &method in &methods {
+            match method {
+                Method::GradXInput => {
+                    columns.push((method.name(), grad_x_input(&score, x.clone())))
+                }
+                Method::IntegratedGradients => {
+                    let (attr, gap) =
+                        integrated_gradients(&score, x.clone(), request.options.steps);
+                    completeness_gap = Some(gap);
+                    columns.push((method.name(), attr));
+                }
+                Method::Occlusion => {
+                    let keep: Vec<bool> = (0..ids.len())
+                        .map(|i| cls_sep.is_some() && (i == 0 || i + 1 == ids.len()))
+                        .collect();
+                    let (drop, change) = leave_one_out(ids, &keep, &|variants| {
+                        let (_, picked, states) = probabilities(Some(label), variants);
+                        (picked, states)
+                    });
+                    columns.push((method.name(), drop));
+                    if let Some(change) = change {
+                        columns.push(("state_change", change));
+                    }
+                }
+                Method::All => {}
+            }
+        }
+        out.push(Explained {
+            line: *line,
+            tokens: ids.iter().map(|&id| tokenizer.id_to_token(id)).collect(),
+            label: labels
+                .get(label)
+                .cloned()
+                .unwrap_or_else(|| label.to_string()),
+            token_labels: None,
+            probability: probs[0][label] as f64,
+            columns,
+            completeness_gap,
+        });
+    }
+    Ok(out)
+}
+
+/// The index of the largest value.
+fn argmax(values: &[f32]) -> usize {
+    (0..values.len())
+        .max_by(|&a, &b| values[a].total_cmp(&values[b]))
+        .unwrap_or(0)
 }
 
 /// Token ids of `text`, cut to fit `max_len` with `[CLS]`/`[SEP]` when the model wants them.

@@ -15,7 +15,8 @@ pub mod translation;
 use crate::data::Split;
 use crate::data::prepared::{Preparation, Prepared};
 use crate::distributed::Shard;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
+use crate::eval::explain::{ExplainOptions, Explained};
 use crate::eval::report::{Evaluation, Scores};
 use crate::eval::sampling::Sampler;
 use crate::eval::translate::DecodeOptions;
@@ -165,6 +166,16 @@ pub trait Pipeline {
     fn translate(&self, _model: &Self::Model, _request: &TranslateRequest) -> Result<Vec<String>> {
         Err(unsupported(Self::KIND, "translate", "translation models"))
     }
+
+    /// `nlpkit explain`: per-token attributions of each text (the model on an autodiff
+    /// device, frozen).
+    fn explain(&self, _model: &Self::Model, _request: &ExplainRequest) -> Result<Vec<Explained>> {
+        Err(unsupported(
+            Self::KIND,
+            "explain",
+            "classifiers and taggers",
+        ))
+    }
 }
 
 fn unsupported(kind: TaskKind, verb: &str, what: &str) -> Error {
@@ -291,6 +302,31 @@ pub struct TranslateRequest<'a> {
     pub lines: &'a [String],
     pub decode: DecodeOptions,
     pub device: &'a Device,
+}
+
+/// Explaining a trained classifier's or tagger's outputs (`nlpkit explain`).
+pub struct ExplainRequest<'a> {
+    pub exp: &'a Experiment,
+    pub recipe: &'a Recipe,
+    /// The texts with their (1-based) input lines; empty lines are left out before.
+    pub texts: &'a [(usize, String)],
+    pub options: &'a ExplainOptions,
+    /// An autodiff device (the model's).
+    pub device: &'a Device,
+}
+
+impl ExplainRequest<'_> {
+    /// The experiment's labels (or tags) in id order.
+    pub fn labels(&self) -> Result<Vec<String>> {
+        let path = self.exp.file(crate::experiment::LABELS);
+        let bytes = std::fs::read(&path).with_path("read", &path)?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Data(format!(
+                "{} is not a JSON list of labels ({e}); train the experiment again",
+                path.display()
+            ))
+        })
+    }
 }
 
 /// Fail unless the prepared data was tokenized by the experiment's tokenizer: token files

@@ -4,12 +4,12 @@
 //! pieces between tokens for training and prediction, and the pieces' tags joined again for
 //! scoring, one per corpus token.
 
-use super::{EvalRequest, LossSum, Pipeline, StepLoss, Task};
+use super::{EvalRequest, ExplainRequest, LossSum, Pipeline, StepLoss, Task};
 use crate::data::Split;
 use crate::data::batching::{BatchLimits, EpochBatches, batches_by_length};
 use crate::data::labelled::{
-    Example, LabelledMeta, Specials, TokenIds, encode_tokens, load_examples, load_tokenizer,
-    tokenizer_path,
+    Example, LabelledMeta, Specials, TokenAlignment, TokenIds, alignment, encode_tokens,
+    load_examples, load_tokenizer, tokenizer_path,
 };
 use crate::data::prepared::load_meta;
 use crate::data::token_batches::TokenBatch;
@@ -17,12 +17,14 @@ use crate::data::tokenizer::TextTokenizer;
 use crate::distributed::Shard;
 use crate::error::{Error, Result};
 use crate::eval::entities::{self, Prf};
+use crate::eval::explain::{Explained, Method, grad_x_input, integrated_gradients};
 use crate::eval::report::{Evaluation, Predictions, Scores};
 use crate::loss::cross_entropy_kept;
 use crate::models::bert::{BertConfig, BertTagger};
 use crate::recipe::{Recipe, TaskKind};
 use crate::train::pretrained::{Pretrained, with_pretrained};
 use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -152,6 +154,147 @@ impl Pipeline for Tagging {
             }),
         })
     }
+
+    fn explain(&self, model: &BertTagger, request: &ExplainRequest) -> Result<Vec<Explained>> {
+        explain_sentences(&self.config, model, request)
+    }
+}
+
+/// A line to explain as corpus tokens: split at whitespace, or into characters when it has
+/// none (a Chinese sentence, as the MSRA corpus tokenizes it).
+fn line_tokens(text: &str) -> Vec<String> {
+    if text.trim().contains(char::is_whitespace) {
+        text.split_whitespace().map(str::to_string).collect()
+    } else {
+        text.trim().chars().map(String::from).collect()
+    }
+}
+
+/// `nlpkit explain` for a tagger. The score is the log-probability of the predicted tag
+/// sequence: with a softmax the sum over tokens of each predicted tag's log-probability, with
+/// the CRF the path's log p(tags | text) (its score minus the log-partition). A line longer than
+/// the model's window is cut to its first window.
+fn explain_sentences(
+    config: &BertConfig,
+    model: &BertTagger,
+    request: &ExplainRequest,
+) -> Result<Vec<Explained>> {
+    if request.options.target.is_some() {
+        return Err(Error::Usage(
+            "--target names a classifier's label; a tagger's target is its predicted tag \
+             sequence (leave --target out)"
+                .into(),
+        ));
+    }
+    if request.options.methods == [Method::Occlusion] {
+        return Err(Error::Usage(
+            "--method occlusion is for classifiers (removing a token changes a tagger's \
+             output length); use grad_x_input or integrated_gradients"
+                .into(),
+        ));
+    }
+    let tags = request.labels()?;
+    let n = tags.len();
+    let (tokenizer, specials) = load_tokenizer(&request.exp.tokenizer_path())?;
+    let how = alignment(request.recipe);
+    let device = request.device;
+    let window = config.max_len - 2;
+    let mut out = Vec::with_capacity(request.texts.len());
+    for (line, text) in request.texts {
+        let tokens = line_tokens(text);
+        let encoded = encode_tokens(&tokenizer, &tokens, specials.unk, how)?;
+        let range = token_windows(&encoded, window)
+            .into_iter()
+            .next()
+            .unwrap_or(0..0);
+        if range.end < tokens.len() {
+            log::warn!(
+                "line {line}: {} tokens, more than the model's window; explaining the first {}",
+                tokens.len(),
+                range.end
+            );
+        }
+        let mut piece = vec![specials.cls];
+        let mut shown = vec![tokenizer.id_to_token(specials.cls)];
+        let mut firsts = Vec::new();
+        for t in range.clone() {
+            firsts.push(piece.len() as i64);
+            let ids = &encoded.of(t)[..encoded.of(t).len().min(window)];
+            piece.extend(ids);
+            match how {
+                TokenAlignment::Whole => shown.push(tokens[t].clone()),
+                TokenAlignment::FirstSubToken => {
+                    shown.extend(ids.iter().map(|&id| tokenizer.id_to_token(id)))
+                }
+            }
+        }
+        piece.push(specials.sep);
+        shown.push(tokenizer.id_to_token(specials.sep));
+        let length = firsts.len();
+        let input = |rows: usize| {
+            TokenBatch::pad(&vec![piece.as_slice(); rows], None, specials.pad, 1).bert_input(device)
+        };
+        let firsts_index = Tensor::<1, Int>::from_data(firsts.as_slice(), device);
+        let emissions = |logits: Tensor<3>| logits.select(1, firsts_index.clone());
+        let scores = emissions(model.forward(input(1)))
+            .try_into_vec_as::<f32>()
+            .expect("f32 scores");
+        let path: Vec<usize> = match &model.crf {
+            Some(crf) => crf.decode(&[scores]).remove(0),
+            None => scores
+                .chunks(n)
+                .map(|s| (0..n).max_by(|&a, &b| s[a].total_cmp(&s[b])).expect("tags"))
+                .collect(),
+        };
+        let path_ids: Vec<i64> = path.iter().map(|&t| t as i64).collect();
+        let score = |x: Tensor<3>| -> Tensor<1> {
+            let rows = x.dims()[0];
+            let e = emissions(model.forward_embedded(x, input(rows)));
+            let path = Tensor::<1, Int>::from_data(path_ids.as_slice(), device)
+                .reshape([1, length])
+                .expand([rows, length]);
+            match &model.crf {
+                // The CRF's loss is the mean over rows of -log p(path): times -rows, the sum.
+                Some(crf) => crf
+                    .neg_log_likelihood(e, path, &vec![length; rows])
+                    .mul_scalar(-(rows as f64)),
+                None => log_softmax(e, 2).gather(2, path.unsqueeze_dim(2)).sum(),
+            }
+        };
+        let x = model.bert.embed(input(1).ids);
+        let log_p = crate::eval::explain::score_of(&score, x.clone());
+        let mut columns = Vec::new();
+        let mut completeness_gap = None;
+        for method in Method::expand(&request.options.methods) {
+            match method {
+                Method::GradXInput => {
+                    columns.push((method.name(), grad_x_input(&score, x.clone())))
+                }
+                Method::IntegratedGradients => {
+                    let (attr, gap) =
+                        integrated_gradients(&score, x.clone(), request.options.steps);
+                    completeness_gap = Some(gap);
+                    columns.push((method.name(), attr));
+                }
+                Method::Occlusion | Method::All => {}
+            }
+        }
+        let mut token_labels = vec![String::new(); piece.len()];
+        for (&p, &t) in firsts.iter().zip(&path) {
+            token_labels[p as usize] = tags[t].clone();
+        }
+        let predicted: Vec<&str> = path.iter().map(|&t| tags[t].as_str()).collect();
+        out.push(Explained {
+            line: *line,
+            tokens: shown,
+            label: predicted.join(" "),
+            token_labels: Some(token_labels),
+            probability: log_p.exp(),
+            columns,
+            completeness_gap,
+        });
+    }
+    Ok(out)
 }
 
 /// Tagged sentences, encoded and cut into pieces that fit the model.
