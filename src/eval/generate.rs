@@ -1,4 +1,5 @@
-//! Autoregressive generation from a GPT-2, with or without the KV cache.
+//! Autoregressive generation from a GPT-2, with or without the KV cache, and the sampling loop
+//! of the other language models (`sample_with`).
 
 use super::sampling::Sampler;
 use crate::models::gpt2::{Gpt2, KvCache};
@@ -50,4 +51,32 @@ pub fn generate(
         tokens.push(sampler.sample(&values, &mut rng));
     }
     tokens.split_off(prompt.len())
+}
+
+/// Sample `max_new_tokens` after `prompt` with a model that gives the next token's logits:
+/// `next(tokens, new)` is called with every token so far, of which the last `new` it has not
+/// been given yet (the whole prompt first, then each sampled token), so a model that carries
+/// state (an RNN) reads only those and a windowed one (NNLM) reads what it needs.
+pub fn sample_with(
+    prompt: &[u32],
+    max_new_tokens: usize,
+    sampler: &Sampler,
+    seed: u64,
+    mut next: impl FnMut(&[u32], usize) -> Vec<f32>,
+) -> Vec<u32> {
+    let mut rng = SplitMix64::new(seed);
+    let mut tokens = prompt.to_vec();
+    let mut new = prompt.len();
+    for _ in 0..max_new_tokens {
+        let logits = next(&tokens, new);
+        tokens.push(sampler.sample(&logits, &mut rng));
+        new = 1;
+    }
+    tokens.split_off(prompt.len())
+}
+
+/// Token ids as a `[1, len]` tensor, for generation.
+pub fn row_tensor(ids: &[u32], device: &Device) -> Tensor<2, Int> {
+    let data: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
+    Tensor::from_data(TensorData::new(data, [1, ids.len()]), device)
 }

@@ -9,6 +9,7 @@ pub mod gelu;
 pub mod gpt2;
 pub mod recurrent;
 pub mod rnn_classifier;
+pub mod rnn_lm;
 pub mod rnn_seq2seq;
 pub mod seq2seq;
 pub mod textcnn;

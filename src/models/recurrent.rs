@@ -122,9 +122,21 @@ impl Recurrent {
     /// through padding (`keep` `[batch, time]`, 1 for real positions). Returns every step's
     /// output `[batch, time, width]` (in time order) and the final state.
     pub fn run(&self, x: Tensor<3>, keep: Tensor<2>, backwards: bool) -> (Tensor<3>, RnnState) {
-        let [batch, time, _] = x.dims();
+        let state = self.zero_state(x.dims()[0], &x.device());
+        self.run_from(x, Some(keep), state, backwards)
+    }
+
+    /// [`Recurrent::run`] from `state` instead of zeros, `keep` optional (no padding): a
+    /// language model's stream goes on from where the previous segment left it.
+    pub fn run_from(
+        &self,
+        x: Tensor<3>,
+        keep: Option<Tensor<2>>,
+        mut state: RnnState,
+        backwards: bool,
+    ) -> (Tensor<3>, RnnState) {
+        let time = x.dims()[1];
         let projected = self.project(x);
-        let mut state = self.zero_state(batch, &projected.device());
         let mut outputs = Vec::with_capacity(time);
         let steps: Vec<usize> = if backwards {
             (0..time).rev().collect()
@@ -133,8 +145,8 @@ impl Recurrent {
         };
         for t in steps {
             let p = projected.clone().narrow(1, t, 1).squeeze_dim(1);
-            let k = keep.clone().narrow(1, t, 1);
-            state = self.step(p, state, Some(k));
+            let k = keep.as_ref().map(|k| k.clone().narrow(1, t, 1));
+            state = self.step(p, state, k);
             outputs.push(state.h.clone());
         }
         if backwards {

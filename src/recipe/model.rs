@@ -6,7 +6,9 @@
 
 use super::DataFormat;
 use crate::error::Result;
-use crate::models::{bert, gpt2, rnn_classifier, rnn_seq2seq, textcnn, transformer_seq2seq};
+use crate::models::{
+    bert, gpt2, rnn_classifier, rnn_lm, rnn_seq2seq, textcnn, transformer_seq2seq,
+};
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -20,12 +22,14 @@ pub enum ModelSection {
     Cnn(textcnn::TextCnnOptions),
     Rnn(rnn_classifier::RnnClassifierOptions),
     Bert(bert::BertOptions),
+    RnnLm(rnn_lm::RnnLmOptions),
 }
 
 impl ModelSection {
     pub fn options(&self) -> &dyn ModelOptions {
         match self {
             ModelSection::Gpt2(o) => o,
+            ModelSection::RnnLm(o) => o,
             ModelSection::RnnSeq2seq(o) => o,
             ModelSection::TransformerSeq2seq(o) => o,
             ModelSection::Cnn(o) => o,
@@ -37,6 +41,7 @@ impl ModelSection {
     pub fn options_mut(&mut self) -> &mut dyn ModelOptions {
         match self {
             ModelSection::Gpt2(o) => o,
+            ModelSection::RnnLm(o) => o,
             ModelSection::RnnSeq2seq(o) => o,
             ModelSection::TransformerSeq2seq(o) => o,
             ModelSection::Cnn(o) => o,
@@ -60,6 +65,7 @@ impl ModelSection {
     ) -> Option<std::result::Result<Self, D::Error>> {
         Some(match name {
             "gpt2" => Deserialize::deserialize(d).map(ModelSection::Gpt2),
+            "rnn_lm" => Deserialize::deserialize(d).map(ModelSection::RnnLm),
             "rnn_seq2seq" => Deserialize::deserialize(d).map(ModelSection::RnnSeq2seq),
             "transformer_seq2seq" => {
                 Deserialize::deserialize(d).map(ModelSection::TransformerSeq2seq)

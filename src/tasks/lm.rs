@@ -55,6 +55,34 @@ pub struct LmScores {
     pub tokens: usize,
 }
 
+impl LmScores {
+    /// The scores of a summed negative log-likelihood over a split's tokens.
+    pub fn of(sum: LossSum) -> Self {
+        let loss = sum.mean();
+        Self {
+            loss,
+            perplexity: loss.exp(),
+            bits_per_token: loss / std::f64::consts::LN_2,
+            tokens: sum.count as usize,
+        }
+    }
+}
+
+/// The split `eval` scores, once its prepared data is known to be the experiment's tokens.
+pub fn eval_stream(request: &EvalRequest) -> Result<TokenStream> {
+    let dir = request.recipe.prepared_dir();
+    super::check_same_tokenizer(
+        &plain_text::tokenizer_path(&dir),
+        &request.exp.tokenizer_path(),
+    )?;
+    let meta: TextMeta = load_meta(&dir)?;
+    let split = request.split;
+    Ok(TokenStream::new(
+        split.name(),
+        load_split(&dir, &meta, split)?,
+    ))
+}
+
 impl Scores for LmScores {
     fn headline(&self) -> String {
         format!(
@@ -80,14 +108,7 @@ impl Pipeline for LanguageModel {
 
     /// Every window of the split, one after the other.
     fn evaluate(&self, model: &Gpt2, request: &EvalRequest) -> Result<Evaluation<LmScores>> {
-        let dir = request.recipe.prepared_dir();
-        super::check_same_tokenizer(
-            &plain_text::tokenizer_path(&dir),
-            &request.exp.tokenizer_path(),
-        )?;
-        let meta: TextMeta = load_meta(&dir)?;
-        let split = request.split;
-        let stream = TokenStream::new(split.name(), load_split(&dir, &meta, split)?);
+        let stream = eval_stream(request)?;
         let block = self.config.block_size;
         stream.check_fits(block)?;
         let starts = stream.sequential_starts(block);
@@ -95,13 +116,7 @@ impl Pipeline for LanguageModel {
         for chunk in starts.chunks(request.batch_size) {
             sum += window_nll(model, &stream, chunk, request.device);
         }
-        let loss = sum.mean();
-        Ok(Evaluation::of(LmScores {
-            loss,
-            perplexity: loss.exp(),
-            bits_per_token: loss / std::f64::consts::LN_2,
-            tokens: sum.count as usize,
-        }))
+        Ok(Evaluation::of(LmScores::of(sum)))
     }
 
     fn generate(&self, model: &Gpt2, request: &GenerateRequest) -> Result<Generated> {

@@ -9,6 +9,7 @@
 pub mod classify;
 pub mod lm;
 pub mod pretrain;
+pub mod rnn_lm;
 pub mod tagging;
 pub mod translation;
 
@@ -82,7 +83,23 @@ pub trait Task {
 
     /// What one step trains on, for the start-up line.
     fn step_description(&self, ranks: usize, accum_grad: usize) -> String;
+
+    /// State carried from one training step to the next besides the weights (truncated BPTT's
+    /// hidden state), which the loop saves in each checkpoint: named tensors of the whole job,
+    /// this rank's rows filled and zeros elsewhere, so that their sum over the ranks is the
+    /// whole. None for a task whose batches are all of its state.
+    fn carried_state(&self) -> Option<CarriedState> {
+        None
+    }
+
+    /// Take back the state a checkpoint saved (the whole job's; the task keeps its rows).
+    fn restore_carried_state(&self, _state: CarriedState) -> Result<()> {
+        Ok(())
+    }
 }
+
+/// Named host tensors a task carries between steps ([`Task::carried_state`]).
+pub type CarriedState = std::collections::BTreeMap<String, crate::hf::HfTensor>;
 
 /// What one micro-batch costs.
 pub struct StepLoss {
@@ -196,6 +213,7 @@ pub trait PipelineJob {
 pub fn with_pipeline<J: PipelineJob>(recipe: &Recipe, job: J) -> Result<J::Output> {
     match &recipe.model {
         ModelSection::Gpt2(o) => job.run(lm::LanguageModel::new(o.config()?)),
+        ModelSection::RnnLm(o) => job.run(rnn_lm::RecurrentLm::new(o.config()?)),
         ModelSection::RnnSeq2seq(o) => job.run(translation::Translation::new(o.config()?)),
         ModelSection::TransformerSeq2seq(o) => job.run(translation::Translation::new(o.config()?)),
         ModelSection::Cnn(o) => job.run(classify::Classification::new(o.config()?)),
@@ -364,6 +382,7 @@ mod tests {
     fn every_model_runs_the_pipeline_of_the_task_its_recipe_names() {
         let models = [
             ("gpt2", TaskKind::LanguageModel),
+            ("rnn_lm", TaskKind::LanguageModel),
             ("rnn_seq2seq", TaskKind::Translation),
             ("transformer_seq2seq", TaskKind::Translation),
             ("cnn", TaskKind::Classification),

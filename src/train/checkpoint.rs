@@ -1,6 +1,7 @@
 //! Checkpoints: `EXP_DIR/checkpoints/step_00001000/` holding `model.safetensors`,
 //! `optimizer.bpk` (Burn's optimiser record) and `trainer_state.json`, and with Lookahead or EMA
-//! on, the slow weights (`lookahead.safetensors`) and the averaged ones (`ema.safetensors`).
+//! on, the slow weights (`lookahead.safetensors`) and the averaged ones (`ema.safetensors`); a
+//! task that carries state between steps adds it (`carried_state.safetensors`).
 //!
 //! A checkpoint is written into a hidden temporary folder that is renamed into place only when
 //! complete, so a crash leaves the previous checkpoints intact and never a half-written one.
@@ -24,6 +25,9 @@ const MANIFEST_FILE: &str = "manifest.json";
 pub const LOOKAHEAD_FILE: &str = "lookahead.safetensors";
 /// The exponential moving average of the weights; `--checkpoint step_*/ema.safetensors` picks it.
 pub const EMA_FILE: &str = "ema.safetensors";
+/// What a task carries from step to step besides the weights (truncated BPTT's hidden state,
+/// `Task::carried_state`), as f32 safetensors.
+pub const CARRIED_STATE_FILE: &str = "carried_state.safetensors";
 
 /// Everything besides tensors that a resumed run needs. The data position and the dropout seed
 /// are functions of `step`, so the step is the whole position.
@@ -82,11 +86,13 @@ fn step_dir_name(step: usize) -> String {
 }
 
 /// Write a checkpoint for `state.step` under `root` and return it; `extras` are further weight
-/// sets of the model's shape, by file name ([`LOOKAHEAD_FILE`], [`EMA_FILE`]).
+/// sets of the model's shape, by file name ([`LOOKAHEAD_FILE`], [`EMA_FILE`]), and `files`
+/// further files' bytes, by name ([`CARRIED_STATE_FILE`]).
 pub fn save<M: ModuleSnapshot>(
     root: &Path,
     model: &M,
     extras: &[(&'static str, &M)],
+    files: &[(&'static str, Vec<u8>)],
     optimizer: &ModuleOptimizer,
     state: &TrainerState,
 ) -> Result<Checkpoint> {
@@ -96,7 +102,7 @@ pub fn save<M: ModuleSnapshot>(
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).with_path("remove", &tmp)?;
     }
-    if let Err(e) = write_files(&tmp, model, extras, optimizer, state) {
+    if let Err(e) = write_files(&tmp, model, extras, files, optimizer, state) {
         // A full disk, say: free what the failed save took; the checkpoints before it stand.
         let _ = std::fs::remove_dir_all(&tmp);
         let last = match latest(root) {
@@ -124,6 +130,7 @@ fn write_files<M: ModuleSnapshot>(
     tmp: &Path,
     model: &M,
     extras: &[(&'static str, &M)],
+    others: &[(&'static str, Vec<u8>)],
     optimizer: &ModuleOptimizer,
     state: &TrainerState,
 ) -> Result<()> {
@@ -142,6 +149,10 @@ fn write_files<M: ModuleSnapshot>(
         if name != MODEL_FILE {
             files.push(name);
         }
+    }
+    for (name, bytes) in others {
+        crate::error::write_atomic(&tmp.join(name), bytes)?;
+        files.push(name);
     }
     save_optimizer(optimizer, &tmp.join(OPTIMIZER_FILE))?;
     let json = serde_json::to_string_pretty(state).expect("state serialises");

@@ -245,6 +245,11 @@ pub fn train<T: Task>(
             }
         }
     }
+    // Truncated BPTT's state goes on from the checkpoint's step; a new schedule starts the
+    // streams afresh.
+    if let Some(from) = from.as_ref().filter(|_| !options.reset_schedule) {
+        restore_carried_state(task, from, quiet)?;
+    }
     let stopped_early = early.as_ref().filter(|e| e.should_stop());
     if start >= total || stopped_early.is_some() {
         if !quiet {
@@ -503,6 +508,19 @@ pub fn train<T: Task>(
                 )?;
             }
         }
+        // Each rank holds its own rows of the carried state, zeros elsewhere: summed, rank 0
+        // has the whole job's to save (adding zeros changes no bit).
+        let carried = match task.carried_state() {
+            Some(mut carried) if save_now => {
+                for tensor in carried.values_mut() {
+                    let what = format!("the carried state of step {done}");
+                    ranks.sum(&mut tensor.values, &what);
+                }
+                let bytes = crate::hf::serialize(&carried, None);
+                vec![(checkpoint::CARRIED_STATE_FILE, bytes)]
+            }
+            _ => Vec::new(),
+        };
         if save_now && ranks.is_main() {
             let state = TrainerState {
                 step: done,
@@ -521,7 +539,7 @@ pub fn train<T: Task>(
             if let Some(ema) = &ema {
                 extras.push((checkpoint::EMA_FILE, ema.weights()));
             }
-            checkpoint::save(&checkpoints, &model, &extras, &optimizer, &state)?;
+            checkpoint::save(&checkpoints, &model, &extras, &carried, &optimizer, &state)?;
             checkpoint::prune(&checkpoints, cfg.keep_last, cfg.keep_best)?;
         }
         if let Some(early) = early.as_ref().filter(|_| stop_early) {
@@ -606,6 +624,25 @@ fn load_weight_set<M: Module + burn::store::ModuleSnapshot>(
         return Ok(None);
     }
     checkpoint::load_model(model.clone(), path).map(Some)
+}
+
+/// Give the task the state it carried at the checkpoint's step, when it carries any.
+fn restore_carried_state<T: Task>(
+    task: &T,
+    from: &checkpoint::Checkpoint,
+    quiet: bool,
+) -> Result<()> {
+    let path = from.dir.join(checkpoint::CARRIED_STATE_FILE);
+    if path.exists() {
+        return task.restore_carried_state(crate::hf::read_safetensors(&path)?);
+    }
+    if task.carried_state().is_some() && !quiet {
+        println!(
+            "{} does not exist: the carried state starts from zeros",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// The step and validation loss of the checkpoint with the lowest validation loss.
