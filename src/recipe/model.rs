@@ -7,7 +7,7 @@
 use super::DataFormat;
 use crate::error::Result;
 use crate::models::{
-    bert, gpt2, rnn_classifier, rnn_lm, rnn_seq2seq, textcnn, transformer_seq2seq,
+    bert, gpt2, nnlm, rnn_classifier, rnn_lm, rnn_seq2seq, textcnn, transformer_seq2seq,
 };
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{Deserializer, MapAccess, Visitor};
@@ -23,6 +23,7 @@ pub enum ModelSection {
     Rnn(rnn_classifier::RnnClassifierOptions),
     Bert(bert::BertOptions),
     RnnLm(rnn_lm::RnnLmOptions),
+    Nnlm(nnlm::NnlmOptions),
 }
 
 impl ModelSection {
@@ -30,6 +31,7 @@ impl ModelSection {
         match self {
             ModelSection::Gpt2(o) => o,
             ModelSection::RnnLm(o) => o,
+            ModelSection::Nnlm(o) => o,
             ModelSection::RnnSeq2seq(o) => o,
             ModelSection::TransformerSeq2seq(o) => o,
             ModelSection::Cnn(o) => o,
@@ -42,6 +44,7 @@ impl ModelSection {
         match self {
             ModelSection::Gpt2(o) => o,
             ModelSection::RnnLm(o) => o,
+            ModelSection::Nnlm(o) => o,
             ModelSection::RnnSeq2seq(o) => o,
             ModelSection::TransformerSeq2seq(o) => o,
             ModelSection::Cnn(o) => o,
@@ -66,6 +69,7 @@ impl ModelSection {
         Some(match name {
             "gpt2" => Deserialize::deserialize(d).map(ModelSection::Gpt2),
             "rnn_lm" => Deserialize::deserialize(d).map(ModelSection::RnnLm),
+            "nnlm" => Deserialize::deserialize(d).map(ModelSection::Nnlm),
             "rnn_seq2seq" => Deserialize::deserialize(d).map(ModelSection::RnnSeq2seq),
             "transformer_seq2seq" => {
                 Deserialize::deserialize(d).map(ModelSection::TransformerSeq2seq)

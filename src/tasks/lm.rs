@@ -1,5 +1,7 @@
-//! Causal language modelling (GPT-2 on a token stream), as nanoGPT trains it: plain text, random
-//! windows for training, perplexity over whole splits, sampling.
+//! Causal language modelling on a token stream with models read in windows (GPT-2, NNLM), as
+//! nanoGPT trains it: plain text, random windows for training, perplexity over whole splits,
+//! sampling. The recurrent model's truncated BPTT is `tasks::rnn_lm`, on the same data and
+//! scores.
 
 use super::{
     EvalRequest, GenerateRequest, Generated, LossSum, Pipeline, PreparedData, StepLoss, Task,
@@ -11,14 +13,17 @@ use crate::data::prepared::{Preparation, load_meta};
 use crate::data::tokenizer::TextTokenizer;
 use crate::distributed::Shard;
 use crate::error::{Error, Result};
-use crate::eval::generate::generate;
+use crate::eval::generate::{generate, row_tensor, sample_with};
 use crate::eval::report::{Evaluation, Scores};
 use crate::loss::cross_entropy;
 use crate::models::gpt2::{Gpt2, Gpt2Config};
+use crate::models::nnlm::{Nnlm, NnlmConfig};
 use crate::recipe::{DataSizes, Recipe, TaskKind};
 use crate::rng::SplitMix64;
 use crate::train::pretrained::{Pretrained, with_pretrained};
+use burn::module::Module;
 use burn::prelude::*;
+use burn::store::ModuleSnapshot;
 use serde::{Deserialize, Serialize};
 
 /// Plain text, one tokenizer; the experiment keeps the tokenizer.
@@ -35,12 +40,82 @@ pub fn prepare(recipe: &Recipe, how: Preparation) -> Result<PreparedData> {
         .with_artefact(tokenizer, crate::experiment::TOKENIZER))
 }
 
-pub struct LanguageModel {
-    config: Gpt2Config,
+/// What the task needs of a model read in windows: its configuration builds it, and its logits
+/// are those of every position of a window.
+pub trait WindowLmConfig {
+    type Model: Module + ModuleSnapshot;
+    fn init(&self, device: &Device) -> Self::Model;
+    /// Tokens in a training and evaluation window.
+    fn block_size(&self) -> usize;
+    /// The model width, for schedules that scale by it (noam).
+    fn width(&self) -> usize;
+    /// Logits `[batch, time, vocab]` for every position of `tokens` `[batch, time]`.
+    fn logits(model: &Self::Model, tokens: Tensor<2, Int>) -> Tensor<3>;
+    /// `max_new_tokens` sampled after `prompt` (not empty).
+    fn generate(model: &Self::Model, prompt: &[u32], request: &GenerateRequest) -> Vec<u32>;
 }
 
-impl LanguageModel {
-    pub fn new(config: Gpt2Config) -> Self {
+impl WindowLmConfig for Gpt2Config {
+    type Model = Gpt2;
+    fn init(&self, device: &Device) -> Gpt2 {
+        Gpt2Config::init(self, device)
+    }
+    fn block_size(&self) -> usize {
+        self.block_size
+    }
+    fn width(&self) -> usize {
+        self.n_embd
+    }
+    fn logits(model: &Gpt2, tokens: Tensor<2, Int>) -> Tensor<3> {
+        model.forward(tokens)
+    }
+    fn generate(model: &Gpt2, prompt: &[u32], request: &GenerateRequest) -> Vec<u32> {
+        generate(
+            model,
+            prompt,
+            request.max_new_tokens,
+            &request.sampler,
+            request.seed,
+            request.kv_cache,
+            request.device,
+        )
+    }
+}
+
+impl WindowLmConfig for NnlmConfig {
+    type Model = Nnlm;
+    fn init(&self, device: &Device) -> Nnlm {
+        NnlmConfig::init(self, device)
+    }
+    fn block_size(&self) -> usize {
+        self.options.block_size
+    }
+    fn width(&self) -> usize {
+        self.options.hidden_size
+    }
+    fn logits(model: &Nnlm, tokens: Tensor<2, Int>) -> Tensor<3> {
+        model.forward(tokens)
+    }
+    /// Each token from the last `context` tokens only.
+    fn generate(model: &Nnlm, prompt: &[u32], request: &GenerateRequest) -> Vec<u32> {
+        let next = |tokens: &[u32], _new: usize| {
+            let window = &tokens[tokens.len().saturating_sub(model.context())..];
+            let logits = model.forward(row_tensor(window, request.device));
+            let [_, time, vocab] = logits.dims();
+            let last = logits.slice([0..1, time - 1..time, 0..vocab]);
+            last.try_into_vec_as::<f32>().expect("logits read back")
+        };
+        let (sampler, seed) = (&request.sampler, request.seed);
+        sample_with(prompt, request.max_new_tokens, sampler, seed, next)
+    }
+}
+
+pub struct LanguageModel<C> {
+    config: C,
+}
+
+impl<C> LanguageModel<C> {
+    pub fn new(config: C) -> Self {
         Self { config }
     }
 }
@@ -92,48 +167,40 @@ impl Scores for LmScores {
     }
 }
 
-impl Pipeline for LanguageModel {
+impl<C: WindowLmConfig> Pipeline for LanguageModel<C> {
     const KIND: TaskKind = TaskKind::LanguageModel;
-    type Model = Gpt2;
-    type Training = LmTask;
+    type Model = C::Model;
+    type Training = LmTask<C>;
     type Scores = LmScores;
 
-    fn init_model(&self, device: &Device) -> Gpt2 {
+    fn init_model(&self, device: &Device) -> C::Model {
         self.config.init(device)
     }
 
-    fn training(self, recipe: &Recipe, shard: Shard) -> Result<LmTask> {
+    fn training(self, recipe: &Recipe, shard: Shard) -> Result<LmTask<C>> {
         LmTask::new(recipe, self.config, shard)
     }
 
     /// Every window of the split, one after the other.
-    fn evaluate(&self, model: &Gpt2, request: &EvalRequest) -> Result<Evaluation<LmScores>> {
+    fn evaluate(&self, model: &C::Model, request: &EvalRequest) -> Result<Evaluation<LmScores>> {
         let stream = eval_stream(request)?;
-        let block = self.config.block_size;
+        let block = self.config.block_size();
         stream.check_fits(block)?;
         let starts = stream.sequential_starts(block);
         let mut sum = LossSum::default();
         for chunk in starts.chunks(request.batch_size) {
-            sum += window_nll(model, &stream, chunk, request.device);
+            sum += window_nll::<C>(model, &stream, chunk, block, request.device);
         }
         Ok(Evaluation::of(LmScores::of(sum)))
     }
 
-    fn generate(&self, model: &Gpt2, request: &GenerateRequest) -> Result<Generated> {
+    fn generate(&self, model: &C::Model, request: &GenerateRequest) -> Result<Generated> {
         let tokenizer = TextTokenizer::load(&request.exp.tokenizer_path())?;
         let prompt = tokenizer.encode_prompt(request.prompt)?;
         if prompt.is_empty() {
             return Err(Error::Usage("the prompt encodes to no tokens".into()));
         }
-        let new_tokens = generate(
-            model,
-            &prompt,
-            request.max_new_tokens,
-            &request.sampler,
-            request.seed,
-            request.kv_cache,
-            request.device,
-        );
+        let new_tokens = C::generate(model, &prompt, request);
         Ok(Generated {
             text: tokenizer.decode(&new_tokens)?,
             tokens: new_tokens.len(),
@@ -141,8 +208,8 @@ impl Pipeline for LanguageModel {
     }
 }
 
-pub struct LmTask {
-    config: Gpt2Config,
+pub struct LmTask<C> {
+    config: C,
     /// Fine-tuning: the checkpoint it starts from.
     pretrained: Option<Pretrained>,
     train: TokenStream,
@@ -158,12 +225,12 @@ pub struct LmTask {
     valid_starts: Vec<usize>,
 }
 
-impl LmTask {
+impl<C: WindowLmConfig> LmTask<C> {
     /// The task of rank `shard.index` of `shard.count`.
-    pub fn new(recipe: &Recipe, config: Gpt2Config, shard: Shard) -> Result<Self> {
+    pub fn new(recipe: &Recipe, config: C, shard: Shard) -> Result<Self> {
         let dir = recipe.prepared_dir();
         let meta: TextMeta = load_meta(&dir)?;
-        let block = config.block_size;
+        let block = config.block_size();
         let train = TokenStream::new("train", load_split(&dir, &meta, Split::Train)?);
         let valid = TokenStream::new("valid", load_split(&dir, &meta, Split::Valid)?);
         train.check_fits(block)?;
@@ -202,44 +269,50 @@ pub fn batch_tensors(batch: &LmBatch, device: &Device) -> (Tensor<2, Int>, Tenso
 }
 
 /// `(loss, nll)` of one batch of windows, means over its tokens.
-fn batch_loss(
-    model: &Gpt2,
+fn batch_loss<C: WindowLmConfig>(
+    model: &C::Model,
     batch: &LmBatch,
     smoothing: f64,
     device: &Device,
 ) -> (Tensor<1>, Tensor<1>) {
     let (inputs, targets) = batch_tensors(batch, device);
-    let logits = model.forward(inputs);
+    let logits = C::logits(model, inputs);
     let [b, t, v] = logits.dims();
     cross_entropy(logits.reshape([b * t, v]), targets, smoothing, None)
 }
 
 /// The summed negative log-likelihood of the windows at `starts`, one batch.
-fn window_nll(model: &Gpt2, stream: &TokenStream, starts: &[usize], device: &Device) -> LossSum {
-    let batch = stream.batch_at(starts, model.block_size());
-    let (_, nll) = batch_loss(model, &batch, 0.0, device);
+fn window_nll<C: WindowLmConfig>(
+    model: &C::Model,
+    stream: &TokenStream,
+    starts: &[usize],
+    block: usize,
+    device: &Device,
+) -> LossSum {
+    let batch = stream.batch_at(starts, block);
+    let (_, nll) = batch_loss::<C>(model, &batch, 0.0, device);
     LossSum::of_mean(nll, batch.batch * batch.block)
 }
 
-impl Task for LmTask {
-    type Model = Gpt2;
+impl<C: WindowLmConfig> Task for LmTask<C> {
+    type Model = C::Model;
 
-    fn init_model(&self, device: &Device, load_pretrained: bool) -> Result<Gpt2> {
+    fn init_model(&self, device: &Device, load_pretrained: bool) -> Result<C::Model> {
         with_pretrained(
             self.config.init(device),
             self.pretrained.as_ref().filter(|_| load_pretrained),
         )
     }
 
-    fn train_loss(&self, model: &Gpt2, step: usize, micro: usize, device: &Device) -> StepLoss {
+    fn train_loss(&self, model: &C::Model, step: usize, micro: usize, device: &Device) -> StepLoss {
         // Every rank draws the same global batch and keeps its slice, so the ranks together
         // see exactly what one process with the global batch would.
         let mut rng = SplitMix64::for_step(self.seed, step as u64, micro as u64);
-        let block = self.config.block_size;
+        let block = self.config.block_size();
         let starts = self.train.random_starts(&mut rng, self.global_batch, block);
         let mine = &starts[self.shard.index * self.batch_size..][..self.batch_size];
         let batch = self.train.batch_at(mine, block);
-        let (loss, nll) = batch_loss(model, &batch, self.label_smoothing, device);
+        let (loss, nll) = batch_loss::<C>(model, &batch, self.label_smoothing, device);
         StepLoss::single(loss, nll)
     }
 
@@ -247,27 +320,28 @@ impl Task for LmTask {
         self.valid_starts.len().div_ceil(self.batch_size)
     }
 
-    fn validation_loss(&self, model: &Gpt2, batch: usize, device: &Device) -> LossSum {
+    fn validation_loss(&self, model: &C::Model, batch: usize, device: &Device) -> LossSum {
         let chunk = self.valid_starts.chunks(self.batch_size).nth(batch);
-        window_nll(model, &self.valid, chunk.unwrap_or_default(), device)
+        let block = self.config.block_size();
+        window_nll::<C>(model, &self.valid, chunk.unwrap_or_default(), block, device)
     }
 
     fn tokens_per_micro_batch(&self) -> usize {
-        self.batch_size * self.config.block_size
+        self.batch_size * self.config.block_size()
     }
 
     fn micro_batches_per_epoch(&self) -> usize {
-        (self.train.windows_per_epoch(self.config.block_size) / self.global_batch).max(1)
+        (self.train.windows_per_epoch(self.config.block_size()) / self.global_batch).max(1)
     }
 
     fn model_width(&self) -> usize {
-        self.config.n_embd
+        self.config.width()
     }
 
     fn step_description(&self, _ranks: usize, accum_grad: usize) -> String {
         format!(
             "{} tokens",
-            self.global_batch * accum_grad * self.config.block_size
+            self.global_batch * accum_grad * self.config.block_size()
         )
     }
 }

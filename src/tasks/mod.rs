@@ -214,6 +214,7 @@ pub fn with_pipeline<J: PipelineJob>(recipe: &Recipe, job: J) -> Result<J::Outpu
     match &recipe.model {
         ModelSection::Gpt2(o) => job.run(lm::LanguageModel::new(o.config()?)),
         ModelSection::RnnLm(o) => job.run(rnn_lm::RecurrentLm::new(o.config()?)),
+        ModelSection::Nnlm(o) => job.run(lm::LanguageModel::new(o.config()?)),
         ModelSection::RnnSeq2seq(o) => job.run(translation::Translation::new(o.config()?)),
         ModelSection::TransformerSeq2seq(o) => job.run(translation::Translation::new(o.config()?)),
         ModelSection::Cnn(o) => job.run(classify::Classification::new(o.config()?)),
@@ -383,6 +384,7 @@ mod tests {
         let models = [
             ("gpt2", TaskKind::LanguageModel),
             ("rnn_lm", TaskKind::LanguageModel),
+            ("nnlm", TaskKind::LanguageModel),
             ("rnn_seq2seq", TaskKind::Translation),
             ("transformer_seq2seq", TaskKind::Translation),
             ("cnn", TaskKind::Classification),
