@@ -178,3 +178,29 @@ fn nnlm_trains_resumes_exactly_evaluates_and_generates() {
     ]);
     assert!(sample.starts_with("KING") && sample.len() > 20, "{sample}");
 }
+
+/// Where the streams wrap to their start the state restarts from zeros: with weights that do
+/// not move (a learning rate far below their precision), the step after the wrap reads the
+/// first step's tokens from the first step's state and has its loss, bit for bit.
+#[test]
+fn rnn_lm_streams_wrap_with_a_fresh_state() {
+    let recipe = rnn_recipe(10, "")
+        .replace("  dropout: 0.1\n", "  dropout: 0.0\n")
+        .replace("  bptt: 8\n", "  bptt: 32\n")
+        .replace("  lr: 1.0e-2\n", "  lr: 1.0e-30\n")
+        .replace("  min_lr: 1.0e-3\n", "  min_lr: 0.0\n")
+        .replace(
+            "  batch_size: 4\n  accum_grad: 2\n",
+            "  batch_size: 8\n  accum_grad: 1\n",
+        );
+    let s = Scratch::with_recipe(&recipe);
+    // About 1,800 training characters: 8 streams of 225, 8 segments of up to 32.
+    s.write("input.txt", common::shakespeare(2_000));
+    s.ok(&["train", "recipe.yaml", "--quiet"]);
+    let losses = s.train_losses();
+    let train = std::fs::read(s.path().join("prepared/train.bin")).unwrap();
+    let segments = (train.len() / 2 - 1) / 8;
+    let segments = segments.div_ceil(32);
+    assert!(segments < losses.len(), "{segments} segments, {losses:?}");
+    assert_eq!(losses[segments], losses[0], "{losses:?}");
+}
