@@ -397,7 +397,7 @@ impl Task for BpttTask {
         Some(out)
     }
 
-    fn restore_carried_state(&self, mut state: CarriedState) -> Result<()> {
+    fn restore_carried_state(&self, state: CarriedState) -> Result<()> {
         let expected = self.carried_state().expect("carried");
         let shapes = |s: &CarriedState| -> Vec<(String, Vec<usize>)> {
             s.iter()
@@ -428,7 +428,6 @@ impl Task for BpttTask {
             });
             *slot = Some(layers.collect());
         }
-        state.clear();
         Ok(())
     }
 }
