@@ -6,7 +6,9 @@
 
 use super::DataFormat;
 use crate::error::Result;
-use crate::models::{bert, gpt2, rnn_classifier, rnn_seq2seq, textcnn, transformer_seq2seq};
+use crate::models::{
+    bert, gpt2, rnn_classifier, rnn_seq2seq, textcnn, transformer_seq2seq, transformer_xl,
+};
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -20,6 +22,7 @@ pub enum ModelSection {
     Cnn(textcnn::TextCnnOptions),
     Rnn(rnn_classifier::RnnClassifierOptions),
     Bert(bert::BertOptions),
+    TransformerXl(transformer_xl::TransformerXlOptions),
 }
 
 impl ModelSection {
@@ -31,6 +34,7 @@ impl ModelSection {
             ModelSection::Cnn(o) => o,
             ModelSection::Rnn(o) => o,
             ModelSection::Bert(o) => o,
+            ModelSection::TransformerXl(o) => o,
         }
     }
 
@@ -42,6 +46,7 @@ impl ModelSection {
             ModelSection::Cnn(o) => o,
             ModelSection::Rnn(o) => o,
             ModelSection::Bert(o) => o,
+            ModelSection::TransformerXl(o) => o,
         }
     }
 
@@ -67,6 +72,7 @@ impl ModelSection {
             "cnn" => Deserialize::deserialize(d).map(ModelSection::Cnn),
             "rnn" => Deserialize::deserialize(d).map(ModelSection::Rnn),
             "bert" => Deserialize::deserialize(d).map(ModelSection::Bert),
+            "transformer_xl" => Deserialize::deserialize(d).map(ModelSection::TransformerXl),
             _ => return None,
         })
     }

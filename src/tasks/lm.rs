@@ -1,5 +1,8 @@
 //! Causal language modelling (GPT-2 on a token stream), as nanoGPT trains it: plain text, random
-//! windows for training, perplexity over whole splits, sampling.
+//! windows for training, perplexity over whole splits, sampling. Transformer-XL shares the data,
+//! scores and sampling, reading them segment by segment with its memory (`transformer_xl`).
+
+pub mod transformer_xl;
 
 use super::{
     EvalRequest, GenerateRequest, Generated, LossSum, Pipeline, PreparedData, StepLoss, Task,
