@@ -108,8 +108,8 @@ fn bad_transformer_xl_recipes_are_refused_with_their_key() {
             "`model.segments_per_sample` is 1, so training never attends to the memory",
         ),
         (
-            &[("n_embd", "30"), ("n_head", "3")],
-            "`model.n_embd` (30) must be even",
+            &[("n_embd", "15"), ("n_head", "3")],
+            "`model.n_embd` (15) must be even",
         ),
         (&[("block_size", "16")], "block_size"),
         (
