@@ -73,7 +73,10 @@ fn transformer_xl_resumes_exactly_evaluates_and_generates_with_its_memory() {
     )
     .unwrap();
     let predicted = meta["valid"]["tokens"].as_u64().unwrap() - 1;
-    assert!(tokens <= predicted && tokens > predicted - 4, "{report} of {predicted}");
+    assert!(
+        tokens <= predicted && tokens > predicted - 4,
+        "{report} of {predicted}"
+    );
     assert!(loss > 0.5 && loss < 4.5, "{report}");
 
     // Generation past several segments: keeping the memory from token to token and rebuilding
@@ -114,7 +117,8 @@ fn bad_transformer_xl_recipes_are_refused_with_their_key() {
         (&[("block_size", "16")], "block_size"),
         (
             &[("segment_len", "4000")],
-            "for transformer_xl, the window is `model.segments_per_sample` x `model.segment_len`",
+            "tokens, fewer than one training window (`model.segments_per_sample` x \
+             `model.segment_len`) + 1 = 12001",
         ),
     ] {
         let s = Scratch::with_recipe(&xl_recipe(5, set));

@@ -398,7 +398,8 @@ impl RelAttention {
             .permute([1, 2, 0])
             .reshape([1, heads, d_head, keys]);
         let bias = |p: &Param<Tensor<1>>| p.val().reshape([1, heads, 1, d_head]);
-        let by_distance = (q.clone() + bias(&self.v)).matmul(r.expand([batch, heads, d_head, keys]));
+        let by_distance =
+            (q.clone() + bias(&self.v)).matmul(r.expand([batch, heads, d_head, keys]));
         let scale = 1.0 / (d_head as f64).sqrt();
         let position_scores = relative_shift(by_distance).mul_scalar(scale);
         let q = q + bias(&self.u);
@@ -468,7 +469,8 @@ mod tests {
         impl ModuleMapper for Redraw {
             fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
                 param.map(|t| {
-                    let new = Tensor::random(t.shape(), Distribution::Normal(0.0, 0.3), &t.device());
+                    let new =
+                        Tensor::random(t.shape(), Distribution::Normal(0.0, 0.3), &t.device());
                     if t.is_require_grad() {
                         new.require_grad()
                     } else {
@@ -492,7 +494,10 @@ mod tests {
 
     fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
     }
 
     /// A plain causal decoder with relative positions, its attention written out as the paper's
@@ -627,16 +632,36 @@ mod tests {
     fn the_memory_keeps_the_last_mem_len_inputs_of_each_layer_detached() {
         let device = Device::flex().autodiff();
         device.seed(6);
-        let model = model(&tiny(3), &device);
+        let model = tiny(3).init(&device);
         let ids: [i64; 9] = [1, 4, 2, 7, 3, 9, 0, 5, 6];
         let (_, first) = model.forward(tokens(&[&ids[..5]], &device), &Memory::default());
         let (_, second) = model.forward(tokens(&[&ids[5..]], &device), &first);
         assert_eq!((first.len(), second.len()), (3, 3));
         // Layer 0's input is the token embedding (no dropout here): the last 3 tokens'.
         let embedded = model.wte.forward(tokens(&[&ids[6..]], &device));
-        assert!(max_diff(&values(second.layers[0].clone()), &values(embedded)) < 1e-6);
+        assert!(max_diff(&values(second.layers[0].clone()), &values(embedded)) < 1e-7);
         assert_eq!(second.layers.len(), 2);
-        assert!(second.layers.iter().all(|m| !m.is_require_grad()));
+        // Stop-gradient: the next segment's gradients are those with the memory's values taken
+        // as constants (through the memory they would reach the first segment's computation).
+        let constants = Memory {
+            layers: first
+                .layers
+                .iter()
+                .map(|m| Tensor::from_data(m.to_data(), &device))
+                .collect(),
+        };
+        let gradient = |memory: &Memory| {
+            let (logits, _) = model.forward(tokens(&[&ids[5..]], &device), memory);
+            // Each output weighted differently, so a gradient in the wrong place shows.
+            let [b, t, v] = logits.dims();
+            let w: Vec<f32> = (0..b * t * v).map(|i| (i % 7) as f32 - 3.0).collect();
+            let weights = Tensor::from_data(TensorData::new(w, [b, t, v]), &device);
+            let grads = (logits * weights).sum().backward();
+            values(model.layers[0].attn.qkv.weight.val().grad(&grads).unwrap())
+        };
+        let (through_memory, of_constants) = (gradient(&first), gradient(&constants));
+        let diff = max_diff(&through_memory, &of_constants);
+        assert!(diff < 1e-7, "max diff {diff}");
     }
 
     #[test]

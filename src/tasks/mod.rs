@@ -205,7 +205,9 @@ pub fn with_pipeline<J: PipelineJob>(recipe: &Recipe, job: J) -> Result<J::Outpu
             BertHead::TokenClassification => job.run(tagging::Tagging::new(o.config()?)),
             BertHead::Pretraining => job.run(pretrain::Pretraining::new(o.config()?, recipe)),
         },
-        ModelSection::TransformerXl(o) => job.run(lm::transformer_xl::XlLanguageModel::new(o.config()?)),
+        ModelSection::TransformerXl(o) => {
+            job.run(lm::transformer_xl::XlLanguageModel::new(o.config()?))
+        }
     }
 }
 

@@ -68,7 +68,7 @@ impl Pipeline for XlLanguageModel {
         let split = request.split;
         let stream = TokenStream::new(split.name(), load_split(&dir, &meta, split)?);
         let segment = self.config.segment_len;
-        stream.check_fits(segment)?;
+        check_fits(&stream, segment, "one segment (`model.segment_len`)")?;
         let predicted = stream.tokens.len() - 1;
         let rows = request.batch_size.clamp(1, predicted / segment);
         let length = predicted / rows;
@@ -142,6 +142,20 @@ pub fn read_segments(
     }
 }
 
+/// Fail early, with the numbers, when a split is shorter than `tokens` (`what`) + 1.
+fn check_fits(stream: &TokenStream, tokens: usize, what: &str) -> Result<()> {
+    if stream.tokens.len() <= tokens {
+        return Err(Error::Data(format!(
+            "the {} split has {} tokens, fewer than {what} + 1 = {}; give more text, change \
+             `data.split`, or lower `model.segment_len` or `model.segments_per_sample`",
+            stream.name,
+            stream.tokens.len(),
+            tokens + 1
+        )));
+    }
+    Ok(())
+}
+
 /// The summed negative log-likelihood of one segment's predictions.
 fn segment_nll(logits: Tensor<3>, targets: Tensor<1, Int>) -> LossSum {
     let [batch, time, vocab] = logits.dims();
@@ -173,12 +187,11 @@ impl XlLmTask {
         let train = TokenStream::new("train", load_split(&dir, &meta, Split::Train)?);
         let valid = TokenStream::new("valid", load_split(&dir, &meta, Split::Valid)?);
         for stream in [&train, &valid] {
-            stream.check_fits(window).map_err(|e| {
-                Error::Data(format!(
-                    "{e} (for transformer_xl, the window is `model.segments_per_sample` x \
-                     `model.segment_len` = {window} tokens)"
-                ))
-            })?;
+            check_fits(
+                stream,
+                window,
+                "one training window (`model.segments_per_sample` x `model.segment_len`)",
+            )?;
         }
         let (batch_size, global_batch) = crate::distributed::batch_sizes(recipe, shard.count)?;
         // As GPT-2's task: `eval_batches` global batches, which the ranks share out.
@@ -217,7 +230,9 @@ impl Task for XlLmTask {
     ) -> StepLoss {
         let mut rng = SplitMix64::for_step(self.seed, step as u64, micro as u64);
         let window = self.config.sample_len();
-        let starts = self.train.random_starts(&mut rng, self.global_batch, window);
+        let starts = self
+            .train
+            .random_starts(&mut rng, self.global_batch, window);
         let mine = &starts[self.shard.index * self.batch_size..][..self.batch_size];
         let (mut all_logits, mut all_targets) = (Vec::new(), Vec::new());
         read_segments(
