@@ -281,10 +281,6 @@ impl Memory {
 }
 
 impl TransformerXl {
-    pub fn mem_len(&self) -> usize {
-        self.mem_len
-    }
-
     /// Logits `[batch, time, vocab]` of a segment `tokens` `[batch, time]` that follows the
     /// positions in `memory` (which must have the same batch), and the memory for the segment
     /// after it: the last `mem_len` of the old memory and this segment's layer inputs.
