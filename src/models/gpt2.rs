@@ -194,12 +194,14 @@ impl Gpt2Config {
                     n_head: self.n_head,
                 },
                 ln_2: norm(),
-                mlp: Mlp {
-                    c_fc: linear(self.n_embd, 4 * self.n_embd, 0.02),
-                    c_proj: linear(4 * self.n_embd, self.n_embd, proj_std),
-                    dropout: DropoutConfig::new(self.dropout).init(),
-                    activation: self.activation,
-                },
+                mlp: Mlp::new(
+                    self.n_embd,
+                    self.bias,
+                    self.dropout,
+                    self.activation,
+                    proj_std,
+                    device,
+                ),
             })
             .collect();
         Gpt2 {
@@ -256,8 +258,9 @@ struct CausalSelfAttention {
     n_head: usize,
 }
 
+/// The feed-forward block (also Transformer-XL's): `n_embd -> 4 n_embd -> n_embd`.
 #[derive(Module, Debug)]
-struct Mlp {
+pub(super) struct Mlp {
     c_fc: Linear,
     c_proj: Linear,
     dropout: Dropout,
@@ -410,7 +413,30 @@ impl CausalSelfAttention {
 }
 
 impl Mlp {
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+    /// GPT-2's initialisation: N(0, 0.02), the output projection N(0, `proj_std`).
+    pub(super) fn new(
+        n_embd: usize,
+        bias: bool,
+        dropout: f64,
+        activation: Activation,
+        proj_std: f64,
+        device: &Device,
+    ) -> Self {
+        let linear = |d_in, d_out, std| {
+            LinearConfig::new(d_in, d_out)
+                .with_bias(bias)
+                .with_initializer(Initializer::Normal { mean: 0.0, std })
+                .init(device)
+        };
+        Self {
+            c_fc: linear(n_embd, 4 * n_embd, 0.02),
+            c_proj: linear(4 * n_embd, n_embd, proj_std),
+            dropout: DropoutConfig::new(dropout).init(),
+            activation,
+        }
+    }
+
+    pub(super) fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         self.dropout.forward(
             self.c_proj
                 .forward(self.activation.apply(self.c_fc.forward(x))),

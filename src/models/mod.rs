@@ -15,6 +15,7 @@ pub mod rnn_seq2seq;
 pub mod seq2seq;
 pub mod textcnn;
 pub mod transformer_seq2seq;
+pub mod transformer_xl;
 
 use burn::prelude::*;
 

@@ -8,6 +8,7 @@ use super::DataFormat;
 use crate::error::Result;
 use crate::models::{
     bert, gpt2, nnlm, rnn_classifier, rnn_lm, rnn_seq2seq, textcnn, transformer_seq2seq,
+    transformer_xl,
 };
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{Deserializer, MapAccess, Visitor};
@@ -24,6 +25,7 @@ pub enum ModelSection {
     Bert(bert::BertOptions),
     RnnLm(rnn_lm::RnnLmOptions),
     Nnlm(nnlm::NnlmOptions),
+    TransformerXl(transformer_xl::TransformerXlOptions),
 }
 
 impl ModelSection {
@@ -37,6 +39,7 @@ impl ModelSection {
             ModelSection::Cnn(o) => o,
             ModelSection::Rnn(o) => o,
             ModelSection::Bert(o) => o,
+            ModelSection::TransformerXl(o) => o,
         }
     }
 
@@ -50,6 +53,7 @@ impl ModelSection {
             ModelSection::Cnn(o) => o,
             ModelSection::Rnn(o) => o,
             ModelSection::Bert(o) => o,
+            ModelSection::TransformerXl(o) => o,
         }
     }
 
@@ -77,6 +81,7 @@ impl ModelSection {
             "cnn" => Deserialize::deserialize(d).map(ModelSection::Cnn),
             "rnn" => Deserialize::deserialize(d).map(ModelSection::Rnn),
             "bert" => Deserialize::deserialize(d).map(ModelSection::Bert),
+            "transformer_xl" => Deserialize::deserialize(d).map(ModelSection::TransformerXl),
             _ => return None,
         })
     }

@@ -1,7 +1,10 @@
 //! Causal language modelling on a token stream with models read in windows (GPT-2, NNLM), as
 //! nanoGPT trains it: plain text, random windows for training, perplexity over whole splits,
 //! sampling. The recurrent model's truncated BPTT is `tasks::rnn_lm`, on the same data and
-//! scores.
+//! scores; Transformer-XL shares them too, reading segment by segment with its memory
+//! (`transformer_xl`).
+
+pub mod transformer_xl;
 
 use super::{
     EvalRequest, GenerateRequest, Generated, LossSum, Pipeline, PreparedData, StepLoss, Task,

@@ -224,6 +224,9 @@ pub fn with_pipeline<J: PipelineJob>(recipe: &Recipe, job: J) -> Result<J::Outpu
             BertHead::TokenClassification => job.run(tagging::Tagging::new(o.config()?)),
             BertHead::Pretraining => job.run(pretrain::Pretraining::new(o.config()?, recipe)),
         },
+        ModelSection::TransformerXl(o) => {
+            job.run(lm::transformer_xl::XlLanguageModel::new(o.config()?))
+        }
     }
 }
 
@@ -395,6 +398,7 @@ mod tests {
                 TaskKind::Classification,
             ),
             ("bert\n  head: token_classification", TaskKind::Tagging),
+            ("transformer_xl", TaskKind::LanguageModel),
         ];
         for (model, kind) in models {
             let text = format!(
