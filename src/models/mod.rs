@@ -6,6 +6,7 @@ pub mod classifier;
 pub mod crf;
 pub mod encoder;
 pub mod gelu;
+pub mod glove;
 pub mod gpt2;
 pub mod recurrent;
 pub mod rnn_classifier;
@@ -13,6 +14,7 @@ pub mod rnn_seq2seq;
 pub mod seq2seq;
 pub mod textcnn;
 pub mod transformer_seq2seq;
+pub mod word2vec;
 
 use burn::prelude::*;
 

@@ -6,7 +6,9 @@
 
 use super::DataFormat;
 use crate::error::Result;
-use crate::models::{bert, gpt2, rnn_classifier, rnn_seq2seq, textcnn, transformer_seq2seq};
+use crate::models::{
+    bert, glove, gpt2, rnn_classifier, rnn_seq2seq, textcnn, transformer_seq2seq, word2vec,
+};
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -20,6 +22,8 @@ pub enum ModelSection {
     Cnn(textcnn::TextCnnOptions),
     Rnn(rnn_classifier::RnnClassifierOptions),
     Bert(bert::BertOptions),
+    Word2vec(word2vec::Word2VecOptions),
+    Glove(glove::GloveOptions),
 }
 
 impl ModelSection {
@@ -31,6 +35,8 @@ impl ModelSection {
             ModelSection::Cnn(o) => o,
             ModelSection::Rnn(o) => o,
             ModelSection::Bert(o) => o,
+            ModelSection::Word2vec(o) => o,
+            ModelSection::Glove(o) => o,
         }
     }
 
@@ -42,6 +48,8 @@ impl ModelSection {
             ModelSection::Cnn(o) => o,
             ModelSection::Rnn(o) => o,
             ModelSection::Bert(o) => o,
+            ModelSection::Word2vec(o) => o,
+            ModelSection::Glove(o) => o,
         }
     }
 
@@ -67,6 +75,8 @@ impl ModelSection {
             "cnn" => Deserialize::deserialize(d).map(ModelSection::Cnn),
             "rnn" => Deserialize::deserialize(d).map(ModelSection::Rnn),
             "bert" => Deserialize::deserialize(d).map(ModelSection::Bert),
+            "word2vec" => Deserialize::deserialize(d).map(ModelSection::Word2vec),
+            "glove" => Deserialize::deserialize(d).map(ModelSection::Glove),
             _ => return None,
         })
     }
@@ -147,6 +157,8 @@ pub enum TaskKind {
     Classification,
     Tagging,
     Pretraining,
+    /// Static word vectors (word2vec, GloVe) from plain text.
+    WordEmbeddings,
 }
 
 impl TaskKind {
@@ -157,6 +169,7 @@ impl TaskKind {
             TaskKind::Classification => "classification",
             TaskKind::Tagging => "tagging",
             TaskKind::Pretraining => "pretraining",
+            TaskKind::WordEmbeddings => "word embeddings",
         }
     }
 
@@ -168,6 +181,7 @@ impl TaskKind {
             TaskKind::Classification => &[DataFormat::Csv],
             TaskKind::Tagging => &[DataFormat::Tagging],
             TaskKind::Pretraining => &[DataFormat::Text, DataFormat::Csv, DataFormat::Tagging],
+            TaskKind::WordEmbeddings => &[DataFormat::Text],
         }
     }
 }
