@@ -299,6 +299,10 @@ fn bad_embedding_recipes_are_refused_with_the_key_and_what_to_do() {
         &["`model.alpha` must be in (0, 1]"],
     );
     rejects(
+        &base.replace("  min_count: 3\n", "  min_count: 3\n  vocab_size: 7\n"),
+        &["`model.vocab_size` (7) differs from the prepared vocabulary"],
+    );
+    rejects(
         &base.replace("  window: 3\n", "  window: 3\n  windows: 2\n"),
         &["unknown key `model.windows`", "did you mean `window`?"],
     );

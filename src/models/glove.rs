@@ -4,7 +4,7 @@
 //! halved as glove.c does. The counts are built when the data is prepared
 //! (`data::embedding_corpus`); the vectors exported are `w + w~`, as the paper does.
 
-use super::word2vec::{default_min_count, floats, ints, recorded_vocab, rows};
+use super::word2vec::{default_min_count, floats, ints, record_vocab, recorded_vocab, rows};
 use crate::error::Result;
 use crate::recipe::{DataSizes, ModelOptions, TaskKind, require_positive};
 use burn::module::Param;
@@ -80,8 +80,7 @@ impl ModelOptions for GloveOptions {
     }
 
     fn record_sizes(&mut self, sizes: &DataSizes) -> Result<()> {
-        self.vocab_size = Some(sizes.vocab);
-        Ok(())
+        record_vocab(&mut self.vocab_size, sizes)
     }
 }
 

@@ -99,8 +99,7 @@ impl ModelOptions for Word2VecOptions {
     }
 
     fn record_sizes(&mut self, sizes: &DataSizes) -> Result<()> {
-        self.vocab_size = Some(sizes.vocab);
-        Ok(())
+        record_vocab(&mut self.vocab_size, sizes)
     }
 }
 
@@ -111,6 +110,22 @@ impl Word2VecOptions {
             options: self.clone(),
             vocab_size: recorded_vocab(self.name(), self.vocab_size)?,
         })
+    }
+}
+
+/// Take the prepared vocabulary's size: the words kept decide it, so a recipe's own value must
+/// agree (a resumed experiment's does).
+pub(crate) fn record_vocab(slot: &mut Option<usize>, sizes: &DataSizes) -> Result<()> {
+    match *slot {
+        Some(given) if given != sizes.vocab => Err(Error::Recipe(format!(
+            "`model.vocab_size` ({given}) differs from the prepared vocabulary ({} words seen \
+             `min_count` times); remove it, the data decides it",
+            sizes.vocab
+        ))),
+        _ => {
+            *slot = Some(sizes.vocab);
+            Ok(())
+        }
     }
 }
 
