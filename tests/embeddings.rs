@@ -320,3 +320,16 @@ fn prepared_vectors_file_round_trips_through_the_reader() {
     assert_eq!(v.dim(), 16);
     assert!(v.len() > 300);
 }
+
+#[test]
+fn embedding_queries_on_another_task_are_refused() {
+    let s = Scratch::with_recipe(&common::tiny_recipe("flex", 2));
+    s.ok(&["train", "recipe.yaml", "--quiet"]);
+    let out = s.run(&["eval", "exp", "--query", "the"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("score word embeddings; this is a language modelling experiment"),
+        "{stderr}"
+    );
+}
