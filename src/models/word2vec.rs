@@ -246,7 +246,6 @@ impl Word2Vec {
         let device = input.device();
         let d = input.dims()[1];
         let count = batch.predictions(method);
-        let mask = floats(&batch.context_mask, [b * c], &device);
         // A negative counts only where its prediction does (a context slot that holds a word,
         // a centre with a context), whatever the batch's own mask says.
         let live_negatives: Vec<f32> = batch
@@ -268,7 +267,6 @@ impl Word2Vec {
                 m * live
             })
             .collect();
-        let neg_mask = floats(&live_negatives, [live_negatives.len()], &device);
         // Everything as rows of `[n, dim]`: each score is a row-wise dot product.
         let score = |x: Tensor<2>, y: Tensor<2>| {
             let n = x.dims()[0];
@@ -276,18 +274,40 @@ impl Word2Vec {
         };
         let total = match method {
             Word2VecMethod::SkipGram => {
-                // Each (centre, context slot) pair: the context word predicts the centre.
-                let context = rows(&input, &batch.contexts, [b * c, 0]);
-                let centre = rows(&output, &repeat(&batch.centres, c), [b * c, 0]);
-                let positive = score(context, centre);
-                let context = rows(&input, &repeat(&batch.contexts, k), [b * c * k, 0]);
-                let negatives = rows(&output, &batch.negatives, [b * c * k, 0]);
-                let negative = score(context, negatives);
-                (log_sigmoid(positive) * mask).sum()
-                    + (log_sigmoid(negative.neg()) * neg_mask).sum()
+                // Each (centre, context word) pair, the empty slots left out (about a third
+                // with word2vec.c's window): the context word predicts the centre.
+                let live: Vec<usize> = (0..b * c)
+                    .filter(|&i| batch.context_mask[i] > 0.0)
+                    .collect();
+                if live.is_empty() {
+                    // Nothing to predict: a zero loss that still reaches the weights.
+                    return (input.sum().mul_scalar(0.0), 0);
+                }
+                let pick = |values: &[i64], per: usize| -> Vec<i64> {
+                    live.iter()
+                        .flat_map(|&i| values[i * per..(i + 1) * per].iter().copied())
+                        .collect()
+                };
+                let contexts = pick(&batch.contexts, 1);
+                let centres: Vec<i64> = live.iter().map(|&i| batch.centres[i / c]).collect();
+                let n = live.len();
+                let positive = score(
+                    rows(&input, &contexts, [n, 0]),
+                    rows(&output, &centres, [n, 0]),
+                );
+                let negatives = rows(&output, &pick(&batch.negatives, k), [n * k, 0]);
+                let negative = score(rows(&input, &repeat(&contexts, k), [n * k, 0]), negatives);
+                let weights: Vec<f32> = live
+                    .iter()
+                    .flat_map(|&i| live_negatives[i * k..(i + 1) * k].iter().copied())
+                    .collect();
+                log_sigmoid(positive).sum()
+                    + (log_sigmoid(negative.neg()) * floats(&weights, [n * k], &device)).sum()
             }
             Word2VecMethod::Cbow => {
                 // word2vec.c's `cbow_mean`: the mean of the context's vectors.
+                let mask = floats(&batch.context_mask, [b * c], &device);
+                let neg_mask = floats(&live_negatives, [live_negatives.len()], &device);
                 let context =
                     rows(&input, &batch.contexts, [b * c, 0]) * mask.clone().reshape([b * c, 1]);
                 let sizes = mask.clone().reshape([b, c]).sum_dim(1).clamp_min(1.0); // [b, 1]
@@ -471,6 +491,11 @@ pub(crate) mod tests {
                 &grad_values(&grads, &model.output_embed),
                 &d_output,
             );
+            // A batch with nothing to predict costs nothing.
+            let mut empty = toy_batch(method);
+            empty.context_mask.iter_mut().for_each(|m| *m = 0.0);
+            let (loss, count) = model.loss(&empty, method);
+            assert_eq!((loss.into_scalar::<f64>(), count), (0.0, 0), "{method:?}");
         }
     }
 }
