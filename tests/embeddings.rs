@@ -226,11 +226,19 @@ fn cbow_and_glove_train_and_export_their_vectors() {
 }
 
 #[test]
-fn a_word2vec_run_cut_and_resumed_equals_a_straight_one() {
-    for method in ["skip_gram", "cbow"] {
-        let straight = scratch(&word2vec_recipe(method, 20));
+fn a_word2vec_or_glove_run_cut_and_resumed_equals_a_straight_one() {
+    // Two micro-batches a step, so batches are drawn for (step, micro) pairs.
+    let recipe = |method: &str, steps: usize| {
+        let recipe = match method {
+            "glove" => glove_recipe(steps),
+            _ => word2vec_recipe(method, steps),
+        };
+        recipe.replace("  max_steps:", "  accum_grad: 2\n  max_steps:")
+    };
+    for method in ["skip_gram", "cbow", "glove"] {
+        let straight = scratch(&recipe(method, 20));
         straight.ok(&["train", "recipe.yaml", "--quiet"]);
-        let cut = scratch(&word2vec_recipe(method, 10));
+        let cut = scratch(&recipe(method, 10));
         cut.ok(&["train", "recipe.yaml", "--quiet"]);
         cut.ok(&[
             "train",
