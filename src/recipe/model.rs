@@ -6,9 +6,8 @@
 
 use super::DataFormat;
 use crate::error::Result;
-use crate::models::{
-    bert, glove, gpt2, rnn_classifier, rnn_seq2seq, textcnn, transformer_seq2seq, word2vec,
-};
+use crate::models::{bert, gpt2, rnn_classifier, rnn_seq2seq, textcnn, transformer_seq2seq};
+use crate::models::{glove, word2vec};
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
