@@ -341,3 +341,39 @@ fn embedding_queries_on_another_task_are_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_prepared_vocabulary_follows_min_count_and_glove_s_window() {
+    let s = scratch(&word2vec_recipe("skip_gram", 2));
+    let first = s.ok(&["prepare-data", "recipe.yaml"]);
+    let words = |out: &str| -> usize {
+        let at = out.find("vocabulary: ").expect("the vocabulary line") + "vocabulary: ".len();
+        out[at..].split(' ').next().unwrap().parse().unwrap()
+    };
+    // The model's options are inputs of the prepared data: changing one prepares it again.
+    let again = s.ok(&["prepare-data", "recipe.yaml"]);
+    assert!(again.contains("is up to date"), "{again}");
+    let fewer = s.ok(&["prepare-data", "recipe.yaml", "--set", "model.min_count=10"]);
+    assert!(!fewer.contains("is up to date"), "{fewer}");
+    assert!(words(&fewer) < words(&first), "{first}\n{fewer}");
+    let vocab = std::fs::read_to_string(s.path().join("prepared/vocab.tsv")).unwrap();
+    let counts: Vec<u64> = vocab
+        .lines()
+        .map(|l| l.rsplit('\t').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(counts.len(), words(&fewer));
+    assert!(
+        counts.windows(2).all(|w| w[0] >= w[1]),
+        "most frequent first"
+    );
+    assert!(*counts.last().unwrap() >= 10);
+
+    s.write("recipe.yaml", glove_recipe(2));
+    let four = s.ok(&["prepare-data", "recipe.yaml"]);
+    let eight = s.ok(&["prepare-data", "recipe.yaml", "--set", "model.window=8"]);
+    let entries = |out: &str| -> usize {
+        let at = out.find("; ").expect("the co-occurrence count") + 2;
+        out[at..].split(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(entries(&eight) > entries(&four), "{four}\n{eight}");
+}
