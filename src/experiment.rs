@@ -7,6 +7,7 @@
 //!   tokenizer.json       a copy of the prepared tokenizer (language models, classification,
 //!                        tagging, pretraining)
 //!   labels.json          class labels or tags in id order (classification, tagging)
+//!   vocab.tsv, vectors.txt   word embeddings: the vocabulary with counts, the vectors
 //!   source_tokenizer.json, target_tokenizer.json   (translation)
 //!   metrics.jsonl        one JSON object per logged figure
 //!   tensorboard/         the same figures as TensorBoard scalars (`train.tensorboard`)
@@ -27,6 +28,10 @@ pub const SOURCE_TOKENIZER: &str = "source_tokenizer.json";
 pub const TARGET_TOKENIZER: &str = "target_tokenizer.json";
 /// Class labels or tags in id order (classification and tagging).
 pub const LABELS: &str = "labels.json";
+/// Word embeddings: the vocabulary in id order with its training counts, and the trained
+/// vectors in word2vec's text format (written when training ends).
+pub const VOCAB: &str = "vocab.tsv";
+pub const VECTORS: &str = "vectors.txt";
 
 pub struct Experiment {
     pub dir: PathBuf,

@@ -3,7 +3,8 @@ use std::path::PathBuf;
 
 /// Write a trained bert or gpt2 model as an HF model folder (config.json, model.safetensors,
 /// tokenizer files) that transformers' `from_pretrained` reads; a CRF's transitions go in
-/// crf.safetensors beside them.
+/// crf.safetensors beside them. Word embeddings (word2vec, glove): the vectors as one file in
+/// word2vec's text format, which gensim's `KeyedVectors.load_word2vec_format` reads.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The experiment folder (the recipe's output_dir).
@@ -11,7 +12,7 @@ pub struct Args {
     /// A checkpoint folder of the experiment (default: the best by validation loss).
     #[arg(long)]
     checkpoint: Option<PathBuf>,
-    /// The folder to write.
+    /// The folder to write (word embeddings: the vectors file).
     #[arg(long, short)]
     output: PathBuf,
 }

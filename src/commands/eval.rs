@@ -2,10 +2,12 @@
 
 use super::{ModelChoice, Opened, trained_model};
 use crate::data::Split;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::eval::bleu::BleuTokenizer;
+use crate::eval::embeddings::EmbeddingQueries;
 use crate::eval::report::write_report;
 use crate::eval::translate::DecodeOptions;
+use crate::recipe::TaskKind;
 use crate::tasks::{self, EvalRequest, Pipeline, PipelineJob};
 use std::time::Instant;
 
@@ -17,6 +19,8 @@ pub struct EvalOptions {
     /// Translation: decoding, and BLEU's tokenizer.
     pub decode: DecodeOptions,
     pub bleu_tokenizer: Option<BleuTokenizer>,
+    /// Word embeddings: what to score.
+    pub embeddings: EmbeddingQueries,
 }
 
 pub fn eval(choice: &ModelChoice, options: EvalOptions) -> Result<()> {
@@ -45,6 +49,13 @@ impl PipelineJob for EvalJob<'_> {
             device,
             checkpoint,
         } = self.opened;
+        if !self.options.embeddings.is_empty() && P::KIND != TaskKind::WordEmbeddings {
+            return Err(Error::Usage(format!(
+                "--query, --queries, --analogies and --similarity score word embeddings; this \
+                 is a {} experiment",
+                P::KIND.name()
+            )));
+        }
         let started = Instant::now();
         let model = trained_model(&pipeline, checkpoint, device)?;
         let request = EvalRequest {
@@ -55,6 +66,7 @@ impl PipelineJob for EvalJob<'_> {
             device,
             decode: self.options.decode,
             bleu_tokenizer: self.options.bleu_tokenizer,
+            embeddings: self.options.embeddings,
         };
         let evaluation = pipeline.evaluate(&model, &request)?;
         let seconds = started.elapsed().as_secs_f64();

@@ -103,6 +103,20 @@ impl PipelineJob for TrainJob<'_> {
         if !quiet {
             print_summary(&summary, task.loss_is_token_nll());
         }
+        // Word vectors are the product: written into the folder from the checkpoint `eval`
+        // and `export` use.
+        if ranks.is_main() && recipe.task() == crate::recipe::TaskKind::WordEmbeddings {
+            let choice = super::ModelChoice {
+                exp_dir: &exp.dir,
+                checkpoint: None,
+                backend: None,
+            };
+            let said =
+                super::export::export_vectors(&choice, &exp.file(crate::experiment::VECTORS))?;
+            if !quiet {
+                println!("{said}");
+            }
+        }
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! streams compactly, and cutting training windows from them.
 
 pub mod batching;
+pub mod embedding_corpus;
 pub mod labelled;
 pub mod lm_batches;
 pub mod pair_batches;

@@ -14,10 +14,12 @@ use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
 use tokenizers::models::TrainerWrapper;
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder, Vocab};
 use tokenizers::models::unigram::{Unigram, UnigramTrainer};
+use tokenizers::models::wordlevel::WordLevel;
 use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainerBuilder};
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
+use tokenizers::pre_tokenizers::whitespace::WhitespaceSplit;
 use tokenizers::{AddedToken, Tokenizer};
 
 #[derive(Clone)]
@@ -121,12 +123,33 @@ impl TextTokenizer {
                 train(&mut t, trainer.into(), train_text)?;
                 t
             }
+            TokenizerKind::Word => {
+                // Every word of every split, sorted, then `<unk>` (as the char kind takes its
+                // alphabet): a word vocabulary needs no training, and the task that reads it
+                // decides which words are frequent enough to keep.
+                let words: BTreeSet<&str> = all_text.split_whitespace().collect();
+                let mut vocab: Vocab = words
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| (w.to_string(), i as u32))
+                    .collect();
+                vocab.insert("<unk>".into(), vocab.len() as u32);
+                let model = WordLevel::builder()
+                    .vocab(vocab)
+                    .unk_token("<unk>".into())
+                    .build()
+                    .map_err(|e| tk_error("building the word vocabulary", e))?;
+                let mut t = Tokenizer::new(model);
+                t.with_pre_tokenizer(Some(WhitespaceSplit));
+                t
+            }
             TokenizerKind::File => {
                 let path = section.path.as_ref().expect("validated: file needs a path");
                 return Self::load(path);
             }
         };
-        if section.kind == TokenizerKind::Char && !specials.is_empty() {
+        if matches!(section.kind, TokenizerKind::Char | TokenizerKind::Word) && !specials.is_empty()
+        {
             tokenizer.add_special_tokens(&specials);
         }
         Ok(Self {
@@ -382,6 +405,15 @@ mod tests {
     }
 
     #[test]
+    fn word_tokenizer_splits_at_whitespace_and_knows_every_word() {
+        let t = TextTokenizer::build(&section(TokenizerKind::Word, None), TEXT, TEXT).unwrap();
+        let ids = t.encode("hear me\tspeak.\n").unwrap();
+        let words: Vec<String> = ids.iter().map(|&i| t.id_to_token(i)).collect();
+        assert_eq!(words, ["hear", "me", "speak."]);
+        assert_eq!(t.id_to_token(t.encode("Zounds").unwrap()[0]), "<unk>");
+    }
+
+    #[test]
     fn trained_tokenizers_round_trip() {
         for kind in [TokenizerKind::Bpe, TokenizerKind::Unigram] {
             let t = TextTokenizer::build(&section(kind, Some(300)), TEXT, TEXT).unwrap();
@@ -398,11 +430,14 @@ mod tests {
             TokenizerKind::Char,
             TokenizerKind::Bpe,
             TokenizerKind::Unigram,
+            TokenizerKind::Word,
         ] {
             let t = TextTokenizer::build(&section(kind, Some(300)), &text, &text).unwrap();
             let whole = t.encode_in_pieces(&text, usize::MAX / 2).unwrap();
             assert_eq!(t.encode_in_pieces(&text, 50).unwrap(), whole, "{kind:?}");
-            assert_eq!(t.decode(&whole).unwrap(), text, "{kind:?}");
+            if kind != TokenizerKind::Word {
+                assert_eq!(t.decode(&whole).unwrap(), text, "{kind:?}");
+            }
         }
     }
 

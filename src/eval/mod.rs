@@ -3,6 +3,7 @@
 
 pub mod bleu;
 pub mod classification;
+pub mod embeddings;
 pub mod entities;
 pub mod explain;
 pub mod generate;

@@ -6,6 +6,7 @@ pub mod classifier;
 pub mod crf;
 pub mod encoder;
 pub mod gelu;
+pub mod glove;
 pub mod gpt2;
 pub mod nnlm;
 pub mod recurrent;
@@ -16,6 +17,7 @@ pub mod seq2seq;
 pub mod textcnn;
 pub mod transformer_seq2seq;
 pub mod transformer_xl;
+pub mod word2vec;
 
 use burn::prelude::*;
 

@@ -362,6 +362,9 @@ pub enum TokenizerKind {
     Unigram,
     /// An existing HF `tokenizer.json` (`path`).
     File,
+    /// One token per whitespace-separated word seen in the text (HF's WordLevel model), with
+    /// `<unk>` for the others: the words of word embeddings.
+    Word,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -10,6 +10,7 @@ use crate::models::{
     bert, gpt2, nnlm, rnn_classifier, rnn_lm, rnn_seq2seq, textcnn, transformer_seq2seq,
     transformer_xl,
 };
+use crate::models::{glove, word2vec};
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,8 @@ pub enum ModelSection {
     RnnLm(rnn_lm::RnnLmOptions),
     Nnlm(nnlm::NnlmOptions),
     TransformerXl(transformer_xl::TransformerXlOptions),
+    Word2vec(word2vec::Word2VecOptions),
+    Glove(glove::GloveOptions),
 }
 
 impl ModelSection {
@@ -40,6 +43,8 @@ impl ModelSection {
             ModelSection::Rnn(o) => o,
             ModelSection::Bert(o) => o,
             ModelSection::TransformerXl(o) => o,
+            ModelSection::Word2vec(o) => o,
+            ModelSection::Glove(o) => o,
         }
     }
 
@@ -54,6 +59,8 @@ impl ModelSection {
             ModelSection::Rnn(o) => o,
             ModelSection::Bert(o) => o,
             ModelSection::TransformerXl(o) => o,
+            ModelSection::Word2vec(o) => o,
+            ModelSection::Glove(o) => o,
         }
     }
 
@@ -82,6 +89,8 @@ impl ModelSection {
             "rnn" => Deserialize::deserialize(d).map(ModelSection::Rnn),
             "bert" => Deserialize::deserialize(d).map(ModelSection::Bert),
             "transformer_xl" => Deserialize::deserialize(d).map(ModelSection::TransformerXl),
+            "word2vec" => Deserialize::deserialize(d).map(ModelSection::Word2vec),
+            "glove" => Deserialize::deserialize(d).map(ModelSection::Glove),
             _ => return None,
         })
     }
@@ -162,6 +171,8 @@ pub enum TaskKind {
     Classification,
     Tagging,
     Pretraining,
+    /// Static word vectors (word2vec, GloVe) from plain text.
+    WordEmbeddings,
 }
 
 impl TaskKind {
@@ -172,6 +183,7 @@ impl TaskKind {
             TaskKind::Classification => "classification",
             TaskKind::Tagging => "tagging",
             TaskKind::Pretraining => "pretraining",
+            TaskKind::WordEmbeddings => "word embeddings",
         }
     }
 
@@ -183,6 +195,7 @@ impl TaskKind {
             TaskKind::Classification => &[DataFormat::Csv],
             TaskKind::Tagging => &[DataFormat::Tagging],
             TaskKind::Pretraining => &[DataFormat::Text, DataFormat::Csv, DataFormat::Tagging],
+            TaskKind::WordEmbeddings => &[DataFormat::Text],
         }
     }
 }

@@ -7,6 +7,7 @@
 //! command is written once over [`Pipeline`].
 
 pub mod classify;
+pub mod embeddings;
 pub mod lm;
 pub mod pretrain;
 pub mod rnn_lm;
@@ -184,6 +185,21 @@ pub trait Pipeline {
         Err(unsupported(Self::KIND, "translate", "translation models"))
     }
 
+    /// `nlpkit export` of word vectors (and their copy in the experiment folder after
+    /// training): the file `out` in word2vec's text format; what was written, for the user.
+    fn write_vectors(
+        &self,
+        _model: &Self::Model,
+        _exp: &Experiment,
+        _out: &Path,
+    ) -> Result<String> {
+        Err(unsupported(
+            Self::KIND,
+            "export of word vectors",
+            "word embeddings",
+        ))
+    }
+
     /// `nlpkit explain`: per-token attributions of each text (the model on an autodiff
     /// device, frozen).
     fn explain(&self, _model: &Self::Model, _request: &ExplainRequest) -> Result<Vec<Explained>> {
@@ -227,6 +243,8 @@ pub fn with_pipeline<J: PipelineJob>(recipe: &Recipe, job: J) -> Result<J::Outpu
         ModelSection::TransformerXl(o) => {
             job.run(lm::transformer_xl::XlLanguageModel::new(o.config()?))
         }
+        ModelSection::Word2vec(o) => job.run(embeddings::Embeddings::new(o.config()?)),
+        ModelSection::Glove(o) => job.run(embeddings::Embeddings::new(o.config()?)),
     }
 }
 
@@ -265,6 +283,7 @@ pub fn prepare(recipe: &Recipe, how: Preparation) -> Result<PreparedData> {
     match recipe.task() {
         TaskKind::LanguageModel => lm::prepare(recipe, how),
         TaskKind::Translation => translation::prepare(recipe, how),
+        TaskKind::WordEmbeddings => embeddings::prepare(recipe, how),
         TaskKind::Classification | TaskKind::Tagging | TaskKind::Pretraining => {
             prepare_labelled(recipe, how)
         }
@@ -298,6 +317,8 @@ pub struct EvalRequest<'a> {
     /// Translation: how to decode, and BLEU's tokenizer (default: by the target language).
     pub decode: DecodeOptions,
     pub bleu_tokenizer: Option<crate::eval::bleu::BleuTokenizer>,
+    /// Word embeddings: neighbours, analogies and word-pair similarity to score.
+    pub embeddings: crate::eval::embeddings::EmbeddingQueries,
 }
 
 /// Sampling text from a trained language model.
@@ -399,6 +420,8 @@ mod tests {
             ),
             ("bert\n  head: token_classification", TaskKind::Tagging),
             ("transformer_xl", TaskKind::LanguageModel),
+            ("word2vec", TaskKind::WordEmbeddings),
+            ("glove", TaskKind::WordEmbeddings),
         ];
         for (model, kind) in models {
             let text = format!(
