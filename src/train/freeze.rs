@@ -343,4 +343,105 @@ mod tests {
         ];
         assert!(frozen.iter().all(|id| !statistics.contains(id)));
     }
+
+    /// A real BERT tagger with a CRF, ALBERT-shaped (one shared layer) or not, and a real GPT-2:
+    /// the places their parameters get.
+    #[test]
+    fn real_models_place_their_parameters() {
+        use crate::models::bert::{BertHead, BertOptions};
+        use crate::recipe::ModelOptions;
+        let device = Device::flex();
+        let bert = |share: bool| {
+            let mut options = BertOptions {
+                head: BertHead::TokenClassification,
+                n_layer: Some(3),
+                n_head: Some(2),
+                width: Some(8),
+                share_layers: Some(share),
+                max_len: Some(16),
+                crf: true,
+                vocab_size: Some(20),
+                labels: Some(vec!["O".into(), "B-X".into(), "I-X".into()]),
+                ..Default::default()
+            };
+            options.resolve().unwrap();
+            let model = options.config().unwrap().init_tagger(&device);
+            Anatomy::of(&ModelSection::Bert(options), &model)
+        };
+        let place = |anatomy: &Anatomy, path: &str| {
+            let found = anatomy.params.iter().find(|(p, _, _)| p == path);
+            found
+                .unwrap_or_else(|| panic!("{path} in {:?}", anatomy.params))
+                .2
+        };
+        let tagger = bert(false);
+        assert_eq!((tagger.layers, tagger.shared_layers), (3, false));
+        assert_eq!(place(&tagger, "bert.tokens.weight"), Place::Embeddings);
+        assert_eq!(
+            place(&tagger, "bert.embedding_norm.gamma"),
+            Place::Embeddings
+        );
+        assert_eq!(
+            place(&tagger, "bert.encoder.layers.1.qkv.weight"),
+            Place::Layer { index: 1, of: 3 }
+        );
+        assert_eq!(place(&tagger, "bert.pooler.weight"), Place::Body);
+        assert_eq!(place(&tagger, "classifier.weight"), Place::Head);
+        assert_eq!(place(&tagger, "crf.transitions"), Place::Head);
+        let frozen = tagger
+            .frozen_paths(&FreezeSection {
+                bottom_layers: 3,
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(frozen.iter().all(|p| p.starts_with("bert.encoder.layers.")));
+        let error = tagger
+            .frozen_paths(&FreezeSection {
+                modules: vec!["bert.encoder.layer.0".into()],
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("`bert.encoder.layers`"), "{error}");
+
+        let albert = bert(true);
+        assert_eq!((albert.layers, albert.shared_layers), (1, true));
+        let error = albert
+            .frozen_paths(&FreezeSection {
+                bottom_layers: 1,
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("shares one layer"), "{error}");
+
+        let gpt2 = crate::models::gpt2::Gpt2Config {
+            n_layer: 2,
+            n_head: 2,
+            n_embd: 8,
+            block_size: 8,
+            vocab_size: 11,
+            dropout: 0.0,
+            bias: true,
+            activation: Default::default(),
+        }
+        .init(&device);
+        let section = ModelSection::Gpt2(Default::default());
+        let anatomy = Anatomy::of(&section, &gpt2);
+        assert_eq!(anatomy.layers, 2);
+        assert_eq!(place(&anatomy, "wpe.weight"), Place::Embeddings);
+        assert!(anatomy.params.iter().all(|(_, _, p)| *p != Place::Head));
+        assert_eq!(
+            anatomy
+                .params
+                .iter()
+                .filter(|(p, _, _)| p.starts_with("blocks.1."))
+                .count(),
+            anatomy
+                .params
+                .iter()
+                .filter(|(_, _, p)| *p == Place::Layer { index: 1, of: 2 })
+                .count()
+        );
+    }
 }
