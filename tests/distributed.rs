@@ -577,3 +577,38 @@ fn two_ranks_keep_lookahead_and_the_ema_as_one_process_and_resume_exactly() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
+
+/// Frozen weights take no gradient on any rank: they stay bit-identical, stay out of the
+/// all-reduce (which would fail on a layout mismatch) and the ranks stay equal (the loop checks
+/// the weights' checksum at each checkpoint).
+#[test]
+fn frozen_weights_stay_unchanged_on_two_ranks() {
+    let freeze = "  freeze:\n    embeddings: true\n    bottom_layers: 1\n";
+    let s = Scratch::with_recipe(&recipe(4, freeze).replace("  n_layer: 1\n", "  n_layer: 2\n"));
+    let out = succeed(mpirun(&s, 2, &["train", "recipe.yaml"]));
+    assert!(out.contains("M trainable)"), "{out}");
+    let tensors = |step: usize| -> Vec<(String, Vec<u8>)> {
+        let bytes = std::fs::read(final_weights(&s, "exp", step)).unwrap();
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut out: Vec<(String, Vec<u8>)> = file
+            .names()
+            .into_iter()
+            .map(|n| (n.to_string(), file.tensor(n).unwrap().data().to_vec()))
+            .collect();
+        out.sort();
+        out
+    };
+    let (first, last) = (tensors(3), tensors(6));
+    let frozen = |name: &str| {
+        ["wte.", "wpe.", "blocks.0."]
+            .iter()
+            .any(|p| name.starts_with(p))
+    };
+    for ((name, a), (_, b)) in first.iter().zip(&last) {
+        match frozen(name) {
+            true => assert!(a == b, "{name} moved while frozen"),
+            false if name.ends_with("weight") => assert!(a != b, "{name} did not train"),
+            false => {}
+        }
+    }
+}

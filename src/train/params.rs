@@ -47,30 +47,44 @@ pub fn named_params<M: Module>(model: &M) -> Vec<(String, ParamId, usize)> {
 }
 
 /// The tensors a model keeps up to date without training them (BatchNorm's running mean and
-/// variance), current as of the last forward pass, in visiting order. A frozen parameter would
-/// count as one too.
+/// variance), current as of the last forward pass, in visiting order.
+///
+/// Burn shows them to a visitor as parameters that take no gradient, as it shows frozen
+/// parameters (`train::freeze`): Burn's one module holding running state, BatchNorm, names them
+/// `running_mean` and `running_var`, which tells the two apart. Frozen weights must not count:
+/// they would travel in every step's all-reduce for nothing.
 pub fn running_statistics<M: Module>(model: &M) -> Vec<(ParamId, Tensor<1>)> {
-    struct Untrained(Vec<(ParamId, Tensor<1>)>);
+    struct Untrained(Vec<String>, Vec<(ParamId, Tensor<1>)>);
     impl ModuleVisitor for Untrained {
+        fn enter_module(&mut self, name: &str, _container: &str) {
+            self.0.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container: &str) {
+            self.0.pop();
+        }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             let value = param.val();
-            if !value.is_require_grad() {
+            let running = self
+                .0
+                .last()
+                .is_some_and(|name| name.starts_with("running_"));
+            if running && !value.is_require_grad() {
                 let len = value.shape().num_elements();
-                self.0.push((param.id, value.reshape([len])));
+                self.1.push((param.id, value.reshape([len])));
             }
         }
     }
-    let mut untrained = Untrained(Vec::new());
+    let mut untrained = Untrained(Vec::new(), Vec::new());
     model.visit(&mut untrained);
-    if untrained.0.is_empty() {
-        return untrained.0;
+    if untrained.1.is_empty() {
+        return untrained.1;
     }
     // Burn holds a forward pass's update of a running statistic aside until the next update or
     // a `valid()` copy, so a visit sees the value before it; taking a copy folds the update in.
     sync_running_statistics(model);
-    untrained.0.clear();
+    untrained.1.clear();
     model.visit(&mut untrained);
-    untrained.0
+    untrained.1
 }
 
 /// Fold the pending updates of the model's running statistics in, so that what visits the model
