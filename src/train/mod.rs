@@ -5,6 +5,7 @@
 pub mod average;
 pub mod checkpoint;
 pub mod early_stopping;
+pub mod lora;
 pub mod optim;
 pub mod params;
 pub mod pretrained;
@@ -153,10 +154,15 @@ pub fn train<T: Task>(
         )?;
     }
     let mut model = params::with_stable_ids(task.init_model(&ad, from.is_none())?);
+    // LoRA: the base weights (pretrained ones loaded above) stop training.
+    model = lora::freeze_base(&recipe.model, model);
     let steps_per_epoch = (task.micro_batches_per_epoch() / accum).max(1);
     let mut weighting = LossWeighting::new(&recipe.loss, &task.loss_names(), steps_per_epoch)?;
     if !options.quiet && ranks.is_main() {
         println!("{:.2}M parameters", model.num_params() as f64 / 1e6);
+        if lora::scale_of(&recipe.model).is_some() {
+            println!("{}", lora::trainable_line(&model));
+        }
     }
     let mut optimizer = optim::build(&recipe.optim, &model);
     let mut schedule = schedule::build(
@@ -178,6 +184,8 @@ pub fn train<T: Task>(
         match from {
             Some(from) => {
                 model = checkpoint::load_model(model, &from.model_path())?;
+                // Loading keeps what trains, but the rule is the recipe's: apply it again.
+                model = lora::freeze_base(&recipe.model, model);
                 if !options.reset_optimizer {
                     optimizer = checkpoint::load_optimizer(optimizer, &from.optimizer_path())?;
                 }

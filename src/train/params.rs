@@ -46,20 +46,29 @@ pub fn named_params<M: Module>(model: &M) -> Vec<(String, ParamId, usize)> {
 }
 
 /// The tensors a model keeps up to date without training them (BatchNorm's running mean and
-/// variance), current as of the last forward pass, in visiting order. A frozen parameter would
-/// count as one too.
+/// variance), current as of the last forward pass, in visiting order. Frozen parameters (LoRA's
+/// base weights) have no gradient either but never change: they are told apart by BatchNorm's
+/// names, so they do not swell the ranks' all-reduce.
 pub fn running_statistics<M: Module>(model: &M) -> Vec<(ParamId, Tensor<1>)> {
-    struct Untrained(Vec<(ParamId, Tensor<1>)>);
+    struct Untrained(
+        Vec<(ParamId, Tensor<1>)>,
+        std::collections::HashSet<ParamId>,
+    );
     impl ModuleVisitor for Untrained {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             let value = param.val();
-            if !value.is_require_grad() {
+            if !value.is_require_grad() && self.1.contains(&param.id) {
                 let len = value.shape().num_elements();
                 self.0.push((param.id, value.reshape([len])));
             }
         }
     }
-    let mut untrained = Untrained(Vec::new());
+    let statistics = named_params(model)
+        .into_iter()
+        .filter(|(path, _, _)| path.ends_with("running_mean") || path.ends_with("running_var"))
+        .map(|(_, id, _)| id)
+        .collect();
+    let mut untrained = Untrained(Vec::new(), statistics);
     model.visit(&mut untrained);
     if untrained.0.is_empty() {
         return untrained.0;
