@@ -229,6 +229,18 @@ pub(crate) mod tests {
         assert_eq!(values(&running_statistics(&model)[0].1), [5.0, 6.0]);
     }
 
+    /// Frozen parameters (LoRA's base) have no gradient either, but are not statistics: the
+    /// ranks' all-reduce must not carry them.
+    #[test]
+    fn frozen_parameters_are_not_running_statistics() {
+        let device = Device::flex().autodiff();
+        let model = Normed {
+            norm: burn::nn::BatchNormConfig::new(2).init(&device),
+        }
+        .set_require_grad(false);
+        assert_eq!(running_statistics(&model).len(), 2, "gamma and beta taken");
+    }
+
     #[test]
     fn global_norm_clipping_matches_torch_semantics() {
         let device = Device::flex().autodiff();
