@@ -612,3 +612,51 @@ fn frozen_weights_stay_unchanged_on_two_ranks() {
         }
     }
 }
+
+/// LoRA over two ranks trains what one process trains with the double batch; the frozen base
+/// stays bit for bit (its tensors are neither trained nor taken for running statistics).
+#[test]
+fn two_ranks_train_lora_adapters_as_one_process_does() {
+    let lora = |r: String| {
+        r.replace(
+            "  dropout: 0.0\n",
+            "  dropout: 0.0\n  lora: {rank: 2, target: [all]}\n",
+        )
+    };
+    let s = Scratch::with_recipe(&lora(recipe(4, "")));
+    s.ok(&[
+        "train",
+        "recipe.yaml",
+        "-q",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "output_dir=one",
+    ]);
+    succeed(mpirun(
+        &s,
+        2,
+        &["train", "recipe.yaml", "--set", "output_dir=two"],
+    ));
+    let (one, two) = (final_weights(&s, "one", 6), final_weights(&s, "two", 6));
+    let difference = max_weight_difference(&one, &two);
+    assert!(difference < 1e-5, "weights differ by {difference}");
+    let (a, b) = (std::fs::read(&one).unwrap(), std::fs::read(&two).unwrap());
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(&a).unwrap(),
+        safetensors::SafeTensors::deserialize(&b).unwrap(),
+    );
+    let mut adapters = 0;
+    for name in a.names() {
+        if name.contains(".lora_") {
+            adapters += 1;
+        } else {
+            assert_eq!(
+                a.tensor(name).unwrap().data(),
+                b.tensor(name).unwrap().data(),
+                "{name}"
+            );
+        }
+    }
+    assert_eq!(adapters, 2 * 4);
+}

@@ -8,6 +8,7 @@ use super::activation::Activation;
 use super::classifier::{ClassifierConfig, TextBatch};
 use super::crf::Crf;
 use super::encoder::{Encoder, EncoderConfig};
+use super::lora::{BERT_TARGETS, LoraOptions};
 use crate::error::{Error, Result};
 use crate::recipe::{DataSizes, ModelOptions, TaskKind, require_dropout, require_positive};
 use burn::module::Param;
@@ -114,6 +115,9 @@ pub struct BertOptions {
     /// from the data by `train`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<Vec<String>>,
+    /// LoRA adapters on the encoder's linear layers; only they and the head train.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraOptions>,
 }
 
 /// Presets shipped in the binary, by name; the same files are in `configs/`.
@@ -228,6 +232,9 @@ impl ModelOptions for BertOptions {
         self.layer_norm_eps.get_or_insert(base.layer_norm_eps);
         self.segments.get_or_insert(2);
         self.position_offset.get_or_insert(0);
+        if let Some(lora) = &mut self.lora {
+            lora.resolve(BERT_TARGETS);
+        }
         Ok(())
     }
 
@@ -269,6 +276,9 @@ impl ModelOptions for BertOptions {
         }
         if self.crf && self.head != BertHead::TokenClassification {
             problems.push("`model.crf` is for `head: token_classification` only".into());
+        }
+        if let Some(lora) = &self.lora {
+            lora.validate(BERT_TARGETS, problems);
         }
     }
 
@@ -322,6 +332,7 @@ impl BertOptions {
                 // Experiments written before these options existed had BERT's.
                 activation: self.activation.unwrap_or_default(),
                 layer_norm_eps: self.layer_norm_eps.unwrap_or(1e-12),
+                lora: self.lora.as_ref().map(LoraOptions::config),
             },
             segments: self.segments.unwrap_or(2),
             position_offset: self.position_offset.unwrap_or(0),

@@ -7,6 +7,7 @@ pub mod crf;
 pub mod encoder;
 pub mod gelu;
 pub mod gpt2;
+pub mod lora;
 pub mod recurrent;
 pub mod rnn_classifier;
 pub mod rnn_seq2seq;

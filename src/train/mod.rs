@@ -6,9 +6,10 @@ pub mod average;
 pub mod checkpoint;
 pub mod early_stopping;
 pub mod ema;
-pub mod lookahead;
 pub mod freeze;
 pub mod layer_lr;
+pub mod lookahead;
+pub mod lora;
 pub mod optim;
 pub mod params;
 pub mod pretrained;
@@ -166,6 +167,8 @@ pub fn train<T: Task>(
     };
     let lr_factors = layer_lr::factors(&recipe.optim, &anatomy)?;
     model = freeze::freeze_paths(model, &frozen);
+    // LoRA: the base weights (pretrained ones loaded above) stop training.
+    model = lora::freeze_base(&recipe.model, model);
     let steps_per_epoch = (task.micro_batches_per_epoch() / accum).max(1);
     let mut weighting = LossWeighting::new(&recipe.loss, &task.loss_names(), steps_per_epoch)?;
     if !options.quiet && ranks.is_main() {
@@ -180,6 +183,9 @@ pub fn train<T: Task>(
             "{:.2}M parameters{trainable}",
             model.num_params() as f64 / 1e6
         );
+        if lora::scale_of(&recipe.model).is_some() {
+            println!("{}", lora::trainable_line(&model));
+        }
     }
     let mut optimizer = optim::build(&recipe.optim, &model);
     let mut schedule = layer_lr::with_factors(
@@ -205,6 +211,8 @@ pub fn train<T: Task>(
             Some(from) => {
                 model = checkpoint::load_model(model, &from.model_path())?;
                 model = freeze::freeze_paths(model, &frozen);
+                // LoRA's rule is the recipe's: apply it again.
+                model = lora::freeze_base(&recipe.model, model);
                 if !options.reset_optimizer {
                     optimizer = checkpoint::load_optimizer(optimizer, &from.optimizer_path())?;
                 }

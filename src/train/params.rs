@@ -50,7 +50,7 @@ pub fn named_params<M: Module>(model: &M) -> Vec<(String, ParamId, usize)> {
 /// variance), current as of the last forward pass, in visiting order.
 ///
 /// Burn shows them to a visitor as parameters that take no gradient, as it shows frozen
-/// parameters (`train::freeze`): Burn's one module holding running state, BatchNorm, names them
+/// parameters (`train::freeze`, LoRA's base weights): Burn's one module holding running state, BatchNorm, names them
 /// `running_mean` and `running_var`, which tells the two apart. Frozen weights must not count:
 /// they would travel in every step's all-reduce for nothing.
 pub fn running_statistics<M: Module>(model: &M) -> Vec<(ParamId, Tensor<1>)> {
@@ -294,6 +294,18 @@ pub(crate) mod tests {
         let set = Tensor::<1>::from_data([5.0f32, 6.0], &device);
         let model = set_running_statistics(model, vec![(statistics[0].0, set)]);
         assert_eq!(values(&running_statistics(&model)[0].1), [5.0, 6.0]);
+    }
+
+    /// Frozen parameters (LoRA's base) have no gradient either, but are not statistics: the
+    /// ranks' all-reduce must not carry them.
+    #[test]
+    fn frozen_parameters_are_not_running_statistics() {
+        let device = Device::flex().autodiff();
+        let model = Normed {
+            norm: burn::nn::BatchNormConfig::new(2).init(&device),
+        }
+        .set_require_grad(false);
+        assert_eq!(running_statistics(&model).len(), 2, "gamma and beta taken");
     }
 
     #[test]
