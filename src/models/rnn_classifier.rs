@@ -3,7 +3,7 @@
 //! Yang et al. 2016), dropout and a linear layer to the labels. Padding never reaches the
 //! pooling: the state holds through it and pooled positions are masked.
 
-use super::classifier::{self, ClassifierConfig, TextBatch};
+use super::classifier::{self, ClassifierConfig, MultiSampleDropout, TextBatch};
 use super::recurrent::{CellKind, Recurrent, run_stack};
 use crate::error::Result;
 use crate::recipe::{DataSizes, ModelOptions, TaskKind, require_dropout, require_positive};
@@ -48,6 +48,9 @@ pub struct RnnClassifierOptions {
     /// Dropout on the embeddings, between layers and before the output layer.
     #[serde(default = "default_dropout")]
     pub dropout: f64,
+    /// Multi-sample dropout in the head (its `rate` replaces `dropout` before the output layer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_sample_dropout: Option<MultiSampleDropout>,
     /// Texts are cut to this many tokens.
     #[serde(default = "default_max_len")]
     pub max_len: usize,
@@ -97,6 +100,7 @@ impl ModelOptions for RnnClassifierOptions {
             ],
         );
         require_dropout(problems, self.dropout);
+        MultiSampleDropout::validate(self.multi_sample_dropout.as_ref(), problems);
     }
 
     fn record_sizes(&mut self, sizes: &DataSizes) -> Result<()> {
@@ -147,6 +151,11 @@ impl RnnClassifierConfig {
                 )
             }),
             dropout: DropoutConfig::new(o.dropout).init(),
+            head_dropout: DropoutConfig::new(MultiSampleDropout::head_rate(
+                o.multi_sample_dropout.as_ref(),
+                o.dropout,
+            ))
+            .init(),
             output: LinearConfig::new(width, self.num_labels).init(device),
             pooling: o.pooling,
         }
@@ -160,6 +169,15 @@ impl ClassifierConfig for RnnClassifierConfig {
     }
     fn logits(model: &RnnClassifier, batch: TextBatch) -> Tensor<2> {
         model.forward(batch.ids, batch.padding)
+    }
+    fn features(model: &RnnClassifier, batch: TextBatch) -> Tensor<2> {
+        model.features(batch.ids, batch.padding)
+    }
+    fn head(model: &RnnClassifier) -> (&Dropout, &Linear) {
+        (&model.head_dropout, &model.output)
+    }
+    fn multi_sample_dropout(&self) -> Option<MultiSampleDropout> {
+        self.options.multi_sample_dropout
     }
     fn max_len(&self) -> usize {
         self.options.max_len
@@ -176,7 +194,10 @@ pub struct RnnClassifier {
     backward: Vec<Recurrent>,
     /// Attention pooling's projection and scoring vector.
     attention: Option<(Linear, Linear)>,
+    /// On the embeddings and between layers.
     dropout: Dropout,
+    /// Before the output layer: `dropout`'s rate, or multi-sample dropout's.
+    head_dropout: Dropout,
     output: Linear,
     #[module(skip)]
     pooling: Pooling,
@@ -186,6 +207,12 @@ impl RnnClassifier {
     /// Label logits `[batch, labels]` for token ids `[batch, time]` whose padding is true in
     /// `padding`.
     pub fn forward(&self, ids: Tensor<2, Int>, padding: Tensor<2, Bool>) -> Tensor<2> {
+        self.output
+            .forward(self.head_dropout.forward(self.features(ids, padding)))
+    }
+
+    /// The pooled states `[batch, width]`, before the head.
+    pub fn features(&self, ids: Tensor<2, Int>, padding: Tensor<2, Bool>) -> Tensor<2> {
         let keep = padding.clone().bool_not().float();
         let x = self.dropout.forward(self.embedding.forward(ids));
         let (states, finals) = run_stack(
@@ -197,7 +224,7 @@ impl RnnClassifier {
         );
         let [batch, time, width] = states.dims();
         let pad3 = padding.clone().unsqueeze_dim::<3>(2);
-        let pooled = match self.pooling {
+        match self.pooling {
             Pooling::Last => finals.last().expect("at least one layer").h.clone(),
             Pooling::Max => {
                 // An empty text (all padding) pools to zeros, as its states are.
@@ -224,8 +251,7 @@ impl RnnClassifier {
                     .matmul(states)
                     .reshape([batch, width])
             }
-        };
-        self.output.forward(self.dropout.forward(pooled))
+        }
     }
 }
 
@@ -242,6 +268,7 @@ mod tests {
             bidirectional,
             pooling,
             dropout: 0.0,
+            multi_sample_dropout: None,
             max_len: 16,
             vocab_size: Some(20),
             num_labels: Some(3),

@@ -3,7 +3,7 @@
 //! convolution, and residual blocks (two width-3 convolutions with a skip connection, as in
 //! ResNet/DPCNN) stacked on each branch before the pooling.
 
-use super::classifier::{self, ClassifierConfig, TextBatch};
+use super::classifier::{self, ClassifierConfig, MultiSampleDropout, TextBatch};
 use crate::error::Result;
 use crate::recipe::{DataSizes, ModelOptions, TaskKind, require_dropout, require_positive};
 use burn::nn::conv::{Conv1d, Conv1dConfig};
@@ -29,6 +29,9 @@ pub struct TextCnnOptions {
     pub channels: usize,
     #[serde(default = "default_dropout")]
     pub dropout: f64,
+    /// Multi-sample dropout in the head (its `rate` replaces `dropout` there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_sample_dropout: Option<MultiSampleDropout>,
     /// BatchNorm after every convolution.
     #[serde(default)]
     pub batch_norm: bool,
@@ -85,6 +88,7 @@ impl ModelOptions for TextCnnOptions {
             ],
         );
         require_dropout(problems, self.dropout);
+        MultiSampleDropout::validate(self.multi_sample_dropout.as_ref(), problems);
     }
 
     fn record_sizes(&mut self, sizes: &DataSizes) -> Result<()> {
@@ -113,6 +117,15 @@ impl ClassifierConfig for TextCnnConfig {
     }
     fn logits(model: &TextCnn, batch: TextBatch) -> Tensor<2> {
         model.forward(batch.ids, &batch.lengths)
+    }
+    fn features(model: &TextCnn, batch: TextBatch) -> Tensor<2> {
+        model.features(batch.ids, &batch.lengths)
+    }
+    fn head(model: &TextCnn) -> (&Dropout, &Linear) {
+        (&model.dropout, &model.classifier)
+    }
+    fn multi_sample_dropout(&self) -> Option<MultiSampleDropout> {
+        self.options.multi_sample_dropout
     }
     fn max_len(&self) -> usize {
         self.options.max_len
@@ -168,7 +181,11 @@ impl TextCnnConfig {
         TextCnn {
             embedding: EmbeddingConfig::new(self.vocab_size, o.embedding_dim).init(device),
             branches,
-            dropout: DropoutConfig::new(o.dropout).init(),
+            dropout: DropoutConfig::new(MultiSampleDropout::head_rate(
+                o.multi_sample_dropout.as_ref(),
+                o.dropout,
+            ))
+            .init(),
             classifier: LinearConfig::new(o.channels * o.kernel_sizes.len(), self.num_labels)
                 .init(device),
         }
@@ -238,14 +255,19 @@ impl TextCnn {
     /// Class logits `[batch, labels]` for token ids `[batch, time]` (padded, `time` at least the
     /// widest kernel) whose real lengths are `lengths`.
     pub fn forward(&self, ids: Tensor<2, Int>, lengths: &[usize]) -> Tensor<2> {
+        self.classifier
+            .forward(self.dropout.forward(self.features(ids, lengths)))
+    }
+
+    /// The pooled features of every branch `[batch, channels x branches]`, before the head.
+    pub fn features(&self, ids: Tensor<2, Int>, lengths: &[usize]) -> Tensor<2> {
         let x = self.embedding.forward(ids).swap_dims(1, 2);
         let features: Vec<Tensor<2>> = self
             .branches
             .iter()
             .map(|branch| branch.forward(x.clone(), lengths))
             .collect();
-        self.classifier
-            .forward(self.dropout.forward(Tensor::cat(features, 1)))
+        Tensor::cat(features, 1)
     }
 
     /// The shortest padded length the convolutions accept.
@@ -257,6 +279,8 @@ impl TextCnn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::loss::cross_entropy;
+    use crate::models::classifier::multi_sample_loss;
 
     fn options(batch_norm: bool, residual_blocks: usize) -> TextCnnOptions {
         TextCnnOptions {
@@ -264,6 +288,7 @@ mod tests {
             kernel_sizes: vec![2, 3],
             channels: 4,
             dropout: 0.0,
+            multi_sample_dropout: None,
             batch_norm,
             residual_blocks,
             max_len: 16,
@@ -302,5 +327,118 @@ mod tests {
         assert_eq!(deep.num_params() - plain.num_params(), 2 * per_branch);
         let ids = Tensor::<2, Int>::from_data([[3i64, 4, 5, 6, 7], [1, 2, 0, 0, 0]], &device);
         assert_eq!(deep.forward(ids, &[5, 2]).dims(), [2, 3]);
+    }
+
+    /// A two-text batch on an autodiff device, and a cross-entropy over its labels.
+    struct Case {
+        device: Device,
+        model: TextCnn,
+        ids: Tensor<2, Int>,
+        targets: Tensor<1, Int>,
+    }
+
+    impl Case {
+        fn new(dropout: f64, multi_sample: Option<MultiSampleDropout>) -> Self {
+            let device = Device::flex().autodiff();
+            let mut o = options(false, 0);
+            o.dropout = dropout;
+            o.multi_sample_dropout = multi_sample;
+            device.seed(1);
+            let model = o.config().unwrap().init(&device);
+            let ids = Tensor::<2, Int>::from_data([[3i64, 4, 5, 6, 7], [1, 2, 8, 0, 0]], &device);
+            let targets = Tensor::<1, Int>::from_data([2i64, 0], &device);
+            Self {
+                device,
+                model,
+                ids,
+                targets,
+            }
+        }
+
+        fn ce(&self, logits: Tensor<2>) -> (Tensor<1>, Tensor<1>) {
+            cross_entropy(logits, self.targets.clone(), 0.1, None)
+        }
+
+        /// The loss with the model's plain head, `draws` times in a row after seeding.
+        fn plain(&self, seed: u64, draws: usize) -> Vec<Tensor<1>> {
+            self.device.seed(seed);
+            (0..draws)
+                .map(|_| self.ce(self.model.forward(self.ids.clone(), &[5, 3])).0)
+                .collect()
+        }
+
+        fn multi_sample(&self, seed: u64, samples: usize) -> Tensor<1> {
+            self.device.seed(seed);
+            let features = self.model.features(self.ids.clone(), &[5, 3]);
+            let head = TextCnnConfig::head(&self.model);
+            multi_sample_loss(features, head, samples, |logits| self.ce(logits)).0
+        }
+
+        /// The loss and the gradients of the classifier's and the embedding's weights.
+        fn with_grads(&self, loss: Tensor<1>) -> (f32, Vec<f32>, Vec<f32>) {
+            let value = loss.clone().into_scalar();
+            let grads = loss.backward();
+            let grad = |p: &burn::module::Param<Tensor<2>>| {
+                p.val()
+                    .grad(&grads)
+                    .unwrap()
+                    .try_into_vec_as::<f32>()
+                    .unwrap()
+            };
+            let m = &self.model;
+            (value, grad(&m.classifier.weight), grad(&m.embedding.weight))
+        }
+    }
+
+    /// One sample is the plain head, random draws included: the same loss and gradients, bit
+    /// for bit. Two samples average two independent masks: the plain head's loss drawn twice
+    /// in a row from the same seed.
+    #[test]
+    fn multi_sample_dropout_with_one_sample_is_plain_dropout() {
+        let case = Case::new(0.5, None);
+        let plain = case.with_grads(case.plain(7, 1).remove(0));
+        let one = case.with_grads(case.multi_sample(7, 1));
+        assert_eq!(plain, one);
+        let twice: Vec<f32> = case
+            .plain(7, 2)
+            .into_iter()
+            .map(|l| l.into_scalar())
+            .collect();
+        assert_ne!(twice[0], twice[1], "the two draws share a mask");
+        let two: f32 = case.multi_sample(7, 2).into_scalar();
+        assert!(
+            (two - (twice[0] + twice[1]) / 2.0).abs() < 1e-6,
+            "{two} {twice:?}"
+        );
+    }
+
+    /// With rate 0, any number of samples is the plain loss without dropout, and `rate` replaces
+    /// `model.dropout` in the head (here 0.5, which would otherwise change the loss).
+    #[test]
+    fn multi_sample_dropout_at_rate_zero_is_the_plain_loss() {
+        let none = Case::new(0.0, None);
+        let reference = none.with_grads(none.plain(3, 1).remove(0));
+        let msd = Case::new(
+            0.5,
+            Some(MultiSampleDropout {
+                samples: 5,
+                rate: 0.0,
+            }),
+        );
+        // The same initial weights: both models were built from the same seed.
+        assert_eq!(
+            msd.model.classifier.weight.val().into_data(),
+            none.model.classifier.weight.val().into_data()
+        );
+        let got = msd.with_grads(msd.multi_sample(3, 5));
+        assert!((got.0 - reference.0).abs() < 1e-6, "{got:?} {reference:?}");
+        for (a, b) in got
+            .1
+            .iter()
+            .chain(&got.2)
+            .zip(reference.1.iter().chain(&reference.2))
+        {
+            assert!((a - b).abs() < 1e-6, "{a} {b}");
+        }
     }
 }
