@@ -148,3 +148,40 @@ pub fn multi_sample_loss<const D: usize>(
     let k = samples as f64;
     (loss.div_scalar(k), nll.div_scalar(k))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::Param;
+    use burn::nn::{DropoutConfig, LinearConfig};
+
+    /// Through an identity linear layer each sample's logits are the dropped-out features
+    /// themselves: every value is 0 or the feature / (1 - rate), i.e. dropout applied once per
+    /// sample, at the given rate, with no other change (checked without depending on which
+    /// numbers the process-wide generator gives).
+    #[test]
+    fn each_sample_is_the_linear_layer_over_one_dropout() {
+        let device = Device::flex().autodiff();
+        let values: Vec<f32> = (1..=64).map(|i| i as f32 / 8.0).collect();
+        let features = Tensor::<1>::from_floats(values.as_slice(), &device).reshape([4, 16]);
+        let mut linear = LinearConfig::new(16, 16).init(&device);
+        linear.weight = Param::from_tensor(Tensor::eye(16, &device));
+        linear.bias = Some(Param::from_tensor(Tensor::zeros([16], &device)));
+        let dropout = DropoutConfig::new(0.25).init();
+        for samples in [1, 4] {
+            let mut calls = 0;
+            multi_sample_loss(features.clone(), (&dropout, &linear), samples, |logits| {
+                calls += 1;
+                let got: Vec<f32> = logits.clone().try_into_vec_as().unwrap();
+                for (g, f) in got.iter().zip(&values) {
+                    let kept = (g - f / 0.75).abs() < 1e-5;
+                    assert!(*g == 0.0 || kept, "{g} from {f}");
+                }
+                assert!(got.iter().any(|&g| g == 0.0) && got.iter().any(|&g| g != 0.0));
+                let loss = logits.sum();
+                (loss.clone(), loss)
+            });
+            assert_eq!(calls, samples);
+        }
+    }
+}

@@ -329,118 +329,107 @@ mod tests {
         assert_eq!(deep.forward(ids, &[5, 2]).dims(), [2, 3]);
     }
 
-    /// A two-text batch on an autodiff device, and a cross-entropy over its labels.
-    struct Case {
-        device: Device,
-        model: TextCnn,
-        ids: Tensor<2, Int>,
-        targets: Tensor<1, Int>,
+    /// A model on an autodiff device (so dropout is on), two texts, their features and a
+    /// cross-entropy over their labels. Burn's random generator is one for the process, which
+    /// tests running beside these draw from too, so nothing here depends on which numbers
+    /// come out of it: the same masks for two computations are checked end to end instead
+    /// (tests/labelled.rs, one process per run).
+    fn case(dropout: f64, multi_sample: Option<MultiSampleDropout>) -> TextCnn {
+        let mut o = options(false, 0);
+        o.dropout = dropout;
+        o.multi_sample_dropout = multi_sample;
+        o.config().unwrap().init(&Device::flex().autodiff())
     }
 
-    impl Case {
-        fn new(dropout: f64, multi_sample: Option<MultiSampleDropout>) -> Self {
-            let device = Device::flex().autodiff();
-            let mut o = options(false, 0);
-            o.dropout = dropout;
-            o.multi_sample_dropout = multi_sample;
-            device.seed(1);
-            let model = o.config().unwrap().init(&device);
-            let ids = Tensor::<2, Int>::from_data([[3i64, 4, 5, 6, 7], [1, 2, 8, 0, 0]], &device);
-            let targets = Tensor::<1, Int>::from_data([2i64, 0], &device);
-            // Burn initialises parameters lazily, at their first use: a first forward draws them
-            // here, from seed 1, so the seeds below decide the dropout masks alone.
-            let _ = model.forward(ids.clone(), &[5, 3]);
-            Self {
-                device,
-                model,
-                ids,
-                targets,
-            }
-        }
-
-        fn ce(&self, logits: Tensor<2>) -> (Tensor<1>, Tensor<1>) {
-            cross_entropy(logits, self.targets.clone(), 0.1, None)
-        }
-
-        /// The loss with the model's plain head, `draws` times in a row after seeding.
-        fn plain(&self, seed: u64, draws: usize) -> Vec<Tensor<1>> {
-            self.device.seed(seed);
-            (0..draws)
-                .map(|_| self.ce(self.model.forward(self.ids.clone(), &[5, 3])).0)
-                .collect()
-        }
-
-        fn multi_sample(&self, seed: u64, samples: usize) -> Tensor<1> {
-            self.device.seed(seed);
-            let features = self.model.features(self.ids.clone(), &[5, 3]);
-            let head = TextCnnConfig::head(&self.model);
-            multi_sample_loss(features, head, samples, |logits| self.ce(logits)).0
-        }
-
-        /// The loss and the gradients of the classifier's and the embedding's weights.
-        fn with_grads(&self, loss: Tensor<1>) -> (f32, Vec<f32>, Vec<f32>) {
-            let value = loss.clone().into_scalar();
-            let grads = loss.backward();
-            let grad = |p: &burn::module::Param<Tensor<2>>| {
-                p.val()
-                    .grad(&grads)
-                    .unwrap()
-                    .try_into_vec_as::<f32>()
-                    .unwrap()
-            };
-            let m = &self.model;
-            (value, grad(&m.classifier.weight), grad(&m.embedding.weight))
-        }
+    /// The features of two texts (a fresh graph each call).
+    fn features(model: &TextCnn) -> Tensor<2> {
+        let device = model.embedding.weight.device();
+        let ids = Tensor::<2, Int>::from_data([[3i64, 4, 5, 6, 7], [1, 2, 8, 0, 0]], &device);
+        model.features(ids, &[5, 3])
     }
 
-    /// One sample is the plain head, random draws included: the same loss and gradients, bit
-    /// for bit. Two samples average two independent masks: the plain head's loss drawn twice
-    /// in a row from the same seed.
+    fn ce(logits: Tensor<2>) -> (Tensor<1>, Tensor<1>) {
+        let targets = Tensor::<1, Int>::from_data([2i64, 0], &logits.device());
+        cross_entropy(logits, targets, 0.1, None)
+    }
+
+    /// Each sample draws its own mask on the same features, and the loss is the mean of the
+    /// samples' losses; one sample is the head's loss itself.
     #[test]
-    fn multi_sample_dropout_with_one_sample_is_plain_dropout() {
-        let case = Case::new(0.5, None);
-        let plain = case.with_grads(case.plain(7, 1).remove(0));
-        let one = case.with_grads(case.multi_sample(7, 1));
-        assert_eq!(plain, one);
-        let twice: Vec<f32> = case
-            .plain(7, 2)
-            .into_iter()
-            .map(|l| l.into_scalar())
-            .collect();
-        assert_ne!(twice[0], twice[1], "the two draws share a mask");
-        let two: f32 = case.multi_sample(7, 2).into_scalar();
+    fn multi_sample_dropout_averages_independent_samples() {
+        let msd = MultiSampleDropout {
+            samples: 3,
+            rate: 0.5,
+        };
+        let model = case(0.1, Some(msd));
+        let head = TextCnnConfig::head(&model);
+        let features = features(&model);
+        let mut seen: Vec<(Vec<f32>, f32)> = Vec::new();
+        let (loss, _) = multi_sample_loss(features.clone(), head, 3, |logits| {
+            let (l, n) = ce(logits.clone());
+            seen.push((logits.try_into_vec_as().unwrap(), l.clone().into_scalar()));
+            (l, n)
+        });
+        assert_eq!(seen.len(), 3);
+        for (a, b) in [(0, 1), (0, 2), (1, 2)] {
+            assert_ne!(seen[a].0, seen[b].0, "samples {a} and {b} share a mask");
+        }
+        let mean = seen.iter().map(|s| s.1).sum::<f32>() / 3.0;
+        let got: f32 = loss.into_scalar();
+        assert!((got - mean).abs() < 1e-6, "{got} vs {mean}");
+        // Every sample differs from the head without dropout, and the head drops at `rate`
+        // 0.5 in place of `model.dropout` 0.1 (800 of 1600 expected; 0.1 would drop 160).
+        let plain: Vec<f32> = head.1.forward(features.clone()).try_into_vec_as().unwrap();
+        assert!(seen.iter().all(|s| s.0 != plain));
+        let ones = Tensor::<2>::ones([100, 16], &features.device());
+        let dropped: f32 = head
+            .0
+            .forward(ones)
+            .equal_elem(0.0)
+            .float()
+            .sum()
+            .into_scalar();
         assert!(
-            (two - (twice[0] + twice[1]) / 2.0).abs() < 1e-6,
-            "{two} {twice:?}"
+            (600.0..=1000.0).contains(&dropped),
+            "{dropped} of 1600 dropped"
         );
+
+        let mut single: Option<f32> = None;
+        let (one, _) = multi_sample_loss(features, head, 1, |logits| {
+            let (l, n) = ce(logits);
+            single = Some(l.clone().into_scalar());
+            (l, n)
+        });
+        assert_eq!(one.into_scalar::<f32>(), single.unwrap());
     }
 
-    /// With rate 0, any number of samples is the plain loss without dropout, and `rate` replaces
-    /// `model.dropout` in the head (here 0.5, which would otherwise change the loss).
+    /// With rate 0 any number of samples gives the loss and gradients of the head without
+    /// dropout, although `model.dropout` is 0.5: `rate` replaces it in the head.
     #[test]
     fn multi_sample_dropout_at_rate_zero_is_the_plain_loss() {
-        let none = Case::new(0.0, None);
-        let reference = none.with_grads(none.plain(3, 1).remove(0));
-        let msd = Case::new(
-            0.5,
-            Some(MultiSampleDropout {
-                samples: 5,
-                rate: 0.0,
-            }),
-        );
-        // The same initial weights: both models were built from the same seed.
-        assert_eq!(
-            msd.model.classifier.weight.val().into_data(),
-            none.model.classifier.weight.val().into_data()
-        );
-        let got = msd.with_grads(msd.multi_sample(3, 5));
+        let msd = MultiSampleDropout {
+            samples: 5,
+            rate: 0.0,
+        };
+        let model = case(0.5, Some(msd));
+        let head = TextCnnConfig::head(&model);
+        let with_grads = |loss: Tensor<1>| {
+            let value: f32 = loss.clone().into_scalar();
+            let grads = loss.backward();
+            let grad = |p: &burn::module::Param<Tensor<2>>| -> Vec<f32> {
+                p.val().grad(&grads).unwrap().try_into_vec_as().unwrap()
+            };
+            (
+                value,
+                grad(&model.classifier.weight),
+                grad(&model.embedding.weight),
+            )
+        };
+        let reference = with_grads(ce(head.1.forward(features(&model))).0);
+        let got = with_grads(multi_sample_loss(features(&model), head, 5, ce).0);
         assert!((got.0 - reference.0).abs() < 1e-6, "{got:?} {reference:?}");
-        for (a, b) in got
-            .1
-            .iter()
-            .chain(&got.2)
-            .zip(reference.1.iter().chain(&reference.2))
-        {
+        let all = |g: &(f32, Vec<f32>, Vec<f32>)| [g.1.clone(), g.2.clone()].concat();
+        for (a, b) in all(&got).iter().zip(all(&reference)) {
             assert!((a - b).abs() < 1e-6, "{a} {b}");
         }
     }
