@@ -736,3 +736,49 @@ fn fine_tuning_controls_the_model_cannot_honour() {
         assert!(stderr.contains(needle), "{needle:?} not in:\n{stderr}");
     }
 }
+
+/// `model.multi_sample_dropout` mistakes name their key and line: no samples, a rate of 1, a
+/// misspelt key, and the pretraining head, which has no classification head to repeat.
+#[test]
+fn multi_sample_dropout_mistakes_name_their_key() {
+    let cnn = |section: &str| {
+        format!(
+            "output_dir: exp\ndata:\n  format: csv\n  train: reviews.csv\n  tokenizer:\n    \
+             type: char\nmodel:\n  type: cnn\n{section}train:\n  max_steps: 5\n"
+        )
+    };
+    for (recipe, needles) in [
+        (
+            cnn("  multi_sample_dropout:\n    samples: 0\n    rate: 1.0\n"),
+            &[
+                "line 10: `model.multi_sample_dropout.samples` must be at least 1",
+                "line 11: `model.multi_sample_dropout.rate` must be in [0, 1), got 1",
+            ][..],
+        ),
+        (
+            cnn("  multi_sample_dropout: {samples: 2, rat: 0.5}\n"),
+            &[
+                "unknown key `model.multi_sample_dropout.rat`",
+                "did you mean `rate`?",
+            ][..],
+        ),
+        (
+            cnn("  multi_sample_dropout: {samples: 2, rate: 0.5}\n").replace(
+                "  type: cnn\n",
+                "  type: bert\n  head: pretraining\n  n_layer: 1\n",
+            ),
+            &["`model.multi_sample_dropout` is for the classification and tagging heads"][..],
+        ),
+    ] {
+        let s = Scratch::new();
+        s.write("recipe.yaml", &recipe);
+        s.write("reviews.csv", "label,review\n1,good\n0,bad\n");
+        let out = s.run(&["recipe", "check", "recipe.yaml"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{recipe}\n{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        for needle in needles {
+            assert!(stderr.contains(needle), "lacks {needle:?}:\n{stderr}");
+        }
+    }
+}

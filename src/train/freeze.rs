@@ -424,6 +424,7 @@ mod tests {
             dropout: 0.0,
             bias: true,
             activation: Default::default(),
+            lora: None,
         }
         .init(&device);
         let section = ModelSection::Gpt2(Default::default());

@@ -169,23 +169,37 @@ where
     model.map(&mut Combine { others, combine })
 }
 
-/// Parameters that weight decay must leave alone: biases, norm gains and shifts, embeddings
-/// (GPT-2/BERT practice; rank-1 tensors are biases and norm parameters).
+/// Parameters that weight decay must leave alone: rank-1 tensors (biases, norm gains and shifts)
+/// and embedding tables, told by their module (Burn's `Embedding`), whatever the field's name
+/// (`wte`, BERT's `tokens`/`positions`/`segments`, `source_embed`).
 pub fn no_decay_ids<M: Module>(model: &M) -> Vec<ParamId> {
-    named_params(model)
-        .into_iter()
-        .filter(|(path, _, rank)| {
-            *rank < 2
-                || path.split('.').any(|part| {
-                    part.starts_with("wte")
-                        || part.starts_with("wpe")
-                        || part.contains("embed")
-                        || part.contains("norm")
-                        || part.starts_with("ln")
-                })
-        })
-        .map(|(_, id, _)| id)
-        .collect()
+    struct NoDecay {
+        containers: Vec<String>,
+        out: Vec<ParamId>,
+    }
+    impl ModuleVisitor for NoDecay {
+        fn enter_module(&mut self, _name: &str, container: &str) {
+            self.containers.push(container.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container: &str) {
+            self.containers.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let in_embedding = self
+                .containers
+                .last()
+                .is_some_and(|c| c == "Struct:Embedding");
+            if D < 2 || in_embedding {
+                self.out.push(param.id);
+            }
+        }
+    }
+    let mut no_decay = NoDecay {
+        containers: Vec::new(),
+        out: Vec::new(),
+    };
+    model.visit(&mut no_decay);
+    no_decay.out
 }
 
 /// The L2 norm of all gradients taken together, as `torch.nn.utils.clip_grad_norm_` computes it.
@@ -353,5 +367,27 @@ pub(crate) mod tests {
         assert_eq!(names[0].0, "a.weight");
         let no_decay: Vec<u64> = no_decay_ids(&model).iter().map(|id| id.val()).collect();
         assert_eq!(no_decay, vec![2, 4]);
+    }
+
+    #[derive(Module, Debug)]
+    struct Embedded {
+        tokens: burn::nn::Embedding,
+        projection: Linear,
+    }
+
+    /// An embedding table takes no weight decay whatever its field is called (BERT's `tokens`);
+    /// a matrix beside it does.
+    #[test]
+    fn decay_skips_embedding_tables_by_their_module() {
+        let device = Device::flex();
+        let model = with_stable_ids(Embedded {
+            tokens: burn::nn::EmbeddingConfig::new(10, 4).init(&device),
+            projection: LinearConfig::new(4, 3).init(&device),
+        });
+        let no_decay: Vec<String> = (named_params(&model).into_iter())
+            .filter(|(_, id, _)| no_decay_ids(&model).contains(id))
+            .map(|(path, _, _)| path)
+            .collect();
+        assert_eq!(no_decay, ["tokens.weight", "projection.bias"]);
     }
 }
