@@ -356,8 +356,8 @@ fn batch_norm_statistics_stay_equal_across_ranks() {
 }
 
 /// Multi-sample dropout under 2 ranks: each rank draws its samples' masks from its own step-seeded
-/// generator, the ranks stay equal (the loop's checksum at every checkpoint), the samples change
-/// what trains, and a run cut at step 4 and resumed ends bit for bit as a straight one.
+/// generator, the ranks stay equal (the loop's checksum at every checkpoint), three samples train
+/// other weights than one, and a run cut at step 4 and resumed ends bit for bit as a straight one.
 #[test]
 fn multi_sample_dropout_on_two_ranks_resumes_exactly() {
     let s = Scratch::batch_norm(8);
@@ -374,18 +374,28 @@ fn multi_sample_dropout_on_two_ranks_resumes_exactly() {
         &final_weights(&s, "exp", 8),
     )
     .expect("the resumed 2-rank run ends with the uninterrupted run's weights");
+    // One sample at the same rate is plain dropout: three must train something else.
+    let one = "model.multi_sample_dropout={samples: 1, rate: 0.3}";
     succeed(mpirun(
         &s,
         2,
-        &["train", "recipe.yaml", "-q", "--set", "output_dir=plain"],
+        &[
+            "train",
+            "recipe.yaml",
+            "-q",
+            "--set",
+            one,
+            "--set",
+            "output_dir=one",
+        ],
     ));
     assert!(
         same_weights(
             &final_weights(&s, "straight", 8),
-            &final_weights(&s, "plain", 8)
+            &final_weights(&s, "one", 8)
         )
         .is_err(),
-        "three samples at 0.3 trained what plain dropout trains"
+        "three samples at 0.3 trained what one sample trains"
     );
 }
 
