@@ -562,6 +562,25 @@ fn a_battery_of_bad_recipes() {
                 "unknown value `gtp2` for `model.type` at line 11; did you mean `gpt2`? valid values: gpt2,",
             ],
         ),
+        // Fine-tuning controls.
+        (
+            "layer_lr_decay above 1",
+            recipe_with("  lr: 1.0e-2", "  lr: 1.0e-2\n  layer_lr_decay: 1.5").into(),
+            vec!["line 21: `optim.layer_lr_decay` must be in (0, 1]"],
+        ),
+        (
+            "head_lr_scale of 0",
+            recipe_with("  lr: 1.0e-2", "  lr: 1.0e-2\n  head_lr_scale: 0").into(),
+            vec!["line 21: `optim.head_lr_scale` must be positive"],
+        ),
+        (
+            "misspelt freeze key",
+            format!("{base}  freeze:\n    embedding: true\n").into(),
+            vec![
+                "unknown key `train.freeze.embedding` at line 32",
+                "did you mean `embeddings`?",
+            ],
+        ),
         (
             "unknown tokenizer type",
             recipe_with("    type: char", "    type: chars").into(),
@@ -661,4 +680,105 @@ fn a_folder_given_as_the_recipe() {
         stderr.contains("exp is a folder; give the recipe file"),
         "{stderr}"
     );
+}
+
+/// What a model cannot freeze or decay is refused when training starts, naming the key, the
+/// model and what would do.
+#[test]
+fn fine_tuning_controls_the_model_cannot_honour() {
+    let train = |extra: &str| {
+        recipe_with(
+            "  save_interval: 10\n",
+            &format!("  save_interval: 10\n{extra}"),
+        )
+    };
+    rejects(
+        &train("  freeze:\n    bottom_layers: 2\n"),
+        None,
+        &["`train.freeze.bottom_layers` is 2, more than the 1 layers of this gpt2 model"],
+    );
+    rejects(
+        &train("  freeze:\n    modules: [blocks.0.attn.qkv]\n"),
+        None,
+        &[
+            "`train.freeze.modules[0]`: `blocks.0.attn.qkv` is no parameter path or prefix",
+            "`blocks.0.attn.c_attn`",
+        ],
+    );
+    rejects(
+        &train("  freeze:\n    embeddings: true\n    modules: [blocks, ln_f]\n"),
+        None,
+        &["`train.freeze` freezes every parameter of this gpt2 model"],
+    );
+    rejects(
+        &recipe_with("  lr: 1.0e-2", "  lr: 1.0e-2\n  head_lr_scale: 10"),
+        None,
+        &["`optim.head_lr_scale`: a gpt2 model has no task head of its own"],
+    );
+    // TextCNN has embeddings but no stack of layers.
+    let s = Scratch::batch_norm(2);
+    let recipe = std::fs::read_to_string(s.path().join("recipe.yaml")).unwrap();
+    for (extra, needle) in [
+        (
+            "  freeze:\n    bottom_layers: 1\n",
+            "`train.freeze.bottom_layers`: a cnn model has no stack of layers",
+        ),
+        (
+            "  freeze:\n    embeddings: true\noptim:\n  layer_lr_decay: 0.9\n",
+            "`optim.layer_lr_decay`: a cnn model has no stack of layers",
+        ),
+    ] {
+        let changed = recipe.replace("optim:\n  lr: 2.0e-3\n", "") + extra;
+        s.write("recipe.yaml", &changed);
+        let out = s.run(&["train", "recipe.yaml", "-q"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(needle), "{needle:?} not in:\n{stderr}");
+    }
+}
+
+/// `model.multi_sample_dropout` mistakes name their key and line: no samples, a rate of 1, a
+/// misspelt key, and the pretraining head, which has no classification head to repeat.
+#[test]
+fn multi_sample_dropout_mistakes_name_their_key() {
+    let cnn = |section: &str| {
+        format!(
+            "output_dir: exp\ndata:\n  format: csv\n  train: reviews.csv\n  tokenizer:\n    \
+             type: char\nmodel:\n  type: cnn\n{section}train:\n  max_steps: 5\n"
+        )
+    };
+    for (recipe, needles) in [
+        (
+            cnn("  multi_sample_dropout:\n    samples: 0\n    rate: 1.0\n"),
+            &[
+                "line 10: `model.multi_sample_dropout.samples` must be at least 1",
+                "line 11: `model.multi_sample_dropout.rate` must be in [0, 1), got 1",
+            ][..],
+        ),
+        (
+            cnn("  multi_sample_dropout: {samples: 2, rat: 0.5}\n"),
+            &[
+                "unknown key `model.multi_sample_dropout.rat`",
+                "did you mean `rate`?",
+            ][..],
+        ),
+        (
+            cnn("  multi_sample_dropout: {samples: 2, rate: 0.5}\n").replace(
+                "  type: cnn\n",
+                "  type: bert\n  head: pretraining\n  n_layer: 1\n",
+            ),
+            &["`model.multi_sample_dropout` is for the classification and tagging heads"][..],
+        ),
+    ] {
+        let s = Scratch::new();
+        s.write("recipe.yaml", &recipe);
+        s.write("reviews.csv", "label,review\n1,good\n0,bad\n");
+        let out = s.run(&["recipe", "check", "recipe.yaml"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{recipe}\n{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        for needle in needles {
+            assert!(stderr.contains(needle), "lacks {needle:?}:\n{stderr}");
+        }
+    }
 }

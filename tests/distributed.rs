@@ -276,9 +276,10 @@ fn a_hung_rank_makes_the_others_abort_after_the_timeout() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        // It may be waiting in the gradient or in the validation all-reduce.
+        // It may be waiting in the gradient or the validation all-reduce, or in the weights'
+        // checksum at a checkpoint.
         stderr.contains("rank 0 of 2: waited 2 s for the other ranks in the")
-            && stderr.contains("all-reduce of step"),
+            && (stderr.contains("all-reduce of step") || stderr.contains("checksum at step")),
         "{stderr}"
     );
 }
@@ -353,6 +354,50 @@ fn batch_norm_statistics_stay_equal_across_ranks() {
     )
     .expect("the resumed 2-rank run ends with the uninterrupted run's weights and statistics");
     s.ok(&["eval", "exp"]);
+}
+
+/// Multi-sample dropout under 2 ranks: each rank draws its samples' masks from its own step-seeded
+/// generator, the ranks stay equal (the loop's checksum at every checkpoint), three samples train
+/// other weights than one, and a run cut at step 4 and resumed ends bit for bit as a straight one.
+#[test]
+fn multi_sample_dropout_on_two_ranks_resumes_exactly() {
+    let s = Scratch::batch_norm(8);
+    let msd = "model.multi_sample_dropout={samples: 3, rate: 0.3}";
+    let train = |extra: &[&str]| {
+        let args = [&["train", "recipe.yaml", "-q", "--set", msd][..], extra].concat();
+        succeed(mpirun(&s, 2, &args));
+    };
+    train(&["--set", "output_dir=straight"]);
+    train(&["--set", "train.max_steps=4"]);
+    train(&["--resume"]);
+    same_weights(
+        &final_weights(&s, "straight", 8),
+        &final_weights(&s, "exp", 8),
+    )
+    .expect("the resumed 2-rank run ends with the uninterrupted run's weights");
+    // One sample at the same rate is plain dropout: three must train something else.
+    let one = "model.multi_sample_dropout={samples: 1, rate: 0.3}";
+    succeed(mpirun(
+        &s,
+        2,
+        &[
+            "train",
+            "recipe.yaml",
+            "-q",
+            "--set",
+            one,
+            "--set",
+            "output_dir=one",
+        ],
+    ));
+    assert!(
+        same_weights(
+            &final_weights(&s, "straight", 8),
+            &final_weights(&s, "one", 8)
+        )
+        .is_err(),
+        "three samples at 0.3 trained what one sample trains"
+    );
 }
 
 /// The kills and stops of the fault-injection tests below, at pseudo-random moments that are the
@@ -625,4 +670,87 @@ fn two_ranks_carry_their_own_streams_of_the_rnn_lm_state() {
         same_weights(&file("two", 6, name), &file("cut", 6, name))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
+}
+
+/// Frozen weights take no gradient on any rank: they stay bit-identical, stay out of the
+/// all-reduce (which would fail on a layout mismatch) and the ranks stay equal (the loop checks
+/// the weights' checksum at each checkpoint).
+#[test]
+fn frozen_weights_stay_unchanged_on_two_ranks() {
+    let freeze = "  freeze:\n    embeddings: true\n    bottom_layers: 1\n";
+    let s = Scratch::with_recipe(&recipe(4, freeze).replace("  n_layer: 1\n", "  n_layer: 2\n"));
+    let out = succeed(mpirun(&s, 2, &["train", "recipe.yaml"]));
+    assert!(out.contains("M trainable)"), "{out}");
+    let tensors = |step: usize| -> Vec<(String, Vec<u8>)> {
+        let bytes = std::fs::read(final_weights(&s, "exp", step)).unwrap();
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut out: Vec<(String, Vec<u8>)> = file
+            .names()
+            .into_iter()
+            .map(|n| (n.to_string(), file.tensor(n).unwrap().data().to_vec()))
+            .collect();
+        out.sort();
+        out
+    };
+    let (first, last) = (tensors(3), tensors(6));
+    let frozen = |name: &str| {
+        ["wte.", "wpe.", "blocks.0."]
+            .iter()
+            .any(|p| name.starts_with(p))
+    };
+    for ((name, a), (_, b)) in first.iter().zip(&last) {
+        match frozen(name) {
+            true => assert!(a == b, "{name} moved while frozen"),
+            false if name.ends_with("weight") => assert!(a != b, "{name} did not train"),
+            false => {}
+        }
+    }
+}
+
+/// LoRA over two ranks trains what one process trains with the double batch; the frozen base
+/// stays bit for bit (its tensors are neither trained nor taken for running statistics).
+#[test]
+fn two_ranks_train_lora_adapters_as_one_process_does() {
+    let lora = |r: String| {
+        r.replace(
+            "  dropout: 0.0\n",
+            "  dropout: 0.0\n  lora: {rank: 2, target: [all]}\n",
+        )
+    };
+    let s = Scratch::with_recipe(&lora(recipe(4, "")));
+    s.ok(&[
+        "train",
+        "recipe.yaml",
+        "-q",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "output_dir=one",
+    ]);
+    succeed(mpirun(
+        &s,
+        2,
+        &["train", "recipe.yaml", "--set", "output_dir=two"],
+    ));
+    let (one, two) = (final_weights(&s, "one", 6), final_weights(&s, "two", 6));
+    let difference = max_weight_difference(&one, &two);
+    assert!(difference < 1e-5, "weights differ by {difference}");
+    let (a, b) = (std::fs::read(&one).unwrap(), std::fs::read(&two).unwrap());
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(&a).unwrap(),
+        safetensors::SafeTensors::deserialize(&b).unwrap(),
+    );
+    let mut adapters = 0;
+    for name in a.names() {
+        if name.contains(".lora_") {
+            adapters += 1;
+        } else {
+            assert_eq!(
+                a.tensor(name).unwrap().data(),
+                b.tensor(name).unwrap().data(),
+                "{name}"
+            );
+        }
+    }
+    assert_eq!(adapters, 2 * 4);
 }

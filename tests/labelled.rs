@@ -429,3 +429,61 @@ fn a_tagging_file_with_a_bad_tag_names_its_line() {
         "{stderr}"
     );
 }
+
+/// Multi-sample dropout (`model.multi_sample_dropout`): one sample at the model's rate trains
+/// exactly the plain model, more samples another; a run resumed half-way ends with the weights
+/// of an uninterrupted one, for a TextCNN and for a BERT + CRF tagger (the CRF NLLs of the
+/// samples' emissions averaged).
+#[test]
+fn multi_sample_dropout_trains_the_plain_model_with_one_sample_and_resumes_exactly() {
+    let short = |recipe: String| {
+        recipe.replace(
+            "max_steps: 60\n  batch_size: 32\n  log_interval: 2\n  eval_interval: 30\n  save_interval: 30",
+            "max_steps: 12\n  batch_size: 16\n  log_interval: 1\n  eval_interval: 6\n  save_interval: 6",
+        )
+    };
+    let msd = |samples: usize, rate: f64| {
+        format!("  multi_sample_dropout:\n    samples: {samples}\n    rate: {rate}\n")
+    };
+    let cnn = |head: &str| {
+        short(format!(
+            "seed: 3\noutput_dir: exp\n{CSV_DATA}model:\n  type: cnn\n  embedding_dim: 16\n  \
+             kernel_sizes: [2, 3]\n  channels: 8\n  dropout: 0.2\n{head}{TRAIN}"
+        ))
+    };
+    let last = "exp/checkpoints/step_00000012/model.safetensors";
+    let trained = |recipe: &str, data: (&str, &str), halves: bool| {
+        let s = Scratch::new();
+        s.write(data.0, data.1);
+        s.write("recipe.yaml", recipe);
+        if halves {
+            s.ok(&["train", "recipe.yaml", "--set", "train.max_steps=6"]);
+            s.ok(&["train", "recipe.yaml", "--resume"]);
+        } else {
+            s.ok(&["train", "recipe.yaml"]);
+        }
+        s
+    };
+    let reviews = reviews(100);
+    let data = ("reviews.csv", reviews.as_str());
+    let plain = trained(&cnn(""), data, false);
+    let one = trained(&cnn(&msd(1, 0.2)), data, false);
+    same_weights(&plain.path().join(last), &one.path().join(last)).unwrap();
+    let three = trained(&cnn(&msd(3, 0.2)), data, false);
+    assert!(same_weights(&plain.path().join(last), &three.path().join(last)).is_err());
+    let resumed = trained(&cnn(&msd(3, 0.2)), data, true);
+    same_weights(&three.path().join(last), &resumed.path().join(last)).unwrap();
+
+    let sentences = tagged_sentences(100);
+    let data = ("msra.txt", sentences.as_str());
+    let tagger = short(format!(
+        "seed: 11\noutput_dir: exp\n\
+         data:\n  format: tagging\n  train: msra.txt\n  split:\n    train: 0.8\n    valid: 0.1\n    \
+         test: 0.1\n    shuffle: true\n  tokenizer:\n    type: char\n\
+         model:\n  type: bert\n  head: token_classification\n  crf: true\n{TINY_BERT}{}{TRAIN}",
+        msd(3, 0.3)
+    ));
+    let whole = trained(&tagger, data, false);
+    let resumed = trained(&tagger, data, true);
+    same_weights(&whole.path().join(last), &resumed.path().join(last)).unwrap();
+}

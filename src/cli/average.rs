@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 /// Average the weights of several checkpoints (wenet's average_model): the best N by validation
 /// loss, or the last N. The result is a checkpoint folder for `eval`/`translate`/`generate`
-/// `--checkpoint`.
+/// `--checkpoint`. A LoRA experiment's adapters are merged into the weights first.
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("which").required(true).args(["best", "last"])))]
 pub struct Args {

@@ -8,7 +8,7 @@ pub struct Args {
     /// Experiment folders (each with the metrics.jsonl of a `nlpkit train` run).
     #[arg(required = true)]
     exp_dirs: Vec<PathBuf>,
-    /// The picture to write: an .svg file.
+    /// The picture to write: an .svg or .png file (by its extension).
     #[arg(long, short)]
     output: PathBuf,
 }

@@ -7,9 +7,10 @@ use std::path::Path;
 
 /// Average the checkpoints `selection` picks into the checkpoint folder `output`.
 pub fn average_checkpoints(exp_dir: &Path, selection: Selection, output: &Path) -> Result<()> {
-    let (exp, _) = Experiment::open(exp_dir)?;
+    let (exp, recipe) = Experiment::open(exp_dir)?;
     let chosen = select(&exp.checkpoints_dir(), selection)?;
-    let path = average(&chosen, output)?;
+    let lora_scale = crate::train::lora::scale_of(&recipe.model);
+    let path = average(&chosen, output, lora_scale)?;
     for c in &chosen {
         let loss = c
             .state
@@ -18,9 +19,13 @@ pub fn average_checkpoints(exp_dir: &Path, selection: Selection, output: &Path) 
         println!("  step {:>8}  valid loss {loss}", c.state.step);
     }
     println!(
-        "averaged {} checkpoints into {}",
+        "averaged {} checkpoints into {}{}",
         chosen.len(),
-        path.display()
+        path.display(),
+        match lora_scale {
+            Some(_) => " (LoRA adapters merged into the weights)",
+            None => "",
+        }
     );
     Ok(())
 }

@@ -1,6 +1,7 @@
-//! `nlpkit plot`: the training curves of several experiments in one SVG, from their
-//! `metrics.jsonl`: losses (training lines, validation lines with dots) above, the learning rate
-//! below, one colour per experiment.
+//! `nlpkit plot`: the training curves of several experiments in one SVG or PNG picture, from
+//! their `metrics.jsonl`: losses (training lines, validation lines with dots) above, the learning
+//! rate below, one colour per experiment. Text is laid out (and, in a PNG, drawn) with the DejaVu
+//! Sans subset in `assets/fonts/` (Latin-1: other characters of a folder name are left out).
 
 use crate::error::{Error, Result};
 use plotters::coord::Shift;
@@ -18,32 +19,50 @@ pub struct Curves {
     pub lr: Vec<(f64, f64)>,
 }
 
-/// Draw the curves of `exp_dirs` into `output` (.svg); returns what was written, for the user.
+/// The picture formats `plot` writes, chosen by the output's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Svg,
+    Png,
+}
+
+/// The size of the picture in pixels.
+const SIZE: (u32, u32) = (1000, 760);
+
+/// The font every text of the pictures is laid out with: plotters' `ab_glyph` feature reads no
+/// system fonts, so one is bundled (a 22 kB subset; licence beside it).
+const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans-subset.ttf");
+
+/// Draw the curves of `exp_dirs` into `output` (.svg or .png); returns what was written, for the
+/// user.
 pub fn plot(exp_dirs: &[PathBuf], output: &Path) -> Result<String> {
-    match output.extension().and_then(|e| e.to_str()) {
-        Some(e) if e.eq_ignore_ascii_case("svg") => {}
-        Some(e) if e.eq_ignore_ascii_case("png") => {
-            return Err(Error::Usage(format!(
-                "cannot write {}: nlpkit draws SVG only (no fonts or image encoder built in); \
-                 write curves.svg and convert it if you need a PNG (e.g. `rsvg-convert -o \
-                 curves.png curves.svg`)",
-                output.display()
-            )));
-        }
+    let format = match output.extension().and_then(|e| e.to_str()) {
+        Some(e) if e.eq_ignore_ascii_case("svg") => Format::Svg,
+        Some(e) if e.eq_ignore_ascii_case("png") => Format::Png,
         _ => {
             return Err(Error::Usage(format!(
-                "cannot write {}: unknown picture format; give an output file ending in .svg",
+                "cannot write {}: unknown picture format; give an output file ending in .svg or \
+                 .png",
                 output.display()
             )));
         }
-    }
+    };
     let names = names(exp_dirs);
     let curves = exp_dirs
         .iter()
         .zip(names)
         .map(|(dir, name)| read_curves(dir, name))
         .collect::<Result<Vec<_>>>()?;
-    draw(&curves, output).map_err(|e| {
+    plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+        .map_err(|_| Error::Run("the bundled font does not load (a bug in nlpkit)".into()))?;
+    let drawn = match format {
+        Format::Svg => draw(SVGBackend::new(output, SIZE).into_drawing_area(), &curves),
+        Format::Png => draw(
+            BitMapBackend::new(output, SIZE).into_drawing_area(),
+            &curves,
+        ),
+    };
+    drawn.map_err(|e| {
         Error::Run(format!(
             "cannot draw {}: {e}; check that its folder exists and is writable",
             output.display()
@@ -157,8 +176,10 @@ struct Series<'a> {
     dots: &'a [(f64, f64)],
 }
 
-fn draw(curves: &[Curves], output: &Path) -> DrawResult {
-    let root = SVGBackend::new(output, (1000, 760)).into_drawing_area();
+fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, curves: &[Curves]) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
     root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(460);
     let colour = |i: usize| COLOURS[i % COLOURS.len()];
@@ -194,12 +215,15 @@ fn draw(curves: &[Curves], output: &Path) -> DrawResult {
 }
 
 /// One chart of every experiment's series, with a legend naming them.
-fn panel(
-    area: &DrawingArea<SVGBackend, Shift>,
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
     caption: &str,
     y_desc: &str,
     series: &[Series],
-) -> DrawResult {
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
     let all = || series.iter().flat_map(|s| s.line.iter().chain(s.dots));
     // A little room on the right and left so that the dots at the ends are drawn whole.
     let x = range(all().map(|p| p.0), 0.01);

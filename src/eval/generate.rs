@@ -60,7 +60,6 @@ pub fn generate(
 /// been given yet (the whole prompt first, then each sampled token), so a model that carries
 /// state (an RNN) reads only those and a windowed one (NNLM) reads what it needs.
 pub fn sample_with(
-
     prompt: &[u32],
     max_new_tokens: usize,
     sampler: &Sampler,
@@ -131,4 +130,3 @@ pub fn generate_with_memory(
     }
     tokens.split_off(prompt.len())
 }
-

@@ -29,7 +29,11 @@ const BERT_SPECIALS: [(&str, &str); 5] = [
 pub fn export(exp_dir: &Path, named: Option<&Path>, out: &Path) -> Result<String> {
     let (exp, recipe) = Experiment::open(exp_dir)?;
     let chosen = checkpoint::choose(&exp, named)?;
-    let ours = super::read_safetensors(&chosen.model_path())?;
+    let mut ours = super::read_safetensors(&chosen.model_path())?;
+    // HF folders have no LoRA: the adapters go into the weights they adapt.
+    if let Some(scale) = crate::train::lora::scale_of(&recipe.model) {
+        crate::train::lora::merge_adapters(&mut ours, scale)?;
+    }
     let mut tokenizer = TextTokenizer::load(&exp.tokenizer_path())?;
     let (exported, max_len, specials) = match &recipe.model {
         ModelSection::Bert(options) => {

@@ -97,6 +97,7 @@ pub fn options(config: &Value, dir: &Path) -> Result<Gpt2Options> {
         dropout: config.get("resid_pdrop").and_then(Value::as_f64),
         bias: Some(true),
         activation: Some(activation),
+        lora: None,
     })
 }
 

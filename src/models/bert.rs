@@ -5,9 +5,10 @@
 //! up to the hidden width, and one layer's weights shared by all layers.
 
 use super::activation::Activation;
-use super::classifier::{ClassifierConfig, TextBatch};
+use super::classifier::{ClassifierConfig, MultiSampleDropout, TextBatch};
 use super::crf::Crf;
 use super::encoder::{Encoder, EncoderConfig};
+use super::lora::{BERT_TARGETS, LoraOptions};
 use crate::error::{Error, Result};
 use crate::recipe::{DataSizes, ModelOptions, TaskKind, require_dropout, require_positive};
 use burn::module::Param;
@@ -107,6 +108,10 @@ pub struct BertOptions {
     /// Token classification: a linear-chain CRF over the tags instead of a softmax per token.
     #[serde(default)]
     pub crf: bool,
+    /// Classification and tagging: multi-sample dropout in the head (its `rate` replaces
+    /// `dropout` before the head's linear layer; the encoder keeps `dropout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_sample_dropout: Option<MultiSampleDropout>,
     /// Filled from the tokenizer by `train`.
     #[serde(default)]
     pub vocab_size: Option<usize>,
@@ -114,6 +119,9 @@ pub struct BertOptions {
     /// from the data by `train`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<Vec<String>>,
+    /// LoRA adapters on the encoder's linear layers; only they and the head train.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraOptions>,
 }
 
 /// Presets shipped in the binary, by name; the same files are in `configs/`.
@@ -228,6 +236,9 @@ impl ModelOptions for BertOptions {
         self.layer_norm_eps.get_or_insert(base.layer_norm_eps);
         self.segments.get_or_insert(2);
         self.position_offset.get_or_insert(0);
+        if let Some(lora) = &mut self.lora {
+            lora.resolve(BERT_TARGETS);
+        }
         Ok(())
     }
 
@@ -270,6 +281,17 @@ impl ModelOptions for BertOptions {
         if self.crf && self.head != BertHead::TokenClassification {
             problems.push("`model.crf` is for `head: token_classification` only".into());
         }
+        if let Some(lora) = &self.lora {
+            lora.validate(BERT_TARGETS, problems);
+        }
+        if self.multi_sample_dropout.is_some() && self.head == BertHead::Pretraining {
+            problems.push(
+                "`model.multi_sample_dropout` is for the classification and tagging heads, not \
+                 `head: pretraining`"
+                    .into(),
+            );
+        }
+        MultiSampleDropout::validate(self.multi_sample_dropout.as_ref(), problems);
     }
 
     /// The vocabulary is the tokenizer's (a pretrained model's embedding fixes it); a classifier
@@ -322,6 +344,7 @@ impl BertOptions {
                 // Experiments written before these options existed had BERT's.
                 activation: self.activation.unwrap_or_default(),
                 layer_norm_eps: self.layer_norm_eps.unwrap_or(1e-12),
+                lora: self.lora.as_ref().map(LoraOptions::config),
             },
             segments: self.segments.unwrap_or(2),
             position_offset: self.position_offset.unwrap_or(0),
@@ -331,6 +354,7 @@ impl BertOptions {
             head: self.head,
             next_sentence: self.next_sentence,
             crf: self.crf,
+            multi_sample_dropout: self.multi_sample_dropout,
             labels,
         })
     }
@@ -349,6 +373,15 @@ impl ClassifierConfig for BertConfig {
     }
     fn logits_embedded(model: &BertClassifier, embedded: Tensor<3>, batch: TextBatch) -> Tensor<2> {
         model.forward_embedded(embedded, batch.bert_input())
+    }
+    fn features(model: &BertClassifier, batch: TextBatch) -> Tensor<2> {
+        model.features(batch.bert_input())
+    }
+    fn head(model: &BertClassifier) -> (&Dropout, &Linear) {
+        (&model.dropout, &model.classifier)
+    }
+    fn multi_sample_dropout(&self) -> Option<MultiSampleDropout> {
+        self.multi_sample_dropout
     }
     fn wraps_in_cls_sep(&self) -> bool {
         true
@@ -372,6 +405,7 @@ pub struct BertConfig {
     pub head: BertHead,
     pub next_sentence: NextSentence,
     pub crf: bool,
+    pub multi_sample_dropout: Option<MultiSampleDropout>,
     /// Classification and tagging: the labels or tags in id order.
     pub labels: Vec<String>,
 }
@@ -431,10 +465,17 @@ impl BertConfig {
         }
     }
 
+    /// The dropout before a classification or tagging head's linear layer.
+    fn head_dropout(&self) -> Dropout {
+        let rate =
+            MultiSampleDropout::head_rate(self.multi_sample_dropout.as_ref(), self.encoder.dropout);
+        DropoutConfig::new(rate).init()
+    }
+
     pub fn init_classifier(&self, device: &Device) -> BertClassifier {
         BertClassifier {
             bert: self.init_encoder(device),
-            dropout: DropoutConfig::new(self.encoder.dropout).init(),
+            dropout: self.head_dropout(),
             classifier: linear(self.encoder.width, self.labels.len(), device),
         }
     }
@@ -442,7 +483,7 @@ impl BertConfig {
     pub fn init_tagger(&self, device: &Device) -> BertTagger {
         BertTagger {
             bert: self.init_encoder(device),
-            dropout: DropoutConfig::new(self.encoder.dropout).init(),
+            dropout: self.head_dropout(),
             classifier: linear(self.encoder.width, self.labels.len(), device),
             crf: self.crf.then(|| Crf::new(&self.labels, device)),
         }
@@ -572,6 +613,11 @@ impl BertClassifier {
         let pooled = self.bert.pool(self.bert.forward_embedded(embedded, input));
         self.classifier.forward(self.dropout.forward(pooled))
     }
+
+    /// The pooled `[CLS]` `[batch, width]`, before the head.
+    pub fn features(&self, input: BertInput) -> Tensor<2> {
+        self.bert.pool(self.bert.forward(input))
+    }
 }
 
 #[derive(Module, Debug)]
@@ -592,6 +638,11 @@ impl BertTagger {
     pub fn forward_embedded(&self, embedded: Tensor<3>, input: BertInput) -> Tensor<3> {
         let hidden = self.bert.forward_embedded(embedded, input);
         self.classifier.forward(self.dropout.forward(hidden))
+    }
+
+    /// The head: its dropout and the linear layer to the tags (applied to `bert`'s states).
+    pub fn head(&self) -> (&Dropout, &Linear) {
+        (&self.dropout, &self.classifier)
     }
 }
 

@@ -3,13 +3,14 @@
 //! in nanoGPT's shapes and initialisation).
 
 use super::activation::Activation;
+use super::lora::{GPT2_TARGETS, LoraConfig, LoraLinear, LoraOptions};
 use crate::error::{Error, Result};
 use crate::recipe::{
     DataSizes, ModelOptions, TaskKind, require_dropout, require_positive, vocab_at_least,
 };
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
-    Linear, LinearConfig,
+    LinearConfig,
 };
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
@@ -45,6 +46,10 @@ pub struct Gpt2Options {
     /// The MLP's GELU: exact (nanoGPT's, the default) or `gelu_new` (OpenAI's GPT-2 checkpoints).
     #[serde(default)]
     pub activation: Option<Activation>,
+    /// LoRA adapters on the blocks' linear layers; only they train (the LM head is the tied,
+    /// frozen token embedding).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraOptions>,
 }
 
 /// Presets shipped in the binary, by name; the same files are in `configs/`.
@@ -86,6 +91,9 @@ impl ModelOptions for Gpt2Options {
         self.dropout.get_or_insert(0.0);
         self.bias.get_or_insert(true);
         self.activation.get_or_insert_default();
+        if let Some(lora) = &mut self.lora {
+            lora.resolve(GPT2_TARGETS);
+        }
         Ok(())
     }
 
@@ -106,6 +114,9 @@ impl ModelOptions for Gpt2Options {
             ));
         }
         require_dropout(problems, self.dropout.unwrap_or(0.0));
+        if let Some(lora) = &self.lora {
+            lora.validate(GPT2_TARGETS, problems);
+        }
     }
 
     /// Rows of the embedding: at least the tokenizer's vocabulary.
@@ -151,6 +162,7 @@ impl Gpt2Options {
             bias: self.bias.expect("resolved"),
             // Experiments written before the option existed used the exact GELU.
             activation: self.activation.unwrap_or_default(),
+            lora: self.lora.as_ref().map(LoraOptions::config),
         })
     }
 }
@@ -165,6 +177,8 @@ pub struct Gpt2Config {
     pub dropout: f64,
     pub bias: bool,
     pub activation: Activation,
+    /// LoRA adapters on the layers it targets (`c_attn`, `attn.c_proj`, `c_fc`, `mlp.c_proj`).
+    pub lora: Option<LoraConfig>,
 }
 
 impl Gpt2Config {
@@ -172,11 +186,12 @@ impl Gpt2Config {
         let normal = |std: f64| Initializer::Normal { mean: 0.0, std };
         // GPT-2: residual projections scaled by 1/sqrt(2 * n_layer).
         let proj_std = 0.02 / (2.0 * self.n_layer as f64).sqrt();
-        let linear = |d_in, d_out, std| {
-            LinearConfig::new(d_in, d_out)
+        let linear = |d_in, d_out, std, name| {
+            let base = LinearConfig::new(d_in, d_out)
                 .with_bias(self.bias)
                 .with_initializer(normal(std))
-                .init(device)
+                .init(device);
+            LoraLinear::new(base, self.lora.as_ref(), name, device)
         };
         let norm = || {
             LayerNormConfig::new(self.n_embd)
@@ -187,8 +202,8 @@ impl Gpt2Config {
             .map(|_| Block {
                 ln_1: norm(),
                 attn: CausalSelfAttention {
-                    c_attn: linear(self.n_embd, 3 * self.n_embd, 0.02),
-                    c_proj: linear(self.n_embd, self.n_embd, proj_std),
+                    c_attn: linear(self.n_embd, 3 * self.n_embd, 0.02, "attn.c_attn"),
+                    c_proj: linear(self.n_embd, self.n_embd, proj_std, "attn.c_proj"),
                     attn_dropout: DropoutConfig::new(self.dropout).init(),
                     resid_dropout: DropoutConfig::new(self.dropout).init(),
                     n_head: self.n_head,
@@ -200,6 +215,7 @@ impl Gpt2Config {
                     self.dropout,
                     self.activation,
                     proj_std,
+                    self.lora.as_ref(),
                     device,
                 ),
             })
@@ -251,8 +267,8 @@ struct Block {
 
 #[derive(Module, Debug)]
 struct CausalSelfAttention {
-    c_attn: Linear,
-    c_proj: Linear,
+    c_attn: LoraLinear,
+    c_proj: LoraLinear,
     attn_dropout: Dropout,
     resid_dropout: Dropout,
     n_head: usize,
@@ -261,8 +277,8 @@ struct CausalSelfAttention {
 /// The feed-forward block (also Transformer-XL's): `n_embd -> 4 n_embd -> n_embd`.
 #[derive(Module, Debug)]
 pub(super) struct Mlp {
-    c_fc: Linear,
-    c_proj: Linear,
+    c_fc: LoraLinear,
+    c_proj: LoraLinear,
     dropout: Dropout,
     #[module(skip)]
     activation: Activation,
@@ -413,24 +429,27 @@ impl CausalSelfAttention {
 }
 
 impl Mlp {
-    /// GPT-2's initialisation: N(0, 0.02), the output projection N(0, `proj_std`).
+    /// GPT-2's initialisation: N(0, 0.02), the output projection N(0, `proj_std`); LoRA adapters
+    /// where `lora` targets `mlp.c_fc`/`mlp.c_proj`.
     pub(super) fn new(
         n_embd: usize,
         bias: bool,
         dropout: f64,
         activation: Activation,
         proj_std: f64,
+        lora: Option<&LoraConfig>,
         device: &Device,
     ) -> Self {
-        let linear = |d_in, d_out, std| {
-            LinearConfig::new(d_in, d_out)
+        let linear = |d_in, d_out, std, path| {
+            let base = LinearConfig::new(d_in, d_out)
                 .with_bias(bias)
                 .with_initializer(Initializer::Normal { mean: 0.0, std })
-                .init(device)
+                .init(device);
+            LoraLinear::new(base, lora, path, device)
         };
         Self {
-            c_fc: linear(n_embd, 4 * n_embd, 0.02),
-            c_proj: linear(4 * n_embd, n_embd, proj_std),
+            c_fc: linear(n_embd, 4 * n_embd, 0.02, "mlp.c_fc"),
+            c_proj: linear(4 * n_embd, n_embd, proj_std, "mlp.c_proj"),
             dropout: DropoutConfig::new(dropout).init(),
             activation,
         }
@@ -458,6 +477,7 @@ mod tests {
             dropout: 0.0,
             bias: true,
             activation: Activation::Gelu,
+            lora: None,
         }
     }
 

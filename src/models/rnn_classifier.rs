@@ -3,7 +3,7 @@
 //! Yang et al. 2016), dropout and a linear layer to the labels. Padding never reaches the
 //! pooling: the state holds through it and pooled positions are masked.
 
-use super::classifier::{self, ClassifierConfig, TextBatch};
+use super::classifier::{self, ClassifierConfig, MultiSampleDropout, TextBatch};
 use super::recurrent::{CellKind, Recurrent, run_stack};
 use crate::error::Result;
 use crate::recipe::{DataSizes, ModelOptions, TaskKind, require_dropout, require_positive};
@@ -48,6 +48,9 @@ pub struct RnnClassifierOptions {
     /// Dropout on the embeddings, between layers and before the output layer.
     #[serde(default = "default_dropout")]
     pub dropout: f64,
+    /// Multi-sample dropout in the head (its `rate` replaces `dropout` before the output layer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_sample_dropout: Option<MultiSampleDropout>,
     /// Texts are cut to this many tokens.
     #[serde(default = "default_max_len")]
     pub max_len: usize,
@@ -97,6 +100,7 @@ impl ModelOptions for RnnClassifierOptions {
             ],
         );
         require_dropout(problems, self.dropout);
+        MultiSampleDropout::validate(self.multi_sample_dropout.as_ref(), problems);
     }
 
     fn record_sizes(&mut self, sizes: &DataSizes) -> Result<()> {
@@ -147,6 +151,11 @@ impl RnnClassifierConfig {
                 )
             }),
             dropout: DropoutConfig::new(o.dropout).init(),
+            head_dropout: DropoutConfig::new(MultiSampleDropout::head_rate(
+                o.multi_sample_dropout.as_ref(),
+                o.dropout,
+            ))
+            .init(),
             output: LinearConfig::new(width, self.num_labels).init(device),
             pooling: o.pooling,
         }
@@ -170,6 +179,15 @@ impl ClassifierConfig for RnnClassifierConfig {
     fn pooled_state(model: &RnnClassifier, batch: TextBatch) -> Option<Tensor<2>> {
         Some(model.pooled_embedded(model.embed(batch.ids), batch.padding))
     }
+    fn features(model: &RnnClassifier, batch: TextBatch) -> Tensor<2> {
+        model.features(batch.ids, batch.padding)
+    }
+    fn head(model: &RnnClassifier) -> (&Dropout, &Linear) {
+        (&model.head_dropout, &model.output)
+    }
+    fn multi_sample_dropout(&self) -> Option<MultiSampleDropout> {
+        self.options.multi_sample_dropout
+    }
     fn max_len(&self) -> usize {
         self.options.max_len
     }
@@ -185,7 +203,10 @@ pub struct RnnClassifier {
     backward: Vec<Recurrent>,
     /// Attention pooling's projection and scoring vector.
     attention: Option<(Linear, Linear)>,
+    /// On the embeddings and between layers.
     dropout: Dropout,
+    /// Before the output layer: `dropout`'s rate, or multi-sample dropout's.
+    head_dropout: Dropout,
     output: Linear,
     #[module(skip)]
     pooling: Pooling,
@@ -206,7 +227,12 @@ impl RnnClassifier {
     /// [`RnnClassifier::forward`] from the token embeddings.
     pub fn forward_embedded(&self, embedded: Tensor<3>, padding: Tensor<2, Bool>) -> Tensor<2> {
         let pooled = self.pooled_embedded(embedded, padding);
-        self.output.forward(self.dropout.forward(pooled))
+        self.output.forward(self.head_dropout.forward(pooled))
+    }
+
+    /// The pooled states `[batch, width]`, before the head.
+    pub fn features(&self, ids: Tensor<2, Int>, padding: Tensor<2, Bool>) -> Tensor<2> {
+        self.pooled_embedded(self.embed(ids), padding)
     }
 
     /// The pooled state `[batch, width]` the output layer reads (the last state, or the max,
@@ -267,6 +293,7 @@ mod tests {
             bidirectional,
             pooling,
             dropout: 0.0,
+            multi_sample_dropout: None,
             max_len: 16,
             vocab_size: Some(20),
             num_labels: Some(3),

@@ -3,7 +3,7 @@
 //! convolution, and residual blocks (two width-3 convolutions with a skip connection, as in
 //! ResNet/DPCNN) stacked on each branch before the pooling.
 
-use super::classifier::{self, ClassifierConfig, TextBatch};
+use super::classifier::{self, ClassifierConfig, MultiSampleDropout, TextBatch};
 use crate::error::Result;
 use crate::recipe::{DataSizes, ModelOptions, TaskKind, require_dropout, require_positive};
 use burn::nn::conv::{Conv1d, Conv1dConfig};
@@ -29,6 +29,9 @@ pub struct TextCnnOptions {
     pub channels: usize,
     #[serde(default = "default_dropout")]
     pub dropout: f64,
+    /// Multi-sample dropout in the head (its `rate` replaces `dropout` there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_sample_dropout: Option<MultiSampleDropout>,
     /// BatchNorm after every convolution.
     #[serde(default)]
     pub batch_norm: bool,
@@ -85,6 +88,7 @@ impl ModelOptions for TextCnnOptions {
             ],
         );
         require_dropout(problems, self.dropout);
+        MultiSampleDropout::validate(self.multi_sample_dropout.as_ref(), problems);
     }
 
     fn record_sizes(&mut self, sizes: &DataSizes) -> Result<()> {
@@ -119,6 +123,15 @@ impl ClassifierConfig for TextCnnConfig {
     }
     fn logits_embedded(model: &TextCnn, embedded: Tensor<3>, batch: TextBatch) -> Tensor<2> {
         model.forward_embedded(embedded, &batch.lengths)
+    }
+    fn features(model: &TextCnn, batch: TextBatch) -> Tensor<2> {
+        model.features(batch.ids, &batch.lengths)
+    }
+    fn head(model: &TextCnn) -> (&Dropout, &Linear) {
+        (&model.dropout, &model.classifier)
+    }
+    fn multi_sample_dropout(&self) -> Option<MultiSampleDropout> {
+        self.options.multi_sample_dropout
     }
     fn max_len(&self) -> usize {
         self.options.max_len
@@ -174,7 +187,11 @@ impl TextCnnConfig {
         TextCnn {
             embedding: EmbeddingConfig::new(self.vocab_size, o.embedding_dim).init(device),
             branches,
-            dropout: DropoutConfig::new(o.dropout).init(),
+            dropout: DropoutConfig::new(MultiSampleDropout::head_rate(
+                o.multi_sample_dropout.as_ref(),
+                o.dropout,
+            ))
+            .init(),
             classifier: LinearConfig::new(o.channels * o.kernel_sizes.len(), self.num_labels)
                 .init(device),
         }
@@ -254,14 +271,24 @@ impl TextCnn {
 
     /// [`TextCnn::forward`] from the token embeddings.
     pub fn forward_embedded(&self, embedded: Tensor<3>, lengths: &[usize]) -> Tensor<2> {
+        let features = self.features_embedded(embedded, lengths);
+        self.classifier.forward(self.dropout.forward(features))
+    }
+
+    /// The pooled features of every branch `[batch, channels x branches]`, before the head.
+    pub fn features(&self, ids: Tensor<2, Int>, lengths: &[usize]) -> Tensor<2> {
+        self.features_embedded(self.embed(ids), lengths)
+    }
+
+    /// [`TextCnn::features`] from the token embeddings.
+    fn features_embedded(&self, embedded: Tensor<3>, lengths: &[usize]) -> Tensor<2> {
         let x = embedded.swap_dims(1, 2);
         let features: Vec<Tensor<2>> = self
             .branches
             .iter()
             .map(|branch| branch.forward(x.clone(), lengths))
             .collect();
-        self.classifier
-            .forward(self.dropout.forward(Tensor::cat(features, 1)))
+        Tensor::cat(features, 1)
     }
 
     /// The shortest padded length the convolutions accept.
@@ -273,6 +300,8 @@ impl TextCnn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::loss::cross_entropy;
+    use crate::models::classifier::multi_sample_loss;
 
     fn options(batch_norm: bool, residual_blocks: usize) -> TextCnnOptions {
         TextCnnOptions {
@@ -280,6 +309,7 @@ mod tests {
             kernel_sizes: vec![2, 3],
             channels: 4,
             dropout: 0.0,
+            multi_sample_dropout: None,
             batch_norm,
             residual_blocks,
             max_len: 16,
@@ -318,5 +348,110 @@ mod tests {
         assert_eq!(deep.num_params() - plain.num_params(), 2 * per_branch);
         let ids = Tensor::<2, Int>::from_data([[3i64, 4, 5, 6, 7], [1, 2, 0, 0, 0]], &device);
         assert_eq!(deep.forward(ids, &[5, 2]).dims(), [2, 3]);
+    }
+
+    /// A model on an autodiff device (so dropout is on), two texts, their features and a
+    /// cross-entropy over their labels. Burn's random generator is one for the process, which
+    /// tests running beside these draw from too, so nothing here depends on which numbers
+    /// come out of it: the same masks for two computations are checked end to end instead
+    /// (tests/labelled.rs, one process per run).
+    fn case(dropout: f64, multi_sample: Option<MultiSampleDropout>) -> TextCnn {
+        let mut o = options(false, 0);
+        o.dropout = dropout;
+        o.multi_sample_dropout = multi_sample;
+        o.config().unwrap().init(&Device::flex().autodiff())
+    }
+
+    /// The features of two texts (a fresh graph each call).
+    fn features(model: &TextCnn) -> Tensor<2> {
+        let device = model.embedding.weight.device();
+        let ids = Tensor::<2, Int>::from_data([[3i64, 4, 5, 6, 7], [1, 2, 8, 0, 0]], &device);
+        model.features(ids, &[5, 3])
+    }
+
+    fn ce(logits: Tensor<2>) -> (Tensor<1>, Tensor<1>) {
+        let targets = Tensor::<1, Int>::from_data([2i64, 0], &logits.device());
+        cross_entropy(logits, targets, 0.1, None)
+    }
+
+    /// Each sample draws its own mask on the same features, and the loss is the mean of the
+    /// samples' losses; one sample is the head's loss itself.
+    #[test]
+    fn multi_sample_dropout_averages_independent_samples() {
+        let msd = MultiSampleDropout {
+            samples: 3,
+            rate: 0.5,
+        };
+        let model = case(0.1, Some(msd));
+        let head = TextCnnConfig::head(&model);
+        let features = features(&model);
+        let mut seen: Vec<(Vec<f32>, f32)> = Vec::new();
+        let (loss, _) = multi_sample_loss(features.clone(), head, 3, |logits| {
+            let (l, n) = ce(logits.clone());
+            seen.push((logits.try_into_vec_as().unwrap(), l.clone().into_scalar()));
+            (l, n)
+        });
+        assert_eq!(seen.len(), 3);
+        for (a, b) in [(0, 1), (0, 2), (1, 2)] {
+            assert_ne!(seen[a].0, seen[b].0, "samples {a} and {b} share a mask");
+        }
+        let mean = seen.iter().map(|s| s.1).sum::<f32>() / 3.0;
+        let got: f32 = loss.into_scalar();
+        assert!((got - mean).abs() < 1e-6, "{got} vs {mean}");
+        // Every sample differs from the head without dropout, and the head drops at `rate`
+        // 0.5 in place of `model.dropout` 0.1 (800 of 1600 expected; 0.1 would drop 160).
+        let plain: Vec<f32> = head.1.forward(features.clone()).try_into_vec_as().unwrap();
+        assert!(seen.iter().all(|s| s.0 != plain));
+        let ones = Tensor::<2>::ones([100, 16], &features.device());
+        let dropped: f32 = head
+            .0
+            .forward(ones)
+            .equal_elem(0.0)
+            .float()
+            .sum()
+            .into_scalar();
+        assert!(
+            (600.0..=1000.0).contains(&dropped),
+            "{dropped} of 1600 dropped"
+        );
+
+        let mut single: Option<f32> = None;
+        let (one, _) = multi_sample_loss(features, head, 1, |logits| {
+            let (l, n) = ce(logits);
+            single = Some(l.clone().into_scalar());
+            (l, n)
+        });
+        assert_eq!(one.into_scalar::<f32>(), single.unwrap());
+    }
+
+    /// With rate 0 any number of samples gives the loss and gradients of the head without
+    /// dropout, although `model.dropout` is 0.5: `rate` replaces it in the head.
+    #[test]
+    fn multi_sample_dropout_at_rate_zero_is_the_plain_loss() {
+        let msd = MultiSampleDropout {
+            samples: 5,
+            rate: 0.0,
+        };
+        let model = case(0.5, Some(msd));
+        let head = TextCnnConfig::head(&model);
+        let with_grads = |loss: Tensor<1>| {
+            let value: f32 = loss.clone().into_scalar();
+            let grads = loss.backward();
+            let grad = |p: &burn::module::Param<Tensor<2>>| -> Vec<f32> {
+                p.val().grad(&grads).unwrap().try_into_vec_as().unwrap()
+            };
+            (
+                value,
+                grad(&model.classifier.weight),
+                grad(&model.embedding.weight),
+            )
+        };
+        let reference = with_grads(ce(head.1.forward(features(&model))).0);
+        let got = with_grads(multi_sample_loss(features(&model), head, 5, ce).0);
+        assert!((got.0 - reference.0).abs() < 1e-6, "{got:?} {reference:?}");
+        let all = |g: &(f32, Vec<f32>, Vec<f32>)| [g.1.clone(), g.2.clone()].concat();
+        for (a, b) in all(&got).iter().zip(all(&reference)) {
+            assert!((a - b).abs() < 1e-6, "{a} {b}");
+        }
     }
 }

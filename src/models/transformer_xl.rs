@@ -210,6 +210,7 @@ impl TransformerXlConfig {
                     self.dropout,
                     Activation::Gelu,
                     proj_std,
+                    None,
                     device,
                 ),
             })

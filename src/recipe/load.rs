@@ -784,6 +784,8 @@ fn join(path: &str, key: &str) -> String {
 /// "unknown key `path` at line N; did you mean `x`?" (or the valid keys when none is close).
 pub(super) fn unknown_key(path: &str, at: &str, key: &str, expected: &[&str]) -> String {
     let hint = match nearest(key, expected) {
+        // Only some models have LoRA: say which rather than guess a key.
+        _ if path == "model.lora" => "; LoRA (`model.lora`) is for bert and gpt2 models".into(),
         Some(best) => format!("; did you mean `{best}`?"),
         None if !expected.is_empty() => format!("; valid keys here: {}", expected.join(", ")),
         None => String::new(),

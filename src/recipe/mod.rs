@@ -495,6 +495,13 @@ pub struct OptimSection {
     pub momentum: f64,
     #[serde(default)]
     pub nesterov: bool,
+    /// Layer-wise learning-rate decay (ELECTRA, BEiT): the top layer trains at `lr`, the layer
+    /// `d` below it at `lr * layer_lr_decay^d`, the embeddings at `lr * layer_lr_decay^layers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_lr_decay: Option<f64>,
+    /// The task head (classifier, tagger, CRF, MLM/NSP heads) trains at `lr * head_lr_scale`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_lr_scale: Option<f64>,
     /// Lookahead around the optimiser (Zhang et al. 2019); off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lookahead: Option<LookaheadSection>,
@@ -542,6 +549,8 @@ impl Default for OptimSection {
             momentum: 0.0,
             nesterov: false,
             lookahead: None,
+            layer_lr_decay: None,
+            head_lr_scale: None,
         }
     }
 }
@@ -628,6 +637,25 @@ pub struct TrainSection {
     /// is what validation measures and is saved as `ema.safetensors` in each checkpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ema_decay: Option<f64>,
+    /// Parameters left as they are (fine-tuning): no gradient, optimiser state or weight decay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze: Option<FreezeSection>,
+}
+
+/// `train.freeze`: what fine-tuning leaves untrained. Which parameters are the embeddings and
+/// which make layer `i` is the model's (`train::freeze::Anatomy`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FreezeSection {
+    /// The token, position and segment embeddings (with their norm and projection).
+    #[serde(default)]
+    pub embeddings: bool,
+    /// The lowest this many layers of each layer stack.
+    #[serde(default)]
+    pub bottom_layers: usize,
+    /// Dotted parameter-path prefixes, as `nlpkit` names them (e.g. `bert.encoder.layers.0`).
+    #[serde(default)]
+    pub modules: Vec<String>,
 }
 
 /// `train.early_stopping`: after each evaluation every `eval_interval` steps, one that does not
@@ -694,6 +722,7 @@ impl Default for TrainSection {
             keep_best: 1,
             early_stopping: None,
             tensorboard: true,
+            freeze: None,
             ema_decay: None,
         }
     }

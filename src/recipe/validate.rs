@@ -148,6 +148,20 @@ pub fn problems(recipe: &Recipe) -> Vec<String> {
         "optim.momentum",
         "must be in [0, 1)".into(),
     );
+    if let Some(decay) = o.layer_lr_decay {
+        check(
+            decay > 0.0 && decay <= 1.0,
+            "optim.layer_lr_decay",
+            format!("must be in (0, 1] (e.g. 0.9; 1 is no decay), got {decay}"),
+        );
+    }
+    if let Some(scale) = o.head_lr_scale {
+        check(
+            scale > 0.0 && scale.is_finite(),
+            "optim.head_lr_scale",
+            format!("must be positive (e.g. 10), got {scale}"),
+        );
+    }
 
     let s = &recipe.scheduler;
     check(

@@ -17,7 +17,7 @@ use crate::eval::classification::{self, ClassificationScores};
 use crate::eval::explain::{Explained, Method, grad_x_input, integrated_gradients, leave_one_out};
 use crate::eval::report::{Evaluation, Predictions, Scores};
 use crate::loss::cross_entropy;
-use crate::models::classifier::ClassifierConfig;
+use crate::models::classifier::{ClassifierConfig, MultiSampleDropout, multi_sample_loss};
 use crate::recipe::{Recipe, TaskKind};
 use crate::train::pretrained::{Pretrained, with_pretrained};
 use burn::prelude::*;
@@ -415,18 +415,22 @@ impl<S: ClassifierConfig> ClassifyTask<S> {
         })
     }
 
+    /// `(loss, nll)` of a batch; `samples` of the head's dropout averaged (multi-sample
+    /// dropout; 1 in validation, where dropout is off and every sample would be the same).
     fn batch_loss(
         &self,
         model: &S::Model,
         set: &LabelledSet,
         indices: &[usize],
-        smoothing: f64,
+        (smoothing, samples): (f64, usize),
         device: &Device,
     ) -> (Tensor<1>, Tensor<1>) {
         let (batch, labels) = set.batch(indices, self.pad, self.spec.min_len());
-        let logits = S::logits(model, batch.text_batch(device));
+        let features = S::features(model, batch.text_batch(device));
         let targets = Tensor::<1, Int>::from_data(labels.as_slice(), device);
-        cross_entropy(logits, targets, smoothing, None)
+        multi_sample_loss(features, S::head(model), samples, |logits| {
+            cross_entropy(logits, targets.clone(), smoothing, None)
+        })
     }
 }
 
@@ -442,8 +446,14 @@ impl<S: ClassifierConfig> Task for ClassifyTask<S> {
 
     fn train_loss(&self, model: &S::Model, step: usize, micro: usize, device: &Device) -> StepLoss {
         let (indices, _) = self.train_batches.at(step, micro);
-        let (loss, nll) =
-            self.batch_loss(model, &self.train, indices, self.label_smoothing, device);
+        let samples = MultiSampleDropout::samples(self.spec.multi_sample_dropout().as_ref());
+        let (loss, nll) = self.batch_loss(
+            model,
+            &self.train,
+            indices,
+            (self.label_smoothing, samples),
+            device,
+        );
         StepLoss::single(loss, nll)
     }
 
@@ -453,7 +463,7 @@ impl<S: ClassifierConfig> Task for ClassifyTask<S> {
 
     fn validation_loss(&self, model: &S::Model, batch: usize, device: &Device) -> LossSum {
         let indices = &self.valid_batches[batch];
-        let (_, nll) = self.batch_loss(model, &self.valid, indices, 0.0, device);
+        let (_, nll) = self.batch_loss(model, &self.valid, indices, (0.0, 1), device);
         LossSum::of_mean(nll, indices.len())
     }
 

@@ -21,6 +21,7 @@ use crate::eval::explain::{Explained, Method, grad_x_input, integrated_gradients
 use crate::eval::report::{Evaluation, Predictions, Scores};
 use crate::loss::cross_entropy_kept;
 use crate::models::bert::{BertConfig, BertTagger};
+use crate::models::classifier::{MultiSampleDropout, multi_sample_loss};
 use crate::recipe::{Recipe, TaskKind};
 use crate::train::pretrained::{Pretrained, with_pretrained};
 use burn::prelude::*;
@@ -518,42 +519,53 @@ impl TaggingTask {
         })
     }
 
-    /// `(loss, nll, items)`: per token for the softmax, per sentence piece for the CRF.
+    /// `(loss, nll, items)`: per token for the softmax, per sentence piece for the CRF;
+    /// `samples` of the head's dropout averaged (multi-sample dropout: one encoder pass, the
+    /// per-sample softmax losses or CRF NLLs of the emissions averaged; 1 in validation).
     fn batch_loss(
         &self,
         model: &BertTagger,
         set: &TaggedSet,
         indices: &[usize],
-        smoothing: f64,
+        (smoothing, samples): (f64, usize),
         device: &Device,
     ) -> (Tensor<1>, Tensor<1>, usize) {
         let batch = set.batch(indices, self.pad);
-        let logits = model.forward(batch.tokens.bert_input(device));
-        let emissions = batch.emissions(logits, device);
-        let [rows, width, n] = emissions.dims();
+        let hidden = model.bert.forward(batch.tokens.bert_input(device));
+        let (rows, width) = (batch.lengths.len(), batch.width);
         let lengths = &batch.lengths;
         let tags =
             Tensor::<1, Int>::from_data(batch.tags.as_slice(), device).reshape([rows, width]);
-        match &model.crf {
-            Some(crf) => {
-                let nll = crf.neg_log_likelihood(emissions, tags, lengths);
-                (nll.clone(), nll, rows)
+        let keep = model.crf.is_none().then(|| {
+            let keep: Vec<f32> = lengths
+                .iter()
+                .flat_map(|&l| (0..width).map(move |t| if t < l { 1.0 } else { 0.0 }))
+                .collect();
+            Tensor::<1>::from_floats(keep.as_slice(), device)
+        });
+        let (loss, nll) = multi_sample_loss(hidden, model.head(), samples, |logits| {
+            let emissions = batch.emissions(logits, device);
+            match &model.crf {
+                Some(crf) => {
+                    let nll = crf.neg_log_likelihood(emissions, tags.clone(), lengths);
+                    (nll.clone(), nll)
+                }
+                None => {
+                    let n = emissions.dims()[2];
+                    cross_entropy_kept(
+                        emissions.reshape([rows * width, n]),
+                        tags.clone().reshape([rows * width]),
+                        smoothing,
+                        keep.clone(),
+                    )
+                }
             }
-            None => {
-                let keep: Vec<f32> = lengths
-                    .iter()
-                    .flat_map(|&l| (0..width).map(move |t| if t < l { 1.0 } else { 0.0 }))
-                    .collect();
-                let keep = Tensor::<1>::from_floats(keep.as_slice(), device);
-                let (loss, nll) = cross_entropy_kept(
-                    emissions.reshape([rows * width, n]),
-                    tags.reshape([rows * width]),
-                    smoothing,
-                    Some(keep),
-                );
-                (loss, nll, lengths.iter().sum())
-            }
-        }
+        });
+        let items = match &model.crf {
+            Some(_) => rows,
+            None => lengths.iter().sum(),
+        };
+        (loss, nll, items)
     }
 }
 
@@ -573,8 +585,14 @@ impl Task for TaggingTask {
         device: &Device,
     ) -> StepLoss {
         let (indices, _) = self.train_batches.at(step, micro);
-        let (loss, nll, _) =
-            self.batch_loss(model, &self.train, indices, self.label_smoothing, device);
+        let samples = MultiSampleDropout::samples(self.config.multi_sample_dropout.as_ref());
+        let (loss, nll, _) = self.batch_loss(
+            model,
+            &self.train,
+            indices,
+            (self.label_smoothing, samples),
+            device,
+        );
         StepLoss::single(loss, nll)
     }
 
@@ -584,7 +602,7 @@ impl Task for TaggingTask {
 
     fn validation_loss(&self, model: &BertTagger, batch: usize, device: &Device) -> LossSum {
         let indices = &self.valid_batches[batch];
-        let (_, nll, items) = self.batch_loss(model, &self.valid, indices, 0.0, device);
+        let (_, nll, items) = self.batch_loss(model, &self.valid, indices, (0.0, 1), device);
         LossSum::of_mean(nll, items)
     }
 

@@ -50,8 +50,10 @@ pub fn select(root: &Path, selection: Selection) -> Result<Vec<Checkpoint>> {
 
 /// Average the weights of `checkpoints` into the folder `out` (model.safetensors,
 /// trainer_state.json of the newest, averaged_from.json). Float tensors are averaged in f64;
-/// any other tensor must be equal in all of them.
-pub fn average(checkpoints: &[Checkpoint], out: &Path) -> Result<PathBuf> {
+/// any other tensor must be equal in all of them. With `lora_scale` (a LoRA experiment's
+/// alpha / r) each checkpoint's adapters are first merged into its weights: the mean of the
+/// models `W + s A_i B_i` is then exact, where averaging A and B apart would not be.
+pub fn average(checkpoints: &[Checkpoint], out: &Path, lora_scale: Option<f64>) -> Result<PathBuf> {
     let Some(newest) = checkpoints.iter().max_by_key(|c| c.state.step) else {
         return Err(Error::Usage("no checkpoints to average".into()));
     };
@@ -68,7 +70,15 @@ pub fn average(checkpoints: &[Checkpoint], out: &Path) -> Result<PathBuf> {
     }
     let buffers: Vec<Vec<u8>> = checkpoints
         .iter()
-        .map(|c| std::fs::read(c.model_path()).with_path("read", &c.model_path()))
+        .map(|c| {
+            let bytes = std::fs::read(c.model_path()).with_path("read", &c.model_path())?;
+            match lora_scale {
+                Some(scale) => {
+                    super::lora::merged_file(&bytes, scale, &c.model_path().display().to_string())
+                }
+                None => Ok(bytes),
+            }
+        })
         .collect::<Result<_>>()?;
     let files: Vec<SafeTensors> = buffers
         .iter()
@@ -231,12 +241,12 @@ mod tests {
         let chosen = select(&root, Selection::Best(3)).unwrap();
         let two: Vec<Checkpoint> = chosen.into_iter().filter(|c| c.state.step != 300).collect();
         let out = dir.path().join("avg");
-        let model = average(&two, &out).unwrap();
+        let model = average(&two, &out, None).unwrap();
         assert_eq!(read(&model), vec![2.0, 4.0, 0.0, 2.25]);
         let state = checkpoint::resolve_user_checkpoint(&out).unwrap().state;
         assert_eq!(state.step, 200);
 
         assert!(select(&root, Selection::Best(4)).is_err());
-        assert!(average(&two, &root.join("step_9")).is_err());
+        assert!(average(&two, &root.join("step_9"), None).is_err());
     }
 }

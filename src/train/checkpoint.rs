@@ -520,14 +520,16 @@ pub fn load_model<M: ModuleSnapshot + Module>(mut model: M, path: &Path) -> Resu
     let result = model
         .load_from(&mut store)
         .map_err(|e| Error::Data(format!("cannot read {}: {e}", path.display())))?;
+    // A file whose LoRA adapters were merged into the weights has none: the model's stay at
+    // their start, B = 0, which adds nothing.
+    let merged = crate::train::lora::file_is_merged(path)?;
     let differences: Vec<String> = result
         .errors
         .iter()
         .map(|e| e.to_string())
         .chain(
-            result
-                .missing
-                .iter()
+            (result.missing.iter())
+                .filter(|(p, _)| !(merged && crate::train::lora::is_adapter(p)))
                 .map(|(p, _)| format!("`{p}` is not in the checkpoint")),
         )
         .chain(

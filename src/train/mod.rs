@@ -6,7 +6,10 @@ pub mod average;
 pub mod checkpoint;
 pub mod early_stopping;
 pub mod ema;
+pub mod freeze;
+pub mod layer_lr;
 pub mod lookahead;
+pub mod lora;
 pub mod optim;
 pub mod params;
 pub mod pretrained;
@@ -155,18 +158,45 @@ pub fn train<T: Task>(
         )?;
     }
     let mut model = params::with_stable_ids(task.init_model(&ad, from.is_none())?);
+    // Fine-tuning: what stays frozen, and each parameter's learning-rate factor. Freezing is not
+    // saved with the weights, so it is applied again after a checkpoint is loaded.
+    let anatomy = freeze::Anatomy::of(&recipe.model, &model);
+    let frozen = match &cfg.freeze {
+        Some(section) => anatomy.frozen_paths(section)?,
+        None => Default::default(),
+    };
+    let lr_factors = layer_lr::factors(&recipe.optim, &anatomy)?;
+    model = freeze::freeze_paths(model, &frozen);
+    // LoRA: the base weights (pretrained ones loaded above) stop training.
+    model = lora::freeze_base(&recipe.model, model);
     let steps_per_epoch = (task.micro_batches_per_epoch() / accum).max(1);
     let mut weighting = LossWeighting::new(&recipe.loss, &task.loss_names(), steps_per_epoch)?;
     if !options.quiet && ranks.is_main() {
-        println!("{:.2}M parameters", model.num_params() as f64 / 1e6);
+        let trainable = match frozen.is_empty() {
+            true => String::new(),
+            false => format!(
+                " ({:.2}M trainable)",
+                freeze::trainable_params(&model) as f64 / 1e6
+            ),
+        };
+        println!(
+            "{:.2}M parameters{trainable}",
+            model.num_params() as f64 / 1e6
+        );
+        if lora::scale_of(&recipe.model).is_some() {
+            println!("{}", lora::trainable_line(&model));
+        }
     }
     let mut optimizer = optim::build(&recipe.optim, &model);
-    let mut schedule = schedule::build(
-        &recipe.scheduler,
-        recipe.optim.lr,
-        total,
-        task.model_width(),
-    )?;
+    let mut schedule = layer_lr::with_factors(
+        schedule::build(
+            &recipe.scheduler,
+            recipe.optim.lr,
+            total,
+            task.model_width(),
+        )?,
+        lr_factors,
+    );
 
     let mut start = 0;
     let mut tokens_seen = 0u64;
@@ -180,6 +210,9 @@ pub fn train<T: Task>(
         match &from {
             Some(from) => {
                 model = checkpoint::load_model(model, &from.model_path())?;
+                model = freeze::freeze_paths(model, &frozen);
+                // LoRA's rule is the recipe's: apply it again.
+                model = lora::freeze_base(&recipe.model, model);
                 if !options.reset_optimizer {
                     optimizer = checkpoint::load_optimizer(optimizer, &from.optimizer_path())?;
                 }

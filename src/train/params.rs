@@ -47,30 +47,44 @@ pub fn named_params<M: Module>(model: &M) -> Vec<(String, ParamId, usize)> {
 }
 
 /// The tensors a model keeps up to date without training them (BatchNorm's running mean and
-/// variance), current as of the last forward pass, in visiting order. A frozen parameter would
-/// count as one too.
+/// variance), current as of the last forward pass, in visiting order.
+///
+/// Burn shows them to a visitor as parameters that take no gradient, as it shows frozen
+/// parameters (`train::freeze`, LoRA's base weights): Burn's one module holding running state, BatchNorm, names them
+/// `running_mean` and `running_var`, which tells the two apart. Frozen weights must not count:
+/// they would travel in every step's all-reduce for nothing.
 pub fn running_statistics<M: Module>(model: &M) -> Vec<(ParamId, Tensor<1>)> {
-    struct Untrained(Vec<(ParamId, Tensor<1>)>);
+    struct Untrained(Vec<String>, Vec<(ParamId, Tensor<1>)>);
     impl ModuleVisitor for Untrained {
+        fn enter_module(&mut self, name: &str, _container: &str) {
+            self.0.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container: &str) {
+            self.0.pop();
+        }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             let value = param.val();
-            if !value.is_require_grad() {
+            let running = self
+                .0
+                .last()
+                .is_some_and(|name| name.starts_with("running_"));
+            if running && !value.is_require_grad() {
                 let len = value.shape().num_elements();
-                self.0.push((param.id, value.reshape([len])));
+                self.1.push((param.id, value.reshape([len])));
             }
         }
     }
-    let mut untrained = Untrained(Vec::new());
+    let mut untrained = Untrained(Vec::new(), Vec::new());
     model.visit(&mut untrained);
-    if untrained.0.is_empty() {
-        return untrained.0;
+    if untrained.1.is_empty() {
+        return untrained.1;
     }
     // Burn holds a forward pass's update of a running statistic aside until the next update or
     // a `valid()` copy, so a visit sees the value before it; taking a copy folds the update in.
     sync_running_statistics(model);
-    untrained.0.clear();
+    untrained.1.clear();
     model.visit(&mut untrained);
-    untrained.0
+    untrained.1
 }
 
 /// Fold the pending updates of the model's running statistics in, so that what visits the model
@@ -155,23 +169,37 @@ where
     model.map(&mut Combine { others, combine })
 }
 
-/// Parameters that weight decay must leave alone: biases, norm gains and shifts, embeddings
-/// (GPT-2/BERT practice; rank-1 tensors are biases and norm parameters).
+/// Parameters that weight decay must leave alone: rank-1 tensors (biases, norm gains and shifts)
+/// and embedding tables, told by their module (Burn's `Embedding`), whatever the field's name
+/// (`wte`, BERT's `tokens`/`positions`/`segments`, `source_embed`).
 pub fn no_decay_ids<M: Module>(model: &M) -> Vec<ParamId> {
-    named_params(model)
-        .into_iter()
-        .filter(|(path, _, rank)| {
-            *rank < 2
-                || path.split('.').any(|part| {
-                    part.starts_with("wte")
-                        || part.starts_with("wpe")
-                        || part.contains("embed")
-                        || part.contains("norm")
-                        || part.starts_with("ln")
-                })
-        })
-        .map(|(_, id, _)| id)
-        .collect()
+    struct NoDecay {
+        containers: Vec<String>,
+        out: Vec<ParamId>,
+    }
+    impl ModuleVisitor for NoDecay {
+        fn enter_module(&mut self, _name: &str, container: &str) {
+            self.containers.push(container.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container: &str) {
+            self.containers.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let in_embedding = self
+                .containers
+                .last()
+                .is_some_and(|c| c == "Struct:Embedding");
+            if D < 2 || in_embedding {
+                self.out.push(param.id);
+            }
+        }
+    }
+    let mut no_decay = NoDecay {
+        containers: Vec::new(),
+        out: Vec::new(),
+    };
+    model.visit(&mut no_decay);
+    no_decay.out
 }
 
 /// The L2 norm of all gradients taken together, as `torch.nn.utils.clip_grad_norm_` computes it.
@@ -282,6 +310,18 @@ pub(crate) mod tests {
         assert_eq!(values(&running_statistics(&model)[0].1), [5.0, 6.0]);
     }
 
+    /// Frozen parameters (LoRA's base) have no gradient either, but are not statistics: the
+    /// ranks' all-reduce must not carry them.
+    #[test]
+    fn frozen_parameters_are_not_running_statistics() {
+        let device = Device::flex().autodiff();
+        let model = Normed {
+            norm: burn::nn::BatchNormConfig::new(2).init(&device),
+        }
+        .set_require_grad(false);
+        assert_eq!(running_statistics(&model).len(), 2, "gamma and beta taken");
+    }
+
     #[test]
     fn global_norm_clipping_matches_torch_semantics() {
         let device = Device::flex().autodiff();
@@ -327,5 +367,27 @@ pub(crate) mod tests {
         assert_eq!(names[0].0, "a.weight");
         let no_decay: Vec<u64> = no_decay_ids(&model).iter().map(|id| id.val()).collect();
         assert_eq!(no_decay, vec![2, 4]);
+    }
+
+    #[derive(Module, Debug)]
+    struct Embedded {
+        tokens: burn::nn::Embedding,
+        projection: Linear,
+    }
+
+    /// An embedding table takes no weight decay whatever its field is called (BERT's `tokens`);
+    /// a matrix beside it does.
+    #[test]
+    fn decay_skips_embedding_tables_by_their_module() {
+        let device = Device::flex();
+        let model = with_stable_ids(Embedded {
+            tokens: burn::nn::EmbeddingConfig::new(10, 4).init(&device),
+            projection: LinearConfig::new(4, 3).init(&device),
+        });
+        let no_decay: Vec<String> = (named_params(&model).into_iter())
+            .filter(|(_, id, _)| no_decay_ids(&model).contains(id))
+            .map(|(path, _, _)| path)
+            .collect();
+        assert_eq!(no_decay, ["tokens.weight", "projection.bias"]);
     }
 }

@@ -6,6 +6,7 @@
 use crate::error::{Error, Result};
 use crate::hf::{HfTensor, Imported};
 use crate::recipe::{ModelSection, Recipe};
+use crate::train::lora::is_adapter;
 use burn::module::Module;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use std::collections::BTreeMap;
@@ -96,6 +97,20 @@ fn load_encoder<M: ModuleSnapshot + Module>(
         .into_iter()
         .filter(|(name, _)| name.starts_with("bert."))
         .collect();
+    if tensors.keys().any(|n| is_adapter(n)) {
+        // A LoRA experiment's encoder: its adapters go into the weights they adapt (its
+        // recipe, two folders above `step_N/`, gives their scale).
+        let experiment = path.ancestors().nth(3).unwrap_or(path);
+        let (_, recipe) = crate::experiment::Experiment::open(experiment)?;
+        let scale = crate::train::lora::scale_of(&recipe.model).ok_or_else(|| {
+            Error::Data(format!(
+                "{} has LoRA adapters, but {} has no `model.lora`",
+                path.display(),
+                experiment.display()
+            ))
+        })?;
+        crate::train::lora::merge_adapters(&mut tensors, scale)?;
+    }
     if let ModelSection::Bert(options) = section {
         let rows = options.max_len.expect("resolved");
         crate::hf::keep_rows(&mut tensors, "bert.positions.weight", rows);
@@ -105,7 +120,8 @@ fn load_encoder<M: ModuleSnapshot + Module>(
     let result = model
         .load_from(&mut store)
         .map_err(|e| Error::Data(format!("cannot read {}: {e}", path.display())))?;
-    let missing = result.missing.iter().any(|(p, _)| p.starts_with("bert."));
+    // LoRA adapters start new on a pretrained encoder.
+    let missing = (result.missing.iter()).any(|(p, _)| p.starts_with("bert.") && !is_adapter(p));
     if !result.errors.is_empty() || missing || result.applied.is_empty() {
         return Err(Error::Data(format!(
             "{} does not fit this model's `bert.*` tensors (was it pretrained with another \
@@ -129,7 +145,14 @@ fn load_imported<M: ModuleSnapshot + Module>(
     let result = model
         .load_from(&mut store)
         .map_err(|e| Error::Data(format!("cannot load {}: {e}", dir.display())))?;
-    let mut missing: Vec<&str> = result.missing.iter().map(|(p, _)| p.as_str()).collect();
+    // LoRA adapters start new, always: counted rather than listed.
+    let adapters = (result.missing.iter())
+        .filter(|(p, _)| is_adapter(p))
+        .count();
+    let mut missing: Vec<&str> = (result.missing.iter())
+        .map(|(p, _)| p.as_str())
+        .filter(|p| !is_adapter(p))
+        .collect();
     missing.sort_unstable();
     let required: Vec<&str> = missing
         .iter()
@@ -151,10 +174,11 @@ fn load_imported<M: ModuleSnapshot + Module>(
         "initialised the model from {} ({} tensors); newly initialised: {}",
         dir.display(),
         result.applied.len(),
-        if missing.is_empty() {
-            "none".to_string()
-        } else {
-            missing.join(", ")
+        match (missing.is_empty(), adapters) {
+            (true, 0) => "none".to_string(),
+            (_, 0) => missing.join(", "),
+            (true, n) => format!("{n} LoRA adapters"),
+            (false, n) => format!("{}, {n} LoRA adapters", missing.join(", ")),
         }
     );
     for note in &imported.notes {
