@@ -10,7 +10,9 @@ use super::crf::Crf;
 use super::encoder::{Encoder, EncoderConfig};
 use super::lora::{BERT_TARGETS, LoraOptions};
 use crate::error::{Error, Result};
-use crate::recipe::{DataSizes, ModelOptions, TaskKind, require_dropout, require_positive};
+use crate::recipe::{
+    DataSizes, ModelOptions, TaskKind, require_dropout, require_heads_divide, require_positive,
+};
 use burn::module::Param;
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
@@ -253,13 +255,8 @@ impl ModelOptions for BertOptions {
                 ("embedding_size", self.embedding_size.unwrap_or(1)),
             ],
         );
-        if let (Some(w), Some(h)) = (self.width, self.n_head)
-            && h > 0
-            && w % h != 0
-        {
-            problems.push(format!(
-                "`model.width` ({w}) must be a multiple of `model.n_head` ({h})"
-            ));
+        if let (Some(w), Some(h)) = (self.width, self.n_head) {
+            require_heads_divide(problems, "width", w, h);
         }
         if self.max_len.is_some_and(|l| l < 4) {
             problems.push("`model.max_len` must be at least 4 ([CLS] a [SEP] b)".into());

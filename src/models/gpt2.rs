@@ -6,7 +6,8 @@ use super::activation::Activation;
 use super::lora::{GPT2_TARGETS, LoraConfig, LoraLinear, LoraOptions};
 use crate::error::{Error, Result};
 use crate::recipe::{
-    DataSizes, ModelOptions, TaskKind, require_dropout, require_positive, vocab_at_least,
+    DataSizes, ModelOptions, TaskKind, require_dropout, require_heads_divide, require_positive,
+    vocab_at_least,
 };
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
@@ -108,11 +109,7 @@ impl ModelOptions for Gpt2Options {
                 ("block_size", self.block_size.unwrap_or(1)),
             ],
         );
-        if n_head > 0 && n_embd % n_head != 0 {
-            problems.push(format!(
-                "`model.n_embd` ({n_embd}) must be a multiple of `model.n_head` ({n_head})"
-            ));
-        }
+        require_heads_divide(problems, "n_embd", n_embd, n_head);
         require_dropout(problems, self.dropout.unwrap_or(0.0));
         if let Some(lora) = &self.lora {
             lora.validate(GPT2_TARGETS, problems);

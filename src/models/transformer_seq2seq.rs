@@ -9,7 +9,9 @@ use super::encoder::{Encoder, EncoderConfig};
 use super::gelu::gelu;
 use super::seq2seq::{Seq2Seq, record_vocab_sizes, recorded_vocab_sizes, sinusoidal_positions};
 use crate::error::{Error, Result};
-use crate::recipe::{DataSizes, ModelOptions, TaskKind, require_dropout, require_positive};
+use crate::recipe::{
+    DataSizes, ModelOptions, TaskKind, require_dropout, require_heads_divide, require_positive,
+};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
     Linear, LinearConfig,
@@ -85,12 +87,7 @@ impl ModelOptions for TransformerSeq2SeqOptions {
                 ("ffn_dim", self.ffn_dim),
             ],
         );
-        if self.n_head > 0 && !self.d_model.is_multiple_of(self.n_head) {
-            problems.push(format!(
-                "`model.d_model` ({}) must be a multiple of `model.n_head` ({})",
-                self.d_model, self.n_head
-            ));
-        }
+        require_heads_divide(problems, "d_model", self.d_model, self.n_head);
         if !self.d_model.is_multiple_of(2) {
             problems.push("`model.d_model` must be even (sinusoidal positions)".into());
         }

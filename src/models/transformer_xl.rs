@@ -19,7 +19,8 @@ use super::activation::Activation;
 use super::gpt2::Mlp;
 use crate::error::{Error, Result};
 use crate::recipe::{
-    DataSizes, ModelOptions, TaskKind, require_dropout, require_positive, vocab_at_least,
+    DataSizes, ModelOptions, TaskKind, require_dropout, require_heads_divide, require_positive,
+    vocab_at_least,
 };
 use burn::module::Param;
 use burn::nn::{
@@ -98,11 +99,7 @@ impl ModelOptions for TransformerXlOptions {
                 ("segments_per_sample", self.segments_per_sample.unwrap_or(1)),
             ],
         );
-        if n_head > 0 && n_embd % n_head != 0 {
-            problems.push(format!(
-                "`model.n_embd` ({n_embd}) must be a multiple of `model.n_head` ({n_head})"
-            ));
-        }
+        require_heads_divide(problems, "n_embd", n_embd, n_head);
         if n_embd % 2 != 0 {
             problems.push(format!(
                 "`model.n_embd` ({n_embd}) must be even: the relative position embeddings are \

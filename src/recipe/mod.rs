@@ -11,8 +11,8 @@ mod validate;
 
 pub use load::{load_recipe, parse_recipe};
 pub use model::{
-    DataSizes, ModelOptions, ModelSection, TaskKind, require_dropout, require_positive,
-    vocab_at_least,
+    DataSizes, ModelOptions, ModelSection, TaskKind, require_dropout, require_heads_divide,
+    require_positive, vocab_at_least,
 };
 pub use overrides::apply_overrides;
 

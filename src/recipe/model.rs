@@ -233,6 +233,21 @@ pub fn require_positive(problems: &mut Vec<String>, values: &[(&str, usize)]) {
     }
 }
 
+/// A problem unless `model.<width_key>` splits evenly into `n_head` attention heads (none when
+/// `n_head` is 0: `require_positive` reports that).
+pub fn require_heads_divide(
+    problems: &mut Vec<String>,
+    width_key: &str,
+    width: usize,
+    n_head: usize,
+) {
+    if n_head > 0 && !width.is_multiple_of(n_head) {
+        problems.push(format!(
+            "`model.{width_key}` ({width}) must be a multiple of `model.n_head` ({n_head})"
+        ));
+    }
+}
+
 /// A problem unless `model.dropout` is a probability below 1.
 pub fn require_dropout(problems: &mut Vec<String>, dropout: f64) {
     if !(0.0..1.0).contains(&dropout) {
