@@ -1,5 +1,5 @@
 """A BERT-base-shaped encoder layer stack's training step in PyTorch, the twin of
-`examples/encoder_step.rs`, for a side-by-side speed comparison.
+`examples/model_step.rs --model encoder`, for a side-by-side speed comparison.
 
 Post-LayerNorm layers as in BERT (width 768, 12 heads, feed-forward 3072, GELU, biases), no
 dropout, input `[batch, seq, width]` drawn once; the loss is the mean squared output. AdamW.
@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from torch_timing import report_step_time
+from torch_timing import add_compile_option, compiled, report_step_time
 
 
 class EncoderLayer(nn.Module):
@@ -25,12 +25,13 @@ class EncoderLayer(nn.Module):
         self.ffn_out = nn.Linear(ffn, width)
         self.norm_2 = nn.LayerNorm(width)
 
-    def forward(self, x):
+    def forward(self, x, mask=None):
+        """`mask` `[batch, 1, 1, seq]`, true where a key may be attended (None: all)."""
         b, t, c = x.shape
         q, k, v = self.qkv(x).split(c, dim=2)
         shape = (b, t, self.heads, c // self.heads)
         q, k, v = (z.view(shape).transpose(1, 2) for z in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         x = self.norm_1(x + self.out(y.transpose(1, 2).reshape(b, t, c)))
         return self.norm_2(x + self.ffn_out(F.gelu(self.ffn_in(x))))
 
@@ -45,14 +46,17 @@ def main():
     p.add_argument("--width", type=int, default=768)
     p.add_argument("--heads", type=int, default=12)
     p.add_argument("--ffn", type=int, default=3072)
+    add_compile_option(p)
     args = p.parse_args()
     torch.manual_seed(0)
     model = nn.Sequential(*(EncoderLayer(args.width, args.heads, args.ffn) for _ in range(args.layers)))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     x = torch.randn(args.batch, args.seq, args.width)
 
+    forward = compiled(model, args)
+
     def step():
-        loss = model(x).square().mean()
+        loss = forward(x).square().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

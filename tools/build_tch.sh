@@ -2,7 +2,7 @@
 # Build nlpkit with the tch (LibTorch) backend against PyTorch 2.9.0 from pip (no download at
 # build time), then train the tiny test model on it as a check.
 #
-#   tools/build_tch.sh            # -> target/release/nlpkit-tch
+#   tools/build_tch.sh            # -> target/release/nlpkit-tch, examples/model_step-tch
 #
 # The venv (.venv-torch, 6.8 GB with PyTorch's CUDA libraries; it runs on CPU too) is created
 # if missing. The binary finds libtorch at run time through an rpath to the venv's torch/lib.
@@ -17,8 +17,9 @@ fi
 # build.rs embeds an rpath to the venv's torch/lib, so no LD_LIBRARY_PATH is needed later.
 export PATH="$venv/bin:$PATH" LIBTORCH_USE_PYTORCH=1
 # Same target folder as the default build: Cargo keeps both feature sets' artifacts side by side.
-cargo build --release --features tch
+cargo build --release --features tch --bin nlpkit --example model_step
 cp target/release/nlpkit target/release/nlpkit-tch
+cp target/release/examples/model_step target/release/examples/model_step-tch
 # Put the default binary back for the recipes and tests.
 env -u LIBTORCH_USE_PYTORCH cargo build --release
 
