@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One Markdown table from experiment folders (run.sh stage 4): the model (the folder's name), its
 # parameters and valid/test perplexity from the newest `nlpkit eval` report of each split, and
-# the training throughput: the mean of metrics.jsonl's `tokens_per_s` over the training log
-# lines, as `nlpkit summary` averages it.
+# the training throughput from metrics.jsonl's training log lines: each holds `tokens_per_s`
+# over the same number of steps (`log_interval`), so their harmonic mean is the tokens trained
+# over the time taken (validation and checkpoints included; the arithmetic mean would favour
+# the fast windows).
 # Usage: local/compare_table.sh EXP_DIR...
 set -euo pipefail
 [ $# -gt 0 ] || { echo "usage: $0 EXP_DIR..." >&2; exit 2; }
@@ -30,8 +32,9 @@ for dir in "$@"; do
   test=$(report "$dir" test)
   params=$(field "$valid" parameters)
   speed=$(awk '/"split":"train"/ && match($0, /"tokens_per_s":[-0-9.eE+]+/) {
-                 sum += substr($0, RSTART + 15, RLENGTH - 15); n++ }
-               END { if (n) printf "%.0f", sum / n; else printf "?" }' "$dir/metrics.jsonl")
+                 rate = substr($0, RSTART + 15, RLENGTH - 15)
+                 if (rate > 0) { inverse += 1 / rate; n++ } }
+               END { if (n) printf "%.0f", n / inverse; else printf "?" }' "$dir/metrics.jsonl")
   printf '| %s | %s | %.2f | %.2f | %s |\n' "$(basename "$dir")" \
     "$(echo "${params:-?}" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta')" \
     "$(field "$valid" perplexity)" "$(field "$test" perplexity)" \

@@ -8,7 +8,6 @@
 //! would make a step's input depend on the steps before (see docs/architecture.md).
 
 use super::{LmScores, Windows, batch_tensors};
-use crate::data::Split;
 use crate::data::lm_batches::TokenStream;
 use crate::data::plain_text::{self, TextMeta, load_split};
 use crate::data::prepared::load_meta;
@@ -20,7 +19,6 @@ use crate::eval::report::Evaluation;
 use crate::loss::cross_entropy;
 use crate::models::transformer_xl::{Memory, TransformerXl, TransformerXlConfig};
 use crate::recipe::{Recipe, TaskKind};
-use crate::rng::SplitMix64;
 use crate::tasks::{
     EvalRequest, GenerateRequest, Generated, LossSum, Pipeline, StepLoss, Task,
     check_same_tokenizer,
