@@ -311,6 +311,16 @@ fn resume_on_a_fresh_folder_starts_and_summary_lists_the_reports() {
             && rows[0].contains("10 steps in"),
         "{summary}"
     );
+    // The report counts the model's parameters: every weight the checkpoint holds.
+    let checkpoint = s.path().join("exp/checkpoints/step_00000010");
+    let weights = std::fs::read(checkpoint.join("model.safetensors")).unwrap();
+    let weights = safetensors::SafeTensors::deserialize(&weights).unwrap();
+    let elements: usize = weights
+        .tensors()
+        .iter()
+        .map(|(_, t)| t.shape().iter().product::<usize>())
+        .sum();
+    assert_eq!(report["parameters"].as_u64(), Some(elements as u64));
     // A folder without reports of the split says what to run.
     let none = s.ok(&["summary", "exp", "--split", "train"]);
     assert!(none.contains("nlpkit eval"), "{none}");

@@ -9,6 +9,7 @@ use crate::eval::report::write_report;
 use crate::eval::translate::DecodeOptions;
 use crate::recipe::TaskKind;
 use crate::tasks::{self, EvalRequest, Pipeline, PipelineJob};
+use burn::module::Module;
 use std::time::Instant;
 
 /// What to score and how.
@@ -68,9 +69,11 @@ impl PipelineJob for EvalJob<'_> {
             bleu_tokenizer: self.options.bleu_tokenizer,
             embeddings: self.options.embeddings,
         };
+        let parameters = model.num_params();
         let evaluation = pipeline.evaluate(&model, &request)?;
         let seconds = started.elapsed().as_secs_f64();
-        write_report(exp, request.split.name(), checkpoint, seconds, evaluation)?;
+        let split = request.split.name();
+        write_report(exp, split, checkpoint, parameters, seconds, evaluation)?;
         Ok(())
     }
 }

@@ -60,6 +60,10 @@ pub struct EvalReport<S> {
     pub split: String,
     pub checkpoint: PathBuf,
     pub step: usize,
+    /// The model's parameter count (frozen ones included), for comparing models by their size
+    /// (`recipes/shakespeare_char` stage 4); 0 in reports written before it was recorded.
+    #[serde(default)]
+    pub parameters: usize,
     /// Wall time of the evaluation.
     pub seconds: f64,
     /// The files written beside the report, by kind (`predictions`, `translations`).
@@ -85,12 +89,13 @@ fn checkpoint_name(checkpoint: &Checkpoint) -> String {
     }
 }
 
-/// Write the report of `evaluation` (and its predictions) into the experiment folder, print
-/// it, and return it.
+/// Write the report of `evaluation` of a model of `parameters` parameters (and its predictions)
+/// into the experiment folder, print it, and return it.
 pub fn write_report<S: Scores>(
     exp: &Experiment,
     split: &str,
     checkpoint: &Checkpoint,
+    parameters: usize,
     seconds: f64,
     evaluation: Evaluation<S>,
 ) -> Result<EvalReport<S>> {
@@ -111,6 +116,7 @@ pub fn write_report<S: Scores>(
             None => checkpoint.dir.clone(),
         },
         step: checkpoint.state.step,
+        parameters,
         seconds,
         files,
         scores: evaluation.scores,

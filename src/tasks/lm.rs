@@ -215,46 +215,104 @@ pub struct LmTask<C> {
     config: C,
     /// Fine-tuning: the checkpoint it starts from.
     pretrained: Option<Pretrained>,
-    train: TokenStream,
-    valid: TokenStream,
-    seed: u64,
-    /// Sequences this rank trains on per micro-batch.
-    batch_size: usize,
-    /// Sequences drawn per micro-batch across all ranks; this rank takes its slice.
-    global_batch: usize,
-    shard: Shard,
+    windows: Windows,
     label_smoothing: f64,
-    /// Window starts of the fixed validation sample.
-    valid_starts: Vec<usize>,
 }
 
 impl<C: WindowLmConfig> LmTask<C> {
     /// The task of rank `shard.index` of `shard.count`.
     pub fn new(recipe: &Recipe, config: C, shard: Shard) -> Result<Self> {
-        let dir = recipe.prepared_dir();
-        let meta: TextMeta = load_meta(&dir)?;
         let block = config.block_size();
-        let train = TokenStream::new("train", load_split(&dir, &meta, Split::Train)?);
-        let valid = TokenStream::new("valid", load_split(&dir, &meta, Split::Valid)?);
-        train.check_fits(block)?;
-        valid.check_fits(block)?;
-        let (batch_size, global_batch) = crate::distributed::batch_sizes(recipe, shard.count)?;
-        // `eval_batches` global batches, which the ranks share out.
-        let mut rng = SplitMix64::new(recipe.seed ^ 0x7a11_d000);
-        let valid_starts =
-            valid.random_starts(&mut rng, global_batch * recipe.train.eval_batches, block);
         Ok(Self {
+            windows: Windows::new(recipe, shard, block, |stream| stream.check_fits(block))?,
             config,
             pretrained: Pretrained::of(recipe)?,
+            label_smoothing: recipe.loss.label_smoothing,
+        })
+    }
+}
+
+/// The windows a task reading random windows of the token stream trains and validates on
+/// (GPT-2 and NNLM here, Transformer-XL's windows of segments): every rank draws a step's
+/// global batch as a pure function of the seed, step and micro-batch (so resume is exact and
+/// the ranks together see what one process with the global batch would) and keeps its slice;
+/// the validation sample is `eval_batches` global batches drawn once, which the ranks share out.
+pub struct Windows {
+    pub train: TokenStream,
+    pub valid: TokenStream,
+    /// Tokens in one window.
+    window: usize,
+    seed: u64,
+    /// Windows this rank trains on per micro-batch.
+    batch_size: usize,
+    /// Windows drawn per micro-batch across all ranks.
+    global_batch: usize,
+    shard: Shard,
+    /// Window starts of the fixed validation sample.
+    valid_starts: Vec<usize>,
+}
+
+impl Windows {
+    /// The train and valid splits of the recipe's prepared text, each first passed to `check`
+    /// (which fails, with the model's keys, when a split is too short for one window).
+    pub fn new(
+        recipe: &Recipe,
+        shard: Shard,
+        window: usize,
+        check: impl Fn(&TokenStream) -> Result<()>,
+    ) -> Result<Self> {
+        let dir = recipe.prepared_dir();
+        let meta: TextMeta = load_meta(&dir)?;
+        let train = TokenStream::new("train", load_split(&dir, &meta, Split::Train)?);
+        let valid = TokenStream::new("valid", load_split(&dir, &meta, Split::Valid)?);
+        check(&train)?;
+        check(&valid)?;
+        let (batch_size, global_batch) = crate::distributed::batch_sizes(recipe, shard.count)?;
+        let mut rng = SplitMix64::new(recipe.seed ^ 0x7a11_d000);
+        let valid_starts =
+            valid.random_starts(&mut rng, global_batch * recipe.train.eval_batches, window);
+        Ok(Self {
             train,
             valid,
+            window,
             seed: recipe.seed,
             batch_size,
             global_batch,
             shard,
-            label_smoothing: recipe.loss.label_smoothing,
             valid_starts,
         })
+    }
+
+    /// This rank's window starts in micro-batch `micro` of `step`.
+    pub fn train_starts(&self, step: usize, micro: usize) -> Vec<usize> {
+        let mut rng = SplitMix64::for_step(self.seed, step as u64, micro as u64);
+        let starts = self
+            .train
+            .random_starts(&mut rng, self.global_batch, self.window);
+        starts[self.shard.index * self.batch_size..][..self.batch_size].to_vec()
+    }
+
+    pub fn validation_batches(&self) -> usize {
+        self.valid_starts.len().div_ceil(self.batch_size)
+    }
+
+    /// The window starts of validation batch `batch` (empty past the last).
+    pub fn validation_starts(&self, batch: usize) -> &[usize] {
+        let chunk = self.valid_starts.chunks(self.batch_size).nth(batch);
+        chunk.unwrap_or_default()
+    }
+
+    pub fn tokens_per_micro_batch(&self) -> usize {
+        self.batch_size * self.window
+    }
+
+    pub fn micro_batches_per_epoch(&self) -> usize {
+        (self.train.windows_per_epoch(self.window) / self.global_batch).max(1)
+    }
+
+    /// Windows drawn per micro-batch across all ranks.
+    pub fn global_batch(&self) -> usize {
+        self.global_batch
     }
 }
 
@@ -308,33 +366,29 @@ impl<C: WindowLmConfig> Task for LmTask<C> {
     }
 
     fn train_loss(&self, model: &C::Model, step: usize, micro: usize, device: &Device) -> StepLoss {
-        // Every rank draws the same global batch and keeps its slice, so the ranks together
-        // see exactly what one process with the global batch would.
-        let mut rng = SplitMix64::for_step(self.seed, step as u64, micro as u64);
+        let starts = self.windows.train_starts(step, micro);
         let block = self.config.block_size();
-        let starts = self.train.random_starts(&mut rng, self.global_batch, block);
-        let mine = &starts[self.shard.index * self.batch_size..][..self.batch_size];
-        let batch = self.train.batch_at(mine, block);
+        let batch = self.windows.train.batch_at(&starts, block);
         let (loss, nll) = batch_loss::<C>(model, &batch, self.label_smoothing, device);
         StepLoss::single(loss, nll)
     }
 
     fn validation_batches(&self) -> usize {
-        self.valid_starts.len().div_ceil(self.batch_size)
+        self.windows.validation_batches()
     }
 
     fn validation_loss(&self, model: &C::Model, batch: usize, device: &Device) -> LossSum {
-        let chunk = self.valid_starts.chunks(self.batch_size).nth(batch);
+        let starts = self.windows.validation_starts(batch);
         let block = self.config.block_size();
-        window_nll::<C>(model, &self.valid, chunk.unwrap_or_default(), block, device)
+        window_nll::<C>(model, &self.windows.valid, starts, block, device)
     }
 
     fn tokens_per_micro_batch(&self) -> usize {
-        self.batch_size * self.config.block_size()
+        self.windows.tokens_per_micro_batch()
     }
 
     fn micro_batches_per_epoch(&self) -> usize {
-        (self.train.windows_per_epoch(self.config.block_size()) / self.global_batch).max(1)
+        self.windows.micro_batches_per_epoch()
     }
 
     fn model_width(&self) -> usize {
@@ -344,7 +398,7 @@ impl<C: WindowLmConfig> Task for LmTask<C> {
     fn step_description(&self, _ranks: usize, accum_grad: usize) -> String {
         format!(
             "{} tokens",
-            self.global_batch * accum_grad * self.config.block_size()
+            self.windows.global_batch() * accum_grad * self.config.block_size()
         )
     }
 }

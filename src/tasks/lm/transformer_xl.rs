@@ -7,8 +7,7 @@
 //! from one segment to the next inside the step. Carrying it across steps, as the original does,
 //! would make a step's input depend on the steps before (see docs/architecture.md).
 
-use super::{LmScores, batch_tensors};
-use crate::data::Split;
+use super::{LmScores, Windows, batch_tensors};
 use crate::data::lm_batches::TokenStream;
 use crate::data::plain_text::{self, TextMeta, load_split};
 use crate::data::prepared::load_meta;
@@ -20,7 +19,6 @@ use crate::eval::report::Evaluation;
 use crate::loss::cross_entropy;
 use crate::models::transformer_xl::{Memory, TransformerXl, TransformerXlConfig};
 use crate::recipe::{Recipe, TaskKind};
-use crate::rng::SplitMix64;
 use crate::tasks::{
     EvalRequest, GenerateRequest, Generated, LossSum, Pipeline, StepLoss, Task,
     check_same_tokenizer,
@@ -165,49 +163,26 @@ fn segment_nll(logits: Tensor<3>, targets: Tensor<1, Int>) -> LossSum {
 
 pub struct XlLmTask {
     config: TransformerXlConfig,
-    train: TokenStream,
-    valid: TokenStream,
-    seed: u64,
-    /// Windows this rank trains on per micro-batch.
-    batch_size: usize,
-    /// Windows drawn per micro-batch across all ranks; this rank takes its slice.
-    global_batch: usize,
-    shard: Shard,
+    /// Windows of `segments_per_sample` consecutive segments, drawn as GPT-2's windows are.
+    windows: Windows,
     label_smoothing: f64,
-    /// Window starts of the fixed validation sample.
-    valid_starts: Vec<usize>,
 }
 
 impl XlLmTask {
     /// The task of rank `shard.index` of `shard.count`.
     pub fn new(recipe: &Recipe, config: TransformerXlConfig, shard: Shard) -> Result<Self> {
-        let dir = recipe.prepared_dir();
-        let meta: TextMeta = load_meta(&dir)?;
         let window = config.sample_len();
-        let train = TokenStream::new("train", load_split(&dir, &meta, Split::Train)?);
-        let valid = TokenStream::new("valid", load_split(&dir, &meta, Split::Valid)?);
-        for stream in [&train, &valid] {
+        let check = |stream: &TokenStream| {
             check_fits(
                 stream,
                 window,
                 "one training window (`model.segments_per_sample` x `model.segment_len`)",
-            )?;
-        }
-        let (batch_size, global_batch) = crate::distributed::batch_sizes(recipe, shard.count)?;
-        // As GPT-2's task: `eval_batches` global batches, which the ranks share out.
-        let mut rng = SplitMix64::new(recipe.seed ^ 0x7a11_d000);
-        let valid_starts =
-            valid.random_starts(&mut rng, global_batch * recipe.train.eval_batches, window);
+            )
+        };
         Ok(Self {
+            windows: Windows::new(recipe, shard, window, check)?,
             config,
-            train,
-            valid,
-            seed: recipe.seed,
-            batch_size,
-            global_batch,
-            shard,
             label_smoothing: recipe.loss.label_smoothing,
-            valid_starts,
         })
     }
 }
@@ -228,18 +203,13 @@ impl Task for XlLmTask {
         micro: usize,
         device: &Device,
     ) -> StepLoss {
-        let mut rng = SplitMix64::for_step(self.seed, step as u64, micro as u64);
-        let window = self.config.sample_len();
-        let starts = self
-            .train
-            .random_starts(&mut rng, self.global_batch, window);
-        let mine = &starts[self.shard.index * self.batch_size..][..self.batch_size];
+        let starts = self.windows.train_starts(step, micro);
         let (mut all_logits, mut all_targets) = (Vec::new(), Vec::new());
         read_segments(
             model,
-            &self.train,
-            mine,
-            window,
+            &self.windows.train,
+            &starts,
+            self.config.sample_len(),
             self.config.segment_len,
             device,
             |logits, targets| {
@@ -258,16 +228,15 @@ impl Task for XlLmTask {
     }
 
     fn validation_batches(&self) -> usize {
-        self.valid_starts.len().div_ceil(self.batch_size)
+        self.windows.validation_batches()
     }
 
     fn validation_loss(&self, model: &TransformerXl, batch: usize, device: &Device) -> LossSum {
-        let chunk = self.valid_starts.chunks(self.batch_size).nth(batch);
         let mut sum = LossSum::default();
         read_segments(
             model,
-            &self.valid,
-            chunk.unwrap_or_default(),
+            &self.windows.valid,
+            self.windows.validation_starts(batch),
             self.config.sample_len(),
             self.config.segment_len,
             device,
@@ -277,11 +246,11 @@ impl Task for XlLmTask {
     }
 
     fn tokens_per_micro_batch(&self) -> usize {
-        self.batch_size * self.config.sample_len()
+        self.windows.tokens_per_micro_batch()
     }
 
     fn micro_batches_per_epoch(&self) -> usize {
-        (self.train.windows_per_epoch(self.config.sample_len()) / self.global_batch).max(1)
+        self.windows.micro_batches_per_epoch()
     }
 
     fn model_width(&self) -> usize {
@@ -291,8 +260,8 @@ impl Task for XlLmTask {
     fn step_description(&self, _ranks: usize, accum_grad: usize) -> String {
         format!(
             "{} tokens ({} windows of {} segments of {}, memory {})",
-            self.global_batch * accum_grad * self.config.sample_len(),
-            self.global_batch * accum_grad,
+            self.windows.global_batch() * accum_grad * self.config.sample_len(),
+            self.windows.global_batch() * accum_grad,
             self.config.segments_per_sample,
             self.config.segment_len,
             self.config.mem_len
