@@ -66,6 +66,29 @@ fn training_figures(exp: &Experiment) -> String {
         elapsed = elapsed.max(r["elapsed_s"].as_f64().unwrap_or(0.0));
         speeds.extend(r["tokens_per_s"].as_f64());
     }
-    let mean_speed = speeds.iter().sum::<f64>() / speeds.len().max(1) as f64;
-    format!("{steps} steps in {elapsed:.0} s, {mean_speed:.0} tokens/s")
+    let speed = overall_speed(&speeds);
+    format!("{steps} steps in {elapsed:.0} s, {speed:.0} tokens/s")
+}
+
+/// The run's tokens over its time, from the logged windows' speeds: the windows hold the same
+/// number of steps (`log_interval`), so this is their harmonic mean. The arithmetic mean would
+/// overstate it, weighting the fast windows by more than the time they took.
+fn overall_speed(window_speeds: &[f64]) -> f64 {
+    let seconds_per_token: f64 = window_speeds.iter().map(|s| 1.0 / s).sum();
+    if window_speeds.is_empty() || !seconds_per_token.is_finite() {
+        return 0.0;
+    }
+    window_speeds.len() as f64 / seconds_per_token
+}
+
+#[cfg(test)]
+mod tests {
+    use super::overall_speed;
+
+    #[test]
+    fn throughput_is_tokens_over_time() {
+        // Two windows of 1000 tokens: 1 s at 1000 tokens/s, 2 s at 500: 2000 tokens in 3 s.
+        assert!((overall_speed(&[1000.0, 500.0]) - 2000.0 / 3.0).abs() < 1e-9);
+        assert_eq!(overall_speed(&[]), 0.0);
+    }
 }
