@@ -34,6 +34,8 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
 
 /// Which keys a query may see.
+// Built per call and moved into `attention`, never stored: boxing the tensor buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Mask {
     /// Every key.
