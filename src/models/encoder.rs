@@ -4,11 +4,10 @@
 //! 3072.
 
 use super::activation::Activation;
+use super::attention::{Mask, attention};
 use super::lora::{LoraConfig, LoraLinear};
 use burn::nn::{Dropout, DropoutConfig, Initializer, LayerNorm, LayerNormConfig, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncoderConfig {
@@ -108,38 +107,27 @@ impl Encoder {
     /// Hidden states `[batch, time, width]` for `x` `[batch, time, width]`; `padding`
     /// `[batch, time]` is true at padded positions, which no position attends to.
     pub fn forward(&self, x: Tensor<3>, padding: Option<Tensor<2, Bool>>) -> Tensor<3> {
-        let [batch, time, _] = x.dims();
-        let heads = self.layers.first().map_or(1, |l| l.n_head);
-        // The attention op wants the mask at the scores' shape; built once for every layer.
-        let mask = padding.map(|p| {
-            p.reshape([batch, 1, 1, time])
-                .expand([batch, heads, time, time])
-        });
         let applied = std::iter::repeat_n(&self.layers, self.passes).flatten();
-        applied.fold(x, |x, layer| layer.forward(x, mask.clone()))
+        applied.fold(x, |x, layer| layer.forward(x, padding.clone()))
     }
 }
 
 impl EncoderLayer {
-    fn forward(&self, x: Tensor<3>, mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, padding: Option<Tensor<2, Bool>>) -> Tensor<3> {
         if self.pre_norm {
-            let x = x.clone() + self.attention(self.norm_1.forward(x), mask);
+            let x = x.clone() + self.attention(self.norm_1.forward(x), padding);
             x.clone() + self.feed_forward(self.norm_2.forward(x))
         } else {
-            let x = self.norm_1.forward(x.clone() + self.attention(x, mask));
+            let x = self.norm_1.forward(x.clone() + self.attention(x, padding));
             self.norm_2.forward(x.clone() + self.feed_forward(x))
         }
     }
 
-    fn attention(&self, x: Tensor<3>, mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
+    fn attention(&self, x: Tensor<3>, padding: Option<Tensor<2, Bool>>) -> Tensor<3> {
         let [batch, time, width] = x.dims();
         let (q, k, v) = super::split_qkv_heads(self.qkv.forward(x), self.n_head);
-        let options = AttentionModuleOptions {
-            scale: None,
-            softcap: None,
-            is_causal: false,
-        };
-        let y = attention(q, k, v, mask, None, options);
+        let mask = padding.map_or(Mask::None, Mask::KeyPadding);
+        let y = attention(q, k, v, mask, None, 0.0);
         let y = y.swap_dims(1, 2).reshape([batch, time, width]);
         self.dropout.forward(self.out.forward(y))
     }

@@ -90,7 +90,7 @@ impl<B: GeluOps, C: CheckpointStrategy> GeluOps for Autodiff<B, C> {
 }
 
 #[cfg(feature = "flex")]
-mod flex_kernel {
+pub(super) mod flex_kernel {
     use super::GeluOps;
     use burn::backend::Flex;
     use burn::backend::flex::FlexTensor;
@@ -128,7 +128,7 @@ mod flex_kernel {
     /// `e^x` for `x ≤ 0`, within a few f32 ulps. Plain arithmetic, unlike libm's `expf`, so
     /// the loops vectorise; as a libm call it was about 5% of a GPT step's CPU time.
     #[inline(always)]
-    fn exp_nonpositive(x: f32) -> f32 {
+    pub(in crate::models) fn exp_nonpositive(x: f32) -> f32 {
         // Below -87 the result leaves f32's normal range: GELU needs nothing that small.
         let y = x.max(-87.0) * std::f32::consts::LOG2_E;
         // Round y to the nearest integer n by adding 1.5·2^23 (n lands in the low mantissa

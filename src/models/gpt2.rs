@@ -3,6 +3,7 @@
 //! in nanoGPT's shapes and initialisation).
 
 use super::activation::Activation;
+use super::attention::{Mask, attention, dropout_rate};
 use super::lora::{GPT2_TARGETS, LoraConfig, LoraLinear, LoraOptions};
 use crate::error::{Error, Result};
 use crate::recipe::{
@@ -14,9 +15,6 @@ use burn::nn::{
     LinearConfig,
 };
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use serde::{Deserialize, Serialize};
 
 /// The `model:` section for `type: gpt2`. Every field is optional in the file: a `preset`
@@ -388,40 +386,12 @@ impl CausalSelfAttention {
             }
             *cache = Some((k.clone(), v.clone()));
         }
-        let y = if self.attn_dropout.prob > 0.0 {
-            self.attention_with_dropout(q, k, v)
-        } else {
-            // Causal mask aligned to the bottom right: with a cache, the new queries see every
-            // cached key and the earlier new ones.
-            let options = AttentionModuleOptions {
-                scale: None,
-                softcap: None,
-                is_causal: true,
-            };
-            attention(q, k, v, None, None, options)
-        };
+        // Causal mask aligned to the bottom right: with a cache, the new queries see every cached
+        // key and the earlier new ones.
+        let dropout = dropout_rate(&self.attn_dropout, &q.device());
+        let y = attention(q, k, v, Mask::Causal, None, dropout);
         let y = y.swap_dims(1, 2).reshape([batch, time, width]);
         self.resid_dropout.forward(self.c_proj.forward(y))
-    }
-
-    /// The same attention spelled out, for dropout on the attention weights (the fused op has
-    /// none).
-    fn attention_with_dropout(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
-        let [_, _, time_q, head_dim] = q.dims();
-        let time_k = k.dims()[2];
-        let device = q.device();
-        let scores = q
-            .matmul(k.swap_dims(2, 3))
-            .div_scalar((head_dim as f64).sqrt());
-        let rows = Tensor::<1, Int>::arange(0..time_q as i64, &device)
-            .reshape([time_q, 1])
-            .add_scalar((time_k - time_q) as i64);
-        let cols = Tensor::<1, Int>::arange(0..time_k as i64, &device).reshape([1, time_k]);
-        let future = cols.greater(rows).reshape([1, 1, time_q, time_k]);
-        let shape = scores.dims();
-        let scores = scores.mask_fill(future.expand(shape), f32::NEG_INFINITY);
-        let weights = self.attn_dropout.forward(softmax(scores, 3));
-        weights.matmul(v)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Model families, one file each. Models know Burn and nothing of recipes' files or the CLI.
 
 pub mod activation;
+pub mod attention;
 pub mod bert;
 pub mod classifier;
 pub mod crf;

@@ -5,6 +5,7 @@
 //! each stack), the output projection tied to the target embedding, and optionally one
 //! embedding shared by source and target (joint vocabulary).
 
+use super::attention::{Mask, attention};
 use super::encoder::{Encoder, EncoderConfig};
 use super::gelu::gelu;
 use super::seq2seq::{Seq2Seq, record_vocab_sizes, recorded_vocab_sizes, sinusoidal_positions};
@@ -17,8 +18,6 @@ use burn::nn::{
     Linear, LinearConfig,
 };
 use burn::prelude::*;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use serde::{Deserialize, Serialize};
 
 /// The `model:` section for `type: transformer_seq2seq` (defaults: a small Transformer that
@@ -283,17 +282,11 @@ impl TransformerSeq2Seq {
         mut cache: Option<&mut DecoderCache>,
     ) -> Tensor<3> {
         let start = cache.as_ref().map_or(0, |c| c.len);
-        let [rows, time] = tokens.dims();
+        let time = tokens.dims()[1];
         let mut x = self.embed(self.target_embedding(), tokens, start);
-        let source_len = memory.padding.dims()[1];
-        let mask = memory
-            .padding
-            .clone()
-            .reshape([rows, 1, 1, source_len])
-            .expand([rows, self.n_head, time, source_len]);
         for (i, layer) in self.decoder.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            x = layer.forward(x, &memory.cross[i], mask.clone(), layer_cache);
+            x = layer.forward(x, &memory.cross[i], &memory.padding, layer_cache);
         }
         if let Some(cache) = cache {
             cache.len += time;
@@ -314,14 +307,15 @@ impl DecoderLayer {
         &self,
         x: Tensor<3>,
         cross: &(Tensor<4>, Tensor<4>),
-        cross_mask: Tensor<4, Bool>,
+        source_padding: &Tensor<2, Bool>,
         cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
     ) -> Tensor<3> {
         let x = self.residual(x, &self.norm_self, |x| self.self_attention(x, cache));
         let x = self.residual(x, &self.norm_cross, |x| {
             let q = heads(self.cross_q.forward(x), self.n_head);
             let (k, v) = cross.clone();
-            let y = attention(q, k, v, Some(cross_mask), None, options(false));
+            let padding = Mask::KeyPadding(source_padding.clone());
+            let y = attention(q, k, v, padding, None, 0.0);
             self.cross_out.forward(merge_heads(y))
         });
         self.residual(x, &self.norm_ffn, |x| {
@@ -359,16 +353,8 @@ impl DecoderLayer {
             *cache = Some((k.clone(), v.clone()));
         }
         // Bottom-right aligned causal mask: new queries see the cached keys and earlier new ones.
-        let y = attention(q, k, v, None, None, options(true));
+        let y = attention(q, k, v, Mask::Causal, None, 0.0);
         self.self_out.forward(merge_heads(y))
-    }
-}
-
-fn options(is_causal: bool) -> AttentionModuleOptions {
-    AttentionModuleOptions {
-        scale: None,
-        softcap: None,
-        is_causal,
     }
 }
 

@@ -1,0 +1,1120 @@
+//! Scaled dot-product attention, `softmax(scale·Q Kᵀ + mask) V` with optional dropout on the
+//! attention weights, as one custom Burn operation: the models' self-, causal and
+//! cross-attention all go through [`attention`].
+//!
+//! Why: Burn's `module::attention` under autodiff is a composition (scores materialised, softmax
+//! and masking as single-threaded elementwise ops, every intermediate kept for the backward),
+//! and on the 2-core benchmark machine attention was a large share of a GPT step
+//! (bench/README.md). The flex kernel here works per (batch, head) in parallel over the CPU
+//! pool, in blocks of query rows: the block's scores are a GEMM, the softmax keeps the row's
+//! log-sum-exp, and the output is a second GEMM. It saves only the output and that log-sum-exp;
+//! the backward recomputes the probabilities from them (as FlashAttention does). Dropout masks
+//! are a counter-based hash of (seed, batch, head, query, key), so the backward regenerates the
+//! forward's mask instead of storing it.
+//!
+//! Every other backend (and flex for dtypes other than f32) runs Burn's composition, so results
+//! agree across backends to f32 rounding; with dropout they draw a different (equally
+//! distributed) mask.
+
+// NdArray is deprecated by Burn but stays selectable (src/backend.rs); the extension names it.
+#![allow(deprecated)]
+// The operation's scalars travel as plain arguments through Burn's extension dispatch.
+#![allow(clippy::too_many_arguments)]
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::{BoolTensor, FloatTensor};
+use burn::backend::{Autodiff, Backend, Dispatch, backend_extension};
+use burn::nn::Dropout;
+use burn::tensor::activation::softmax;
+use burn::tensor::module::attention as burn_attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
+
+/// Which keys a query may see.
+// Built per call and moved into `attention`, never stored: boxing the tensor buys nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Mask {
+    /// Every key.
+    None,
+    /// Causal, aligned to the bottom right: query `i` of `tq` sees keys `j <= i + tk - tq`, so
+    /// new queries after a key/value cache see every cached key and the earlier new ones.
+    Causal,
+    /// `[batch, tk]`, true at padded keys, which no query sees.
+    KeyPadding(Tensor<2, Bool>),
+}
+
+/// Attention of `q` `[batch, heads, tq, d]` over `k` `[batch, heads, tk, d]` and `v`
+/// `[batch, heads, tk, dv]`, giving `[batch, heads, tq, dv]`. `scale` defaults to `1/√d`;
+/// `dropout` is the probability of dropping an attention weight (0 outside training: see
+/// [`dropout_rate`]). A query that sees no key gets zeros from the flex kernel.
+pub fn attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    mask: Mask,
+    scale: Option<f64>,
+    dropout: f64,
+) -> Tensor<4> {
+    let head_dim = q.dims()[3];
+    let scale = scale.unwrap_or(1.0 / (head_dim as f64).sqrt());
+    let seed = if dropout > 0.0 {
+        dropout_seed(&q.device())
+    } else {
+        0
+    };
+    attention_seeded(q, k, v, mask, scale, dropout, seed)
+}
+
+/// [`attention`] with the dropout seed given.
+fn attention_seeded(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    mask: Mask,
+    scale: f64,
+    dropout: f64,
+    seed: u64,
+) -> Tensor<4> {
+    let (causal, padding) = match mask {
+        Mask::None => (false, None),
+        Mask::Causal => (true, None),
+        Mask::KeyPadding(padding) => (false, Some(padding)),
+    };
+    // Burn's extensions take tensors, not optional ones: no padding is an all-false mask.
+    let [batch, time_k] = [q.dims()[0], k.dims()[2]];
+    let key_mask = padding.clone().unwrap_or_else(|| {
+        let none = TensorData::new(vec![false; batch * time_k], [batch, time_k]);
+        Tensor::from_data(none, &q.device())
+    });
+    let fused = <Dispatch as AttentionOps>::fused_attention(
+        q.clone().into_dispatch(),
+        k.clone().into_dispatch(),
+        v.clone().into_dispatch(),
+        key_mask.into_dispatch(),
+        causal,
+        scale,
+        dropout,
+        seed,
+    );
+    match fused {
+        Some(output) => Tensor::from_dispatch(output),
+        None => composition(q, k, v, causal, padding, scale, dropout),
+    }
+}
+
+/// The probability `dropout` applies now: its rate while it takes part in training (the same
+/// test as `Dropout::forward`), else 0.
+pub fn dropout_rate(dropout: &Dropout, device: &Device) -> f64 {
+    if dropout.training.is_enabled() && device.is_autodiff() {
+        dropout.prob
+    } else {
+        0.0
+    }
+}
+
+/// A dropout seed from the backend's generator, which the training loop seeds per step (so a
+/// resumed run drops what an uninterrupted one would). 48 bits from two uniform draws.
+fn dropout_seed(device: &Device) -> u64 {
+    let draws = Tensor::<1>::random([2], Distribution::Default, device).into_data();
+    draws
+        .iter::<f32>()
+        .fold(0u64, |seed, x| (seed << 24) | (x * 16_777_216.0) as u64)
+}
+
+/// Burn's composition: what backends without the kernel run (autodiff differentiates it).
+fn composition(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    causal: bool,
+    padding: Option<Tensor<2, Bool>>,
+    scale: f64,
+    dropout: f64,
+) -> Tensor<4> {
+    let [batch, heads, time_q, _] = q.dims();
+    let time_k = k.dims()[2];
+    let shape = [batch, heads, time_q, time_k];
+    let padding = padding.map(|p| p.reshape([batch, 1, 1, time_k]).expand(shape));
+    if dropout == 0.0 {
+        let options = AttentionModuleOptions {
+            scale: Some(scale),
+            softcap: None,
+            is_causal: causal,
+        };
+        return burn_attention(q, k, v, padding, None, options);
+    }
+    let device = q.device();
+    let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+    if causal {
+        let rows = Tensor::<1, Int>::arange(0..time_q as i64, &device)
+            .reshape([time_q, 1])
+            .add_scalar(time_k as i64 - time_q as i64);
+        let cols = Tensor::<1, Int>::arange(0..time_k as i64, &device).reshape([1, time_k]);
+        let future = cols.greater(rows).reshape([1, 1, time_q, time_k]);
+        scores = scores.mask_fill(future.expand(shape), f32::NEG_INFINITY);
+    }
+    if let Some(padding) = padding {
+        scores = scores.mask_fill(padding, f32::NEG_INFINITY);
+    }
+    let weights = softmax(scores, 3);
+    let keep = weights.random_like(Distribution::Bernoulli(1.0 - dropout));
+    (weights * keep).div_scalar(1.0 - dropout).matmul(v)
+}
+
+/// The operation per backend. A backend with a kernel answers `Some`; the default `None` sends
+/// [`attention`] to Burn's composition, which autodiff differentiates op by op.
+#[backend_extension(
+    Flex: cfg(feature = "flex"),
+    NdArray: cfg(feature = "ndarray"),
+    LibTorch: cfg(feature = "tch"),
+    Cube: cfg(any(feature = "wgpu", feature = "cuda")),
+    Autodiff
+)]
+pub trait AttentionOps: Backend {
+    /// The attention output; `padding` `[batch, tk]` is true at padded keys.
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        padding: BoolTensor<Self>,
+        causal: bool,
+        scale: f64,
+        dropout: f64,
+        seed: u64,
+    ) -> Option<FloatTensor<Self>> {
+        let _ = (q, k, v, padding, causal, scale, dropout, seed);
+        None
+    }
+
+    /// The output and each query row's log-sum-exp of its scores `[batch, heads, tq]`: what
+    /// the backward needs.
+    fn fused_attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        padding: BoolTensor<Self>,
+        causal: bool,
+        scale: f64,
+        dropout: f64,
+        seed: u64,
+    ) -> Option<(FloatTensor<Self>, FloatTensor<Self>)> {
+        let _ = (q, k, v, padding, causal, scale, dropout, seed);
+        None
+    }
+
+    /// The gradients of q, k and v given the output's gradient `grad`, from what
+    /// `fused_attention_forward` gave. A backend with that forward has this backward.
+    fn fused_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        padding: BoolTensor<Self>,
+        causal: bool,
+        scale: f64,
+        dropout: f64,
+        seed: u64,
+    ) -> Option<(FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>)> {
+        let _ = (q, k, v, output, lse, grad, padding);
+        let _ = (causal, scale, dropout, seed);
+        None
+    }
+}
+
+#[cfg(feature = "ndarray")]
+impl AttentionOps for burn::backend::NdArray {}
+#[cfg(feature = "tch")]
+impl AttentionOps for burn::backend::LibTorch {}
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+impl AttentionOps for burn::backend::Cube {}
+
+/// What the backward recomputes from.
+#[derive(Debug, Clone)]
+struct Saved<B: Backend> {
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    output: FloatTensor<B>,
+    lse: FloatTensor<B>,
+    padding: BoolTensor<B>,
+    causal: bool,
+    scale: f64,
+    dropout: f64,
+    seed: u64,
+}
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl<B: AttentionOps> Backward<B, 3> for AttentionBackward {
+    type State = Saved<B>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent_q, parent_k, parent_v] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let s = ops.state;
+        let (dq, dk, dv) = B::fused_attention_backward(
+            s.q, s.k, s.v, s.output, s.lse, grad, s.padding, s.causal, s.scale, s.dropout, s.seed,
+        )
+        .expect("a backend with the fused attention's forward has its backward");
+        for (parent, grad) in [(parent_q, dq), (parent_k, dk), (parent_v, dv)] {
+            if let Some(parent) = parent {
+                grads.register::<B>(parent.id, grad);
+            }
+        }
+    }
+}
+
+impl<B: AttentionOps, C: CheckpointStrategy> AttentionOps for Autodiff<B, C> {
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        padding: BoolTensor<Self>,
+        causal: bool,
+        scale: f64,
+        dropout: f64,
+        seed: u64,
+    ) -> Option<FloatTensor<Self>> {
+        let (inner_q, inner_k, inner_v) = (
+            q.clone().into_primitive(),
+            k.clone().into_primitive(),
+            v.clone().into_primitive(),
+        );
+        let (output, lse) = B::fused_attention_forward(
+            inner_q.clone(),
+            inner_k.clone(),
+            inner_v.clone(),
+            padding.clone(),
+            causal,
+            scale,
+            dropout,
+            seed,
+        )?;
+        let prepared = AttentionBackward
+            .prepare::<C>([q.node(), k.node(), v.node()])
+            .compute_bound()
+            .stateful();
+        Some(match prepared {
+            OpsKind::Tracked(prep) => {
+                let saved = Saved {
+                    q: inner_q,
+                    k: inner_k,
+                    v: inner_v,
+                    output: output.clone(),
+                    lse,
+                    padding,
+                    causal,
+                    scale,
+                    dropout,
+                    seed,
+                };
+                prep.finish(saved, output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        })
+    }
+}
+
+#[cfg(feature = "flex")]
+mod flex_kernel {
+    use super::AttentionOps;
+    use crate::models::gelu::flex_kernel::exp_nonpositive;
+    use crate::rng::SplitMix64;
+    use burn::backend::Flex;
+    use burn::backend::flex::FlexTensor;
+    use burn::backend::tensor::{BoolTensor, FloatTensor};
+    use burn::tensor::{DType, TensorData};
+    use rayon::prelude::*;
+
+    /// Query rows per block: the block's scores (`ROWS × tk` f32) stay in L2 for the sequence
+    /// lengths the models use, and every product is a GEMM of at least this many rows.
+    const ROWS: usize = 64;
+
+    impl AttentionOps for Flex {
+        fn fused_attention(
+            q: FloatTensor<Self>,
+            k: FloatTensor<Self>,
+            v: FloatTensor<Self>,
+            padding: BoolTensor<Self>,
+            causal: bool,
+            scale: f64,
+            dropout: f64,
+            seed: u64,
+        ) -> Option<FloatTensor<Self>> {
+            Self::fused_attention_forward(q, k, v, padding, causal, scale, dropout, seed)
+                .map(|(output, _)| output)
+        }
+
+        fn fused_attention_forward(
+            q: FloatTensor<Self>,
+            k: FloatTensor<Self>,
+            v: FloatTensor<Self>,
+            padding: BoolTensor<Self>,
+            causal: bool,
+            scale: f64,
+            dropout: f64,
+            seed: u64,
+        ) -> Option<(FloatTensor<Self>, FloatTensor<Self>)> {
+            let (q, k, v) = (View::new(&q)?, View::new(&k)?, View::new(&v)?);
+            let problem = Problem::new(&q, &k, &v, padding, causal, scale, dropout, seed)?;
+            Some(problem.forward(&q, &k, &v))
+        }
+
+        fn fused_attention_backward(
+            q: FloatTensor<Self>,
+            k: FloatTensor<Self>,
+            v: FloatTensor<Self>,
+            output: FloatTensor<Self>,
+            lse: FloatTensor<Self>,
+            grad: FloatTensor<Self>,
+            padding: BoolTensor<Self>,
+            causal: bool,
+            scale: f64,
+            dropout: f64,
+            seed: u64,
+        ) -> Option<(FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>)> {
+            let (q, k, v) = (View::new(&q)?, View::new(&k)?, View::new(&v)?);
+            let (output, grad) = (View::new(&output)?, View::new(&grad)?);
+            let problem = Problem::new(&q, &k, &v, padding, causal, scale, dropout, seed)?;
+            let lse = lse.to_contiguous();
+            let start = lse.layout().start_offset();
+            let lse = &lse.storage::<f32>()[start..];
+            Some(problem.backward(&q, &k, &v, &output, lse, &grad))
+        }
+    }
+
+    /// A 4-D f32 tensor read in place through its strides, so the models' head-split views
+    /// (`swap_dims` of a projection) are not copied.
+    struct View {
+        tensor: FlexTensor,
+        dims: [usize; 4],
+        strides: [isize; 4],
+        offset: usize,
+    }
+
+    impl View {
+        fn new(tensor: &FlexTensor) -> Option<View> {
+            let layout = tensor.layout();
+            if tensor.dtype() != DType::F32 || layout.num_dims() != 4 {
+                return None;
+            }
+            let tensor = if layout.has_positive_strides() {
+                tensor.clone()
+            } else {
+                tensor.to_contiguous()
+            };
+            let layout = tensor.layout();
+            let (shape, strides) = (layout.shape(), layout.strides());
+            Some(View {
+                dims: [shape[0], shape[1], shape[2], shape[3]],
+                strides: [strides[0], strides[1], strides[2], strides[3]],
+                offset: layout.start_offset(),
+                tensor,
+            })
+        }
+
+        /// The `[t, d]` matrix of head `h` of batch row `b`.
+        fn head(&self, b: usize, h: usize) -> Mat {
+            let at =
+                self.offset as isize + b as isize * self.strides[0] + h as isize * self.strides[1];
+            Mat {
+                ptr: self.tensor.storage::<f32>().as_ptr().wrapping_offset(at),
+                rs: self.strides[2],
+                cs: self.strides[3],
+            }
+        }
+    }
+
+    /// A strided matrix for GEMM: element (i, j) at `ptr + i·rs + j·cs`.
+    #[derive(Clone, Copy)]
+    struct Mat {
+        ptr: *const f32,
+        rs: isize,
+        cs: isize,
+    }
+
+    impl Mat {
+        /// A row-major buffer of `cols` columns.
+        fn dense(values: &[f32], cols: usize) -> Mat {
+            Mat {
+                ptr: values.as_ptr(),
+                rs: cols as isize,
+                cs: 1,
+            }
+        }
+
+        /// The matrix from row `i` on.
+        fn rows_from(self, i: usize) -> Mat {
+            Mat {
+                ptr: self.ptr.wrapping_offset(i as isize * self.rs),
+                ..self
+            }
+        }
+
+        fn transposed(self) -> Mat {
+            Mat {
+                rs: self.cs,
+                cs: self.rs,
+                ..self
+            }
+        }
+
+        /// Element (i, j); the caller keeps it inside the matrix.
+        fn at(self, i: usize, j: usize) -> f32 {
+            // SAFETY: callers index within the view's dims, which its strides address.
+            unsafe { *self.ptr.offset(i as isize * self.rs + j as isize * self.cs) }
+        }
+    }
+
+    /// `dst[m×n]` (row-major with `dst_cols` columns) `= (dst if accumulate) + beta·lhs·rhs`,
+    /// `lhs` `m×k`, `rhs` `k×n`, one thread (the heads already spread over the pool).
+    ///
+    /// # Safety
+    /// Every matrix must address valid memory over its dimensions; `dst` is not aliased.
+    unsafe fn product(
+        (m, n, k): (usize, usize, usize),
+        dst: *mut f32,
+        dst_cols: usize,
+        accumulate: bool,
+        lhs: Mat,
+        rhs: Mat,
+        beta: f32,
+    ) {
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst,
+                1,
+                dst_cols as isize,
+                accumulate,
+                lhs.ptr,
+                lhs.cs,
+                lhs.rs,
+                rhs.ptr,
+                rhs.cs,
+                rhs.rs,
+                1.0,
+                beta,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
+        }
+    }
+
+    /// Attention dropout: which weights survive, and the survivors' rescaling `1/(1-p)`.
+    struct DropoutMask {
+        seed: u64,
+        threshold: u64,
+        rescale: f32,
+    }
+
+    impl DropoutMask {
+        /// Whether weight (query `i`, key `j`) of head `bh` (`batch·heads + head`) survives:
+        /// element `((bh·tq + i)·tk + j)` of the seed's SplitMix64 stream against `p·2⁶⁴`.
+        fn keeps(&self, counter: u64) -> bool {
+            let state = self
+                .seed
+                .wrapping_add(counter.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            SplitMix64::new(state).next_u64() >= self.threshold
+        }
+    }
+
+    /// One call's shapes and masks, checked; `None` sends the call to Burn's composition.
+    struct Problem {
+        batch: usize,
+        heads: usize,
+        tq: usize,
+        tk: usize,
+        d: usize,
+        dv: usize,
+        causal: bool,
+        scale: f32,
+        padding: Option<Vec<bool>>,
+        dropout: Option<DropoutMask>,
+    }
+
+    /// Per-task buffers of a block of query rows against all keys.
+    struct Scratch {
+        probs: Vec<f32>,
+        dropped: Vec<f32>,
+        keep: Vec<bool>,
+        dprobs: Vec<f32>,
+        delta: Vec<f32>,
+    }
+
+    impl Problem {
+        fn new(
+            q: &View,
+            k: &View,
+            v: &View,
+            padding: FlexTensor,
+            causal: bool,
+            scale: f64,
+            dropout: f64,
+            seed: u64,
+        ) -> Option<Problem> {
+            let [batch, heads, tq, d] = q.dims;
+            let [_, _, tk, dv] = v.dims;
+            let shapes_fit = k.dims == [batch, heads, tk, d] && v.dims[..2] == [batch, heads];
+            let empty = [batch, heads, tq, tk, d, dv].contains(&0);
+            if !shapes_fit || empty || !(0.0..1.0).contains(&dropout) {
+                return None;
+            }
+            let shape = padding.layout().shape();
+            if shape.num_dims() != 2 || shape[0] != batch || shape[1] != tk {
+                return None;
+            }
+            let padding: Vec<bool> = padding.into_data().iter::<bool>().collect();
+            // An all-false mask (no padding) costs no test per score.
+            let padding = padding.contains(&true).then_some(padding);
+            let dropout = (dropout > 0.0).then(|| DropoutMask {
+                seed,
+                threshold: (dropout * 18_446_744_073_709_551_616.0) as u64,
+                rescale: (1.0 / (1.0 - dropout)) as f32,
+            });
+            Some(Problem {
+                batch,
+                heads,
+                tq,
+                tk,
+                d,
+                dv,
+                causal,
+                scale: scale as f32,
+                padding,
+                dropout,
+            })
+        }
+
+        /// Keys query `i` may see: a prefix (all of them unless causal).
+        fn visible(&self, i: usize) -> usize {
+            if self.causal {
+                (i + 1 + self.tk).saturating_sub(self.tq).min(self.tk)
+            } else {
+                self.tk
+            }
+        }
+
+        /// Whether key `j` of batch row `b` is padding.
+        fn padded(&self, b: usize, j: usize) -> bool {
+            self.padding.as_ref().is_some_and(|p| p[b * self.tk + j])
+        }
+
+        fn scratch(&self) -> Scratch {
+            Scratch {
+                probs: vec![0.0; ROWS * self.tk],
+                dropped: vec![0.0; ROWS * self.tk],
+                keep: vec![true; ROWS * self.tk],
+                dprobs: vec![0.0; ROWS * self.tk],
+                delta: vec![0.0; self.tq],
+            }
+        }
+
+        /// Scores of rows `r0..r0+rows` against the first `keys` keys, scaled, into `probs`.
+        fn scores(&self, q: Mat, k: Mat, r0: usize, rows: usize, keys: usize, probs: &mut [f32]) {
+            // SAFETY: q has tq ≥ r0 + rows rows of d, k has tk ≥ keys rows of d; probs holds
+            // rows × keys.
+            unsafe {
+                product(
+                    (rows, keys, self.d),
+                    probs.as_mut_ptr(),
+                    keys,
+                    false,
+                    q.rows_from(r0),
+                    k.transposed(),
+                    self.scale,
+                )
+            }
+        }
+
+        /// Marks which weights of the block survive dropout (all without dropout).
+        fn fill_keep(&self, bh: usize, r0: usize, rows: usize, keys: usize, keep: &mut [bool]) {
+            let Some(dropout) = &self.dropout else {
+                return;
+            };
+            for ri in 0..rows {
+                let first = ((bh * self.tq + r0 + ri) * self.tk) as u64;
+                for (j, kept) in keep[ri * keys..(ri + 1) * keys].iter_mut().enumerate() {
+                    *kept = dropout.keeps(first + j as u64);
+                }
+            }
+        }
+
+        /// Output `[batch, heads, tq, dv]` and log-sum-exp `[batch, heads, tq]`.
+        fn forward(&self, q: &View, k: &View, v: &View) -> (FlexTensor, FlexTensor) {
+            let (tq, dv) = (self.tq, self.dv);
+            let mut output = vec![0.0f32; self.batch * self.heads * tq * dv];
+            let mut lse = vec![0.0f32; self.batch * self.heads * tq];
+            output
+                .par_chunks_mut(tq * dv)
+                .zip(lse.par_chunks_mut(tq))
+                .enumerate()
+                .for_each_init(
+                    || self.scratch(),
+                    |scratch, (bh, (out, lse))| self.forward_head(bh, q, k, v, out, lse, scratch),
+                );
+            let dims = [self.batch, self.heads, tq];
+            (
+                FlexTensor::from_data(TensorData::new(output, [self.batch, self.heads, tq, dv])),
+                FlexTensor::from_data(TensorData::new(lse, dims)),
+            )
+        }
+
+        fn forward_head(
+            &self,
+            bh: usize,
+            q: &View,
+            k: &View,
+            v: &View,
+            out: &mut [f32],
+            lse: &mut [f32],
+            scratch: &mut Scratch,
+        ) {
+            let (b, h) = (bh / self.heads, bh % self.heads);
+            let (q, k, v) = (q.head(b, h), k.head(b, h), v.head(b, h));
+            for r0 in (0..self.tq).step_by(ROWS) {
+                let rows = ROWS.min(self.tq - r0);
+                // Causal blocks stop at the last row's horizon: the keys beyond are masked.
+                let keys = self.visible(r0 + rows - 1);
+                if keys == 0 {
+                    lse[r0..r0 + rows].fill(f32::NEG_INFINITY);
+                    continue;
+                }
+                let probs = &mut scratch.probs[..rows * keys];
+                self.scores(q, k, r0, rows, keys, probs);
+                self.fill_keep(bh, r0, rows, keys, &mut scratch.keep);
+                for ri in 0..rows {
+                    let row = &mut probs[ri * keys..(ri + 1) * keys];
+                    lse[r0 + ri] = self.softmax_row(b, r0 + ri, row);
+                    if let Some(dropout) = &self.dropout {
+                        let keep = &scratch.keep[ri * keys..(ri + 1) * keys];
+                        for (p, &kept) in row.iter_mut().zip(keep) {
+                            *p = if kept { *p * dropout.rescale } else { 0.0 };
+                        }
+                    }
+                }
+                // SAFETY: probs is rows × keys, v has tk ≥ keys rows of dv, out is tq × dv.
+                unsafe {
+                    product(
+                        (rows, self.dv, keys),
+                        out[r0 * self.dv..].as_mut_ptr(),
+                        self.dv,
+                        false,
+                        Mat::dense(probs, keys),
+                        v,
+                        1.0,
+                    )
+                }
+            }
+        }
+
+        /// Softmax of query `i`'s scores in place (masked keys 0); returns the log-sum-exp,
+        /// -inf when the query sees no key (its row stays 0).
+        fn softmax_row(&self, b: usize, i: usize, row: &mut [f32]) -> f32 {
+            let visible = self.visible(i);
+            let mut max = f32::NEG_INFINITY;
+            for (j, x) in row.iter_mut().enumerate() {
+                if j >= visible || self.padded(b, j) {
+                    *x = f32::NEG_INFINITY;
+                } else {
+                    max = max.max(*x);
+                }
+            }
+            if max == f32::NEG_INFINITY {
+                row.fill(0.0);
+                return max;
+            }
+            let mut sum = 0.0;
+            for x in row.iter_mut() {
+                *x = if *x == f32::NEG_INFINITY {
+                    0.0
+                } else {
+                    exp_nonpositive(*x - max)
+                };
+                sum += *x;
+            }
+            let inverse = 1.0 / sum;
+            row.iter_mut().for_each(|x| *x *= inverse);
+            max + sum.ln()
+        }
+
+        /// Gradients of q, k and v from the output's gradient `grad`.
+        fn backward(
+            &self,
+            q: &View,
+            k: &View,
+            v: &View,
+            output: &View,
+            lse: &[f32],
+            grad: &View,
+        ) -> (FlexTensor, FlexTensor, FlexTensor) {
+            let (tq, tk, d, dv) = (self.tq, self.tk, self.d, self.dv);
+            let bh_count = self.batch * self.heads;
+            let mut dq = vec![0.0f32; bh_count * tq * d];
+            let mut dk = vec![0.0f32; bh_count * tk * d];
+            let mut dvs = vec![0.0f32; bh_count * tk * dv];
+            dq.par_chunks_mut(tq * d)
+                .zip(dk.par_chunks_mut(tk * d))
+                .zip(dvs.par_chunks_mut(tk * dv))
+                .enumerate()
+                .for_each_init(
+                    || self.scratch(),
+                    |scratch, (bh, ((dq, dk), dv))| {
+                        let lse = &lse[bh * tq..(bh + 1) * tq];
+                        let heads = Heads {
+                            q,
+                            k,
+                            v,
+                            output,
+                            grad,
+                        };
+                        self.backward_head(bh, heads, lse, (dq, dk, dv), scratch)
+                    },
+                );
+            let tensor = |values, rows, cols| {
+                FlexTensor::from_data(TensorData::new(
+                    values,
+                    [self.batch, self.heads, rows, cols],
+                ))
+            };
+            (tensor(dq, tq, d), tensor(dk, tk, d), tensor(dvs, tk, dv))
+        }
+
+        fn backward_head(
+            &self,
+            bh: usize,
+            views: Heads,
+            lse: &[f32],
+            (dq, dk, dv): (&mut [f32], &mut [f32], &mut [f32]),
+            scratch: &mut Scratch,
+        ) {
+            let (b, h) = (bh / self.heads, bh % self.heads);
+            let [q, k, v, output, grad] =
+                [views.q, views.k, views.v, views.output, views.grad].map(|x| x.head(b, h));
+            let Scratch {
+                probs,
+                dropped,
+                keep,
+                dprobs,
+                delta,
+            } = scratch;
+            // rowsum(dO ∘ O) = Σ_j P_ij dP_ij, also with dropout (O holds the dropped weights).
+            for (i, delta) in delta.iter_mut().enumerate() {
+                *delta = (0..self.dv).map(|c| grad.at(i, c) * output.at(i, c)).sum();
+            }
+            for r0 in (0..self.tq).step_by(ROWS) {
+                let rows = ROWS.min(self.tq - r0);
+                let keys = self.visible(r0 + rows - 1);
+                if keys == 0 {
+                    continue;
+                }
+                let n = rows * keys;
+                let probs = &mut probs[..n];
+                self.scores(q, k, r0, rows, keys, probs);
+                // P recomputed from the saved log-sum-exp.
+                for ri in 0..rows {
+                    let i = r0 + ri;
+                    let (visible, lse) = (self.visible(i), lse[i]);
+                    for (j, x) in probs[ri * keys..(ri + 1) * keys].iter_mut().enumerate() {
+                        let masked = j >= visible || self.padded(b, j) || lse == f32::NEG_INFINITY;
+                        *x = if masked {
+                            0.0
+                        } else {
+                            exp_nonpositive(*x - lse)
+                        };
+                    }
+                }
+                self.fill_keep(bh, r0, rows, keys, keep);
+                let rescale = self.dropout.as_ref().map(|d| d.rescale);
+                let weights: &[f32] = match rescale {
+                    None => &*probs,
+                    Some(rescale) => {
+                        for ((w, &p), &kept) in dropped[..n].iter_mut().zip(&*probs).zip(&keep[..n])
+                        {
+                            *w = if kept { p * rescale } else { 0.0 };
+                        }
+                        &dropped[..n]
+                    }
+                };
+                let dprobs = &mut dprobs[..n];
+                // SAFETY (all four products): the block matrices are rows × keys; q, dq are
+                // tq × d, k, dk are tk × d, v, dv are tk × dv, grad is tq × dv, with
+                // r0 + rows ≤ tq and keys ≤ tk.
+                unsafe {
+                    // dV += Wᵀ dO, W the (dropped) weights.
+                    product(
+                        (keys, self.dv, rows),
+                        dv.as_mut_ptr(),
+                        self.dv,
+                        true,
+                        Mat::dense(weights, keys).transposed(),
+                        grad.rows_from(r0),
+                        1.0,
+                    );
+                    // dW = dO Vᵀ.
+                    product(
+                        (rows, keys, self.dv),
+                        dprobs.as_mut_ptr(),
+                        keys,
+                        false,
+                        grad.rows_from(r0),
+                        v.transposed(),
+                        1.0,
+                    );
+                }
+                // dS = P ∘ (dP − rowsum(dO ∘ O)), dP = dW through the dropout mask.
+                for ri in 0..rows {
+                    let delta = delta[r0 + ri];
+                    let span = ri * keys..(ri + 1) * keys;
+                    let row = dprobs[span.clone()].iter_mut().zip(&probs[span.clone()]);
+                    for ((ds, &p), &kept) in row.zip(&keep[span]) {
+                        let dp = match rescale {
+                            None => *ds,
+                            Some(rescale) if kept => *ds * rescale,
+                            Some(_) => 0.0,
+                        };
+                        *ds = p * (dp - delta);
+                    }
+                }
+                unsafe {
+                    // dQ = scale · dS K.
+                    product(
+                        (rows, self.d, keys),
+                        dq[r0 * self.d..].as_mut_ptr(),
+                        self.d,
+                        false,
+                        Mat::dense(dprobs, keys),
+                        k,
+                        self.scale,
+                    );
+                    // dK += scale · dSᵀ Q.
+                    product(
+                        (keys, self.d, rows),
+                        dk.as_mut_ptr(),
+                        self.d,
+                        true,
+                        Mat::dense(dprobs, keys).transposed(),
+                        q.rows_from(r0),
+                        self.scale,
+                    );
+                }
+            }
+        }
+    }
+
+    /// The backward's inputs.
+    #[derive(Clone, Copy)]
+    struct Heads<'a> {
+        q: &'a View,
+        k: &'a View,
+        v: &'a View,
+        output: &'a View,
+        grad: &'a View,
+    }
+
+    /// Which weights of an `[batch, heads, tq, tk]` attention survive dropout with `seed`: the
+    /// kernel's mask, for the tests' reference.
+    #[cfg(test)]
+    pub(super) fn dropout_keeps(
+        [batch, heads, tq, tk]: [usize; 4],
+        dropout: f64,
+        seed: u64,
+    ) -> Vec<bool> {
+        let mask = DropoutMask {
+            seed,
+            threshold: (dropout * 18_446_744_073_709_551_616.0) as u64,
+            rescale: 1.0,
+        };
+        (0..(batch * heads * tq * tk) as u64)
+            .map(|counter| mask.keeps(counter))
+            .collect()
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use burn::tensor::Tolerance;
+    use burn::tensor::module::attention_fallback;
+
+    fn normal(shape: [usize; 4], device: &Device) -> Tensor<4> {
+        Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
+    }
+
+    /// `[b, h, t, d]` as the models make it: `[b, t, h, d]` with the middle axes swapped (a
+    /// strided view), or contiguous.
+    fn input([b, h, t, d]: [usize; 4], strided: bool, device: &Device) -> Tensor<4> {
+        if strided {
+            normal([b, t, h, d], device).swap_dims(1, 2)
+        } else {
+            normal([b, h, t, d], device)
+        }
+    }
+
+    /// Burn's composition with the same masking; `keep` an explicit dropout mask.
+    fn reference(
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        mask: &Mask,
+        keep: Option<(Tensor<4>, f64)>,
+    ) -> Tensor<4> {
+        let [b, h, tq, d] = q.dims();
+        let tk = k.dims()[2];
+        let padding = match mask {
+            Mask::KeyPadding(p) => Some(p.clone().reshape([b, 1, 1, tk]).expand([b, h, tq, tk])),
+            _ => None,
+        };
+        let causal = matches!(mask, Mask::Causal);
+        let Some((keep, dropout)) = keep else {
+            let options = AttentionModuleOptions {
+                scale: None,
+                softcap: None,
+                is_causal: causal,
+            };
+            return attention_fallback(q, k, v, padding, None, options);
+        };
+        let device = q.device();
+        let mut scores = q.matmul(k.swap_dims(2, 3)).div_scalar((d as f64).sqrt());
+        if causal {
+            let rows = Tensor::<1, Int>::arange(0..tq as i64, &device)
+                .reshape([tq, 1])
+                .add_scalar(tk as i64 - tq as i64);
+            let cols = Tensor::<1, Int>::arange(0..tk as i64, &device).reshape([1, tk]);
+            let future = cols
+                .greater(rows)
+                .reshape([1, 1, tq, tk])
+                .expand([b, h, tq, tk]);
+            scores = scores.mask_fill(future, f32::NEG_INFINITY);
+        }
+        if let Some(padding) = padding {
+            scores = scores.mask_fill(padding, f32::NEG_INFINITY);
+        }
+        (softmax(scores, 3) * keep)
+            .div_scalar(1.0 - dropout)
+            .matmul(v)
+    }
+
+    /// Values and the gradients of q, k and v equal the reference's, within 1e-5 relative.
+    fn check(shapes: [[usize; 4]; 2], strided: bool, mask: Mask, dropout: f64) {
+        let device = Device::flex().autodiff();
+        let [q_shape, k_shape] = shapes;
+        let v_shape = [k_shape[0], k_shape[1], k_shape[2], k_shape[3] + 3];
+        let q = input(q_shape, strided, &device);
+        let k = input(k_shape, strided, &device);
+        let v = input(v_shape, strided, &device);
+        let seed = 0x5eed_1234_abcd;
+        let keep = (dropout > 0.0).then(|| {
+            let shape = [q_shape[0], q_shape[1], q_shape[2], k_shape[2]];
+            let keeps = flex_kernel::dropout_keeps(shape, dropout, seed);
+            let kept = keeps.iter().filter(|&&k| k).count() as f64 / keeps.len() as f64;
+            // Four standard deviations of the kept share.
+            let sd = (dropout * (1.0 - dropout) / keeps.len() as f64).sqrt();
+            assert!((kept - (1.0 - dropout)).abs() < 4.0 * sd, "kept {kept}");
+            let values = keeps.iter().map(|&k| k as u8 as f32).collect::<Vec<_>>();
+            (
+                Tensor::from_data(TensorData::new(values, shape), &device),
+                dropout,
+            )
+        });
+        let ours = [q.clone(), k.clone(), v.clone()].map(|x| x.require_grad());
+        let theirs = [q, k, v].map(|x| x.require_grad());
+        let [q1, k1, v1] = ours.clone();
+        let scale = 1.0 / (q_shape[3] as f64).sqrt();
+        let y_ours = attention_seeded(q1, k1, v1, mask.clone(), scale, dropout, seed);
+        let [q2, k2, v2] = theirs.clone();
+        let y_theirs = reference(q2, k2, v2, &mask, keep);
+        assert_close(y_ours.clone(), y_theirs.clone());
+        // Weight each output differently so a gradient in the wrong place shows.
+        let weights = normal(y_ours.dims(), &device);
+        let grads_ours = (y_ours * weights.clone()).sum().backward();
+        let grads_theirs = (y_theirs * weights).sum().backward();
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert_close(a.grad(&grads_ours).unwrap(), b.grad(&grads_theirs).unwrap());
+        }
+    }
+
+    /// Within 1e-5 relative, elements near zero within 1e-5 of the tensor's largest (a
+    /// gradient that cancels to 0 in one evaluation order is 1e-7 of its terms in another).
+    fn assert_close(ours: Tensor<4>, theirs: Tensor<4>) {
+        let largest: f32 = theirs.clone().abs().max().into_scalar();
+        let tolerance = Tolerance::rel_abs(5e-6, 1e-5 * largest);
+        ours.into_data()
+            .assert_approx_eq::<f32>(&theirs.into_data(), tolerance);
+    }
+
+    fn padding(batch: usize, tk: usize, lengths: &[usize], device: &Device) -> Tensor<2, Bool> {
+        let values: Vec<bool> = (0..batch)
+            .flat_map(|b| (0..tk).map(move |j| j >= lengths[b]))
+            .collect();
+        Tensor::from_data(TensorData::new(values, [batch, tk]), device)
+    }
+
+    #[test]
+    fn unmasked_equals_burns_composition() {
+        for strided in [false, true] {
+            // 130 queries: three row blocks, the last partial.
+            check([[2, 3, 130, 16], [2, 3, 130, 16]], strided, Mask::None, 0.0);
+        }
+    }
+
+    #[test]
+    fn causal_equals_burns_composition_also_after_a_cache() {
+        for strided in [false, true] {
+            check([[2, 2, 70, 8], [2, 2, 70, 8]], strided, Mask::Causal, 0.0);
+            // New queries after cached keys: the mask aligned bottom-right.
+            check([[2, 2, 3, 8], [2, 2, 11, 8]], strided, Mask::Causal, 0.0);
+        }
+    }
+
+    /// With dropout, Burn's composition given the kernel's mask: the backward regenerates the
+    /// forward's mask (a different mask there would break the gradients).
+    #[test]
+    fn dropout_equals_the_composition_with_the_kernels_mask() {
+        let device = Device::flex().autodiff();
+        check([[2, 2, 70, 8], [2, 2, 70, 8]], true, Mask::Causal, 0.3);
+        let mask = Mask::KeyPadding(padding(2, 9, &[9, 5], &device));
+        check([[2, 2, 5, 8], [2, 2, 9, 8]], false, mask, 0.5);
+    }
+
+    /// Dropout acts in training only, with a fresh mask per call.
+    #[test]
+    fn dropout_applies_on_the_autodiff_device_only() {
+        let dropout = burn::nn::DropoutConfig::new(0.5).init();
+        for (device, active) in [(Device::flex(), false), (Device::flex().autodiff(), true)] {
+            let rate = dropout_rate(&dropout, &device);
+            assert_eq!(rate, if active { 0.5 } else { 0.0 });
+            let [q, k, v] = [0, 1, 2].map(|_| normal([1, 2, 16, 8], &device));
+            let call = || attention(q.clone(), k.clone(), v.clone(), Mask::Causal, None, rate);
+            let (a, b) = (call(), call());
+            let differ = !a.clone().equal(b).all().into_scalar::<bool>();
+            assert_eq!(differ, active);
+            let plain = attention(q.clone(), k.clone(), v.clone(), Mask::Causal, None, 0.0);
+            assert_eq!(!a.equal(plain).all().into_scalar::<bool>(), active);
+        }
+    }
+
+    #[test]
+    fn key_padding_and_cross_attention_equal_burns_composition() {
+        let device = Device::flex().autodiff();
+        for strided in [false, true] {
+            let mask = Mask::KeyPadding(padding(3, 67, &[67, 40, 1], &device));
+            check([[3, 2, 67, 8], [3, 2, 67, 8]], strided, mask, 0.0);
+            // Cross-attention: 5 queries over 9 keys, padded or not.
+            let mask = Mask::KeyPadding(padding(3, 9, &[9, 4, 7], &device));
+            check([[3, 2, 5, 8], [3, 2, 9, 8]], strided, mask, 0.0);
+            check([[3, 2, 5, 8], [3, 2, 9, 8]], strided, Mask::None, 0.0);
+        }
+    }
+}
