@@ -4,6 +4,7 @@
 //! 3072.
 
 use super::activation::Activation;
+use super::layer_norm::ForwardFused;
 use super::lora::{LoraConfig, LoraLinear};
 use burn::nn::{Dropout, DropoutConfig, Initializer, LayerNorm, LayerNormConfig, LinearConfig};
 use burn::prelude::*;
@@ -123,11 +124,13 @@ impl Encoder {
 impl EncoderLayer {
     fn forward(&self, x: Tensor<3>, mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
         if self.pre_norm {
-            let x = x.clone() + self.attention(self.norm_1.forward(x), mask);
-            x.clone() + self.feed_forward(self.norm_2.forward(x))
+            let x = x.clone() + self.attention(self.norm_1.forward_fused(x), mask);
+            x.clone() + self.feed_forward(self.norm_2.forward_fused(x))
         } else {
-            let x = self.norm_1.forward(x.clone() + self.attention(x, mask));
-            self.norm_2.forward(x.clone() + self.feed_forward(x))
+            let x = self
+                .norm_1
+                .forward_fused(x.clone() + self.attention(x, mask));
+            self.norm_2.forward_fused(x.clone() + self.feed_forward(x))
         }
     }
 
