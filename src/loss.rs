@@ -254,6 +254,7 @@ mod composed {
 mod flex_kernel {
     use super::CrossEntropyOps;
     use crate::models::gelu::{contiguous, exp_nonpositive};
+    use crate::models::layer_norm::lane_sum;
     use burn::backend::Flex;
     use burn::backend::flex::FlexTensor;
     use burn::backend::tensor::{FloatTensor, IntTensor};
@@ -262,6 +263,28 @@ mod flex_kernel {
 
     /// Elements per parallel task (whole rows).
     const CHUNK: usize = 8 * 1024;
+
+    /// The row's maximum in 8 running maxima, so that the loop vectorises (NaN is caught by
+    /// the caller's mean).
+    fn lane_max(row: &[f32]) -> f32 {
+        const LANES: usize = 8;
+        let chunks = row.chunks_exact(LANES);
+        let tail = chunks
+            .remainder()
+            .iter()
+            .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let mut maxima = [f32::NEG_INFINITY; LANES];
+        for chunk in chunks {
+            for lane in 0..LANES {
+                maxima[lane] = if chunk[lane] > maxima[lane] {
+                    chunk[lane]
+                } else {
+                    maxima[lane]
+                };
+            }
+        }
+        maxima.iter().fold(tail, |m, &v| m.max(v))
+    }
 
     /// The targets as indices, or `None` for an integer type the kernel does not read.
     fn indices(targets: &FlexTensor) -> Option<Vec<i64>> {
@@ -317,9 +340,9 @@ mod flex_kernel {
                             continue; // ignored: no target read, zeros out
                         }
                         let x = &values[row * classes..(row + 1) * classes];
-                        let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                        let sum: f32 = x.iter().map(|&v| exp_nonpositive(v - max)).sum();
-                        let mean = x.iter().sum::<f32>() / classes as f32;
+                        let max = lane_max(x);
+                        let sum = lane_sum(x, x, x, |v, _, _| exp_nonpositive(v - max));
+                        let mean = lane_sum(x, x, x, |v, _, _| v) / classes as f32;
                         // A NaN logit shows in the loss (the fast exp would hide it).
                         *lse = if mean.is_nan() {
                             f32::NAN
@@ -462,6 +485,16 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A NaN logit gives a NaN loss, as Burn's composition does (divergence stays visible).
+    #[test]
+    fn a_nan_logit_shows_in_the_loss() {
+        let device = Device::flex();
+        let logits = Tensor::<2>::from_data([[0.0f32, f32::NAN, 1.0], [0.0, 1.0, 2.0]], &device);
+        let targets = Tensor::<1, Int>::from_data([0i64, 1], &device);
+        let (loss, nll) = cross_entropy(logits, targets, 0.0, None);
+        assert!(loss.into_scalar::<f32>().is_nan() && nll.into_scalar::<f32>().is_nan());
     }
 
     /// Ignored rows get a zero gradient and their targets are never read (here not classes).

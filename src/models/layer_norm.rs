@@ -246,6 +246,10 @@ mod composed {
     }
 }
 
+/// Shared with the cross-entropy's flex kernel (`loss.rs`).
+#[cfg(feature = "flex")]
+pub(crate) use flex_kernel::lane_sum;
+
 #[cfg(feature = "flex")]
 mod flex_kernel {
     use super::LayerNormOps;
@@ -271,7 +275,12 @@ mod flex_kernel {
     /// `Σ f(a_j, b_j, c_j)` in 8 running sums: the loop vectorises (one f32 sum would not, its
     /// order being fixed), and each sum is a short one, so rounding stays small.
     #[inline(always)]
-    fn lane_sum(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32) -> f32 {
+    pub(crate) fn lane_sum(
+        a: &[f32],
+        b: &[f32],
+        c: &[f32],
+        f: impl Fn(f32, f32, f32) -> f32,
+    ) -> f32 {
         const LANES: usize = 8;
         let (a, b, c) = (
             a.chunks_exact(LANES),
