@@ -8,6 +8,7 @@ use super::activation::Activation;
 use super::classifier::{ClassifierConfig, MultiSampleDropout, TextBatch};
 use super::crf::Crf;
 use super::encoder::{Encoder, EncoderConfig};
+use super::layer_norm::ForwardFused;
 use super::lora::{BERT_TARGETS, LoraOptions};
 use crate::error::{Error, Result};
 use crate::recipe::{
@@ -538,7 +539,7 @@ impl Bert {
         }
         let x =
             embedded + self.segments.forward(input.segments) + self.positions.forward(positions);
-        let mut x = self.dropout.forward(self.embedding_norm.forward(x));
+        let mut x = self.dropout.forward(self.embedding_norm.forward_fused(x));
         if let Some(projection) = &self.embedding_projection {
             x = projection.forward(x);
         }
@@ -585,7 +586,7 @@ impl BertPretraining {
         let picked = hidden.reshape([batch * time, width]).select(0, masked);
         let h = self
             .mlm_norm
-            .forward(self.activation.apply(self.mlm_dense.forward(picked)));
+            .forward_fused(self.activation.apply(self.mlm_dense.forward(picked)));
         let tied = self.bert.tokens.weight.val().transpose();
         let logits = h.matmul(tied) + self.mlm_bias.val().unsqueeze_dim(0);
         (logits, sentence)

@@ -5,6 +5,7 @@
 
 use super::activation::Activation;
 use super::attention::{Mask, attention};
+use super::layer_norm::ForwardFused;
 use super::lora::{LoraConfig, LoraLinear};
 use burn::nn::{Dropout, DropoutConfig, Initializer, LayerNorm, LayerNormConfig, LinearConfig};
 use burn::prelude::*;
@@ -115,11 +116,13 @@ impl Encoder {
 impl EncoderLayer {
     fn forward(&self, x: Tensor<3>, padding: Option<Tensor<2, Bool>>) -> Tensor<3> {
         if self.pre_norm {
-            let x = x.clone() + self.attention(self.norm_1.forward(x), padding);
-            x.clone() + self.feed_forward(self.norm_2.forward(x))
+            let x = x.clone() + self.attention(self.norm_1.forward_fused(x), padding);
+            x.clone() + self.feed_forward(self.norm_2.forward_fused(x))
         } else {
-            let x = self.norm_1.forward(x.clone() + self.attention(x, padding));
-            self.norm_2.forward(x.clone() + self.feed_forward(x))
+            let x = self
+                .norm_1
+                .forward_fused(x.clone() + self.attention(x, padding));
+            self.norm_2.forward_fused(x.clone() + self.feed_forward(x))
         }
     }
 

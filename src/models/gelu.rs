@@ -89,6 +89,10 @@ impl<B: GeluOps, C: CheckpointStrategy> GeluOps for Autodiff<B, C> {
     }
 }
 
+/// Shared with the other flex kernels (`layer_norm.rs`, `loss.rs`).
+#[cfg(feature = "flex")]
+pub(crate) use flex_kernel::{contiguous, exp_nonpositive};
+
 #[cfg(feature = "flex")]
 pub(super) mod flex_kernel {
     use super::GeluOps;
@@ -128,7 +132,7 @@ pub(super) mod flex_kernel {
     /// `e^x` for `x ≤ 0`, within a few f32 ulps. Plain arithmetic, unlike libm's `expf`, so
     /// the loops vectorise; as a libm call it was about 5% of a GPT step's CPU time.
     #[inline(always)]
-    pub(in crate::models) fn exp_nonpositive(x: f32) -> f32 {
+    pub(crate) fn exp_nonpositive(x: f32) -> f32 {
         // Below -87 the result leaves f32's normal range: GELU needs nothing that small.
         let y = x.max(-87.0) * std::f32::consts::LOG2_E;
         // Round y to the nearest integer n by adding 1.5·2^23 (n lands in the low mantissa
@@ -153,7 +157,7 @@ pub(super) mod flex_kernel {
     }
 
     /// The tensor's f32 elements in row-major order (copied only if it is a strided view).
-    fn contiguous(tensor: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    pub(crate) fn contiguous(tensor: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
         match tensor.as_slice::<f32>() {
             Some(values) => values.into(),
             None => tensor.to_contiguous().storage::<f32>().to_vec().into(),

@@ -4,6 +4,7 @@
 
 use super::activation::Activation;
 use super::attention::{Mask, attention, dropout_rate};
+use super::layer_norm::ForwardFused;
 use super::lora::{GPT2_TARGETS, LoraConfig, LoraLinear, LoraOptions};
 use crate::error::{Error, Result};
 use crate::recipe::{
@@ -345,7 +346,7 @@ impl Gpt2 {
             let layer_cache = cache.as_deref_mut().map(|c| &mut c[i]);
             x = block.forward(x, layer_cache);
         }
-        self.ln_f.forward(x)
+        self.ln_f.forward_fused(x)
     }
 
     /// The output head, tied to the token embedding.
@@ -366,8 +367,8 @@ impl Block {
         x: Tensor<3>,
         cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
     ) -> Tensor<3> {
-        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), cache);
-        x.clone() + self.mlp.forward(self.ln_2.forward(x))
+        let x = x.clone() + self.attn.forward(self.ln_1.forward_fused(x), cache);
+        x.clone() + self.mlp.forward(self.ln_2.forward_fused(x))
     }
 }
 

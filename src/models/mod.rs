@@ -9,6 +9,7 @@ pub mod encoder;
 pub mod gelu;
 pub mod glove;
 pub mod gpt2;
+pub mod layer_norm;
 pub mod lora;
 pub mod nnlm;
 pub mod recurrent;

@@ -8,6 +8,7 @@
 use super::attention::{Mask, attention};
 use super::encoder::{Encoder, EncoderConfig};
 use super::gelu::gelu;
+use super::layer_norm::ForwardFused;
 use super::seq2seq::{Seq2Seq, record_vocab_sizes, recorded_vocab_sizes, sinusoidal_positions};
 use crate::error::{Error, Result};
 use crate::recipe::{
@@ -292,7 +293,7 @@ impl TransformerSeq2Seq {
             cache.len += time;
         }
         match &self.decoder_norm {
-            Some(norm) => norm.forward(x),
+            Some(norm) => norm.forward_fused(x),
             None => x,
         }
     }
@@ -333,9 +334,9 @@ impl DecoderLayer {
         sublayer: impl FnOnce(Tensor<3>) -> Tensor<3>,
     ) -> Tensor<3> {
         if self.pre_norm {
-            x.clone() + self.dropout.forward(sublayer(norm.forward(x)))
+            x.clone() + self.dropout.forward(sublayer(norm.forward_fused(x)))
         } else {
-            norm.forward(x.clone() + self.dropout.forward(sublayer(x)))
+            norm.forward_fused(x.clone() + self.dropout.forward(sublayer(x)))
         }
     }
 
@@ -376,7 +377,7 @@ impl Seq2Seq for TransformerSeq2Seq {
         let x = self.embed(&self.source_embed, source, 0);
         let states = self.encoder.forward(x, Some(source_padding.clone()));
         let states = match &self.encoder_norm {
-            Some(norm) => norm.forward(states),
+            Some(norm) => norm.forward_fused(states),
             None => states,
         };
         TransformerMemory {

@@ -17,6 +17,7 @@
 
 use super::activation::Activation;
 use super::gpt2::Mlp;
+use super::layer_norm::ForwardFused;
 use crate::error::{Error, Result};
 use crate::recipe::{
     DataSizes, ModelOptions, TaskKind, require_dropout, require_heads_divide, require_positive,
@@ -294,7 +295,7 @@ impl TransformerXl {
             }
             x = layer.forward(x, memory.layers.get(i).cloned(), positions.clone());
         }
-        let logits = self.head(self.ln_f.forward(x));
+        let logits = self.head(self.ln_f.forward_fused(x));
         (logits, self.next_memory(memory, inputs))
     }
 
@@ -360,7 +361,7 @@ fn relative_shift(scores: Tensor<4>) -> Tensor<4> {
 impl XlLayer {
     fn forward(&self, x: Tensor<3>, memory: Option<Tensor<3>>, positions: Tensor<2>) -> Tensor<3> {
         let x = x.clone() + self.attn.forward(&self.ln_1, x, memory, positions);
-        x.clone() + self.mlp.forward(self.ln_2.forward(x))
+        x.clone() + self.mlp.forward(self.ln_2.forward_fused(x))
     }
 }
 
@@ -382,7 +383,8 @@ impl RelAttention {
         let keys = context.dims()[1];
         let heads = self.n_head;
         let d_head = width / heads;
-        let (q, k, v) = super::split_qkv_heads(self.qkv.forward(norm.forward(context)), heads);
+        let (q, k, v) =
+            super::split_qkv_heads(self.qkv.forward(norm.forward_fused(context)), heads);
         let q = q.narrow(2, keys - time, time); // the segment's queries only
         // [1, heads, d_head, keys]: the projected embedding of each distance, per head.
         let r = self
@@ -506,7 +508,7 @@ mod tests {
         for layer in &model.layers {
             let attn = &layer.attn;
             let (heads, dh) = (attn.n_head, d / attn.n_head);
-            let qkv = values(attn.qkv.forward(layer.ln_1.forward(x.clone()))); // [n, 3d]
+            let qkv = values(attn.qkv.forward(layer.ln_1.forward_fused(x.clone()))); // [n, 3d]
             let (u, v) = (values(attn.u.val()), values(attn.v.val()));
             let w_r = values(attn.r_net.weight.val()); // [d_in, d_out]
             let rel = |dist: usize| -> Vec<f32> {
@@ -553,9 +555,9 @@ mod tests {
             }
             let y = Tensor::from_data(TensorData::new(out, [1, n, d]), device);
             x = x + attn.proj.forward(y);
-            x = x.clone() + layer.mlp.forward(layer.ln_2.forward(x));
+            x = x.clone() + layer.mlp.forward(layer.ln_2.forward_fused(x));
         }
-        values(model.head(model.ln_f.forward(x)))
+        values(model.head(model.ln_f.forward_fused(x)))
     }
 
     #[test]
