@@ -323,7 +323,7 @@ impl<B: AttentionOps, C: CheckpointStrategy> AttentionOps for Autodiff<B, C> {
 }
 
 #[cfg(feature = "flex")]
-mod flex_kernel {
+pub(crate) mod flex_kernel {
     use super::AttentionOps;
     use crate::models::gelu::flex_kernel::exp_nonpositive;
     use crate::rng::SplitMix64;
@@ -434,15 +434,15 @@ mod flex_kernel {
 
     /// A strided matrix for GEMM: element (i, j) at `ptr + i·rs + j·cs`.
     #[derive(Clone, Copy)]
-    struct Mat {
-        ptr: *const f32,
-        rs: isize,
-        cs: isize,
+    pub(crate) struct Mat {
+        pub(crate) ptr: *const f32,
+        pub(crate) rs: isize,
+        pub(crate) cs: isize,
     }
 
     impl Mat {
         /// A row-major buffer of `cols` columns.
-        fn dense(values: &[f32], cols: usize) -> Mat {
+        pub(crate) fn dense(values: &[f32], cols: usize) -> Mat {
             Mat {
                 ptr: values.as_ptr(),
                 rs: cols as isize,
@@ -458,7 +458,7 @@ mod flex_kernel {
             }
         }
 
-        fn transposed(self) -> Mat {
+        pub(crate) fn transposed(self) -> Mat {
             Mat {
                 rs: self.cs,
                 cs: self.rs,
@@ -474,11 +474,30 @@ mod flex_kernel {
     }
 
     /// `dst[m×n]` (row-major with `dst_cols` columns) `= (dst if accumulate) + beta·lhs·rhs`,
-    /// `lhs` `m×k`, `rhs` `k×n`, one thread (the heads already spread over the pool).
+    /// `lhs` `m×k`, `rhs` `k×n`, on one thread (attention: the heads already spread over the
+    /// pool).
     ///
     /// # Safety
     /// Every matrix must address valid memory over its dimensions; `dst` is not aliased.
     unsafe fn product(
+        shape: (usize, usize, usize),
+        dst: *mut f32,
+        dst_cols: usize,
+        accumulate: bool,
+        lhs: Mat,
+        rhs: Mat,
+        beta: f32,
+    ) {
+        let one_thread = gemm::Parallelism::None;
+        unsafe { product_on(shape, dst, dst_cols, accumulate, lhs, rhs, beta, one_thread) }
+    }
+
+    /// [`product`] with the threading given.
+    ///
+    /// # Safety
+    /// As for [`product`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn product_on(
         (m, n, k): (usize, usize, usize),
         dst: *mut f32,
         dst_cols: usize,
@@ -486,6 +505,7 @@ mod flex_kernel {
         lhs: Mat,
         rhs: Mat,
         beta: f32,
+        parallelism: gemm::Parallelism,
     ) {
         unsafe {
             gemm::gemm(
@@ -507,7 +527,7 @@ mod flex_kernel {
                 false,
                 false,
                 false,
-                gemm::Parallelism::None,
+                parallelism,
             )
         }
     }

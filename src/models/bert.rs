@@ -586,9 +586,9 @@ impl BertPretraining {
         let picked = hidden.reshape([batch * time, width]).select(0, masked);
         let h = self
             .mlm_norm
-            .forward_fused(self.activation.apply(self.mlm_dense.forward(picked)));
+            .forward_fused(self.activation.apply(self.mlm_dense.forward_fused(picked)));
         let tied = self.bert.tokens.weight.val().transpose();
-        let logits = h.matmul(tied) + self.mlm_bias.val().unsqueeze_dim(0);
+        let logits = crate::models::linear::linear(h, tied, Some(self.mlm_bias.val()));
         (logits, sentence)
     }
 }

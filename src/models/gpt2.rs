@@ -352,12 +352,7 @@ impl Gpt2 {
     /// The output head, tied to the token embedding.
     fn head(&self, hidden: Tensor<3>) -> Tensor<3> {
         let weight = self.wte.weight.val(); // [vocab, n_embd]
-        let [batch, time, width] = hidden.dims();
-        let vocab = weight.dims()[0];
-        hidden
-            .reshape([batch * time, width])
-            .matmul(weight.transpose())
-            .reshape([batch, time, vocab])
+        crate::models::linear::linear(hidden, weight.transpose(), None)
     }
 }
 

@@ -6,11 +6,11 @@
 //! `lora_a` and `lora_b` beside them, absent when LoRA is off (files stay byte-identical).
 //! Freezing and merging are the training side's (`train::lora`).
 
+use crate::models::linear::linear;
 use crate::recipe::require_dropout;
 use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear};
 use burn::prelude::*;
-use burn::tensor::module::linear;
 use serde::{Deserialize, Serialize};
 
 /// `model.lora` of a bert or gpt2 recipe.

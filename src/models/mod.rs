@@ -10,6 +10,7 @@ pub mod gelu;
 pub mod glove;
 pub mod gpt2;
 pub mod layer_norm;
+pub mod linear;
 pub mod lora;
 pub mod nnlm;
 pub mod recurrent;

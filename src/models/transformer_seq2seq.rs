@@ -9,6 +9,7 @@ use super::attention::{Mask, attention};
 use super::encoder::{Encoder, EncoderConfig};
 use super::gelu::gelu;
 use super::layer_norm::ForwardFused;
+use super::linear::linear;
 use super::seq2seq::{Seq2Seq, record_vocab_sizes, recorded_vocab_sizes, sinusoidal_positions};
 use crate::error::{Error, Result};
 use crate::recipe::{
@@ -264,7 +265,7 @@ impl TransformerSeq2Seq {
         self.decoder
             .iter()
             .map(|layer| {
-                let kv = layer.cross_kv.forward(states.clone());
+                let kv = layer.cross_kv.forward_fused(states.clone());
                 let d = self.d_model;
                 (
                     heads(kv.clone().narrow(2, 0, d), self.n_head),
@@ -299,7 +300,11 @@ impl TransformerSeq2Seq {
     }
 
     fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
-        hidden.matmul(self.target_embedding().weight.val().transpose().unsqueeze())
+        linear(
+            hidden,
+            self.target_embedding().weight.val().transpose(),
+            None,
+        )
     }
 }
 
@@ -313,15 +318,15 @@ impl DecoderLayer {
     ) -> Tensor<3> {
         let x = self.residual(x, &self.norm_self, |x| self.self_attention(x, cache));
         let x = self.residual(x, &self.norm_cross, |x| {
-            let q = heads(self.cross_q.forward(x), self.n_head);
+            let q = heads(self.cross_q.forward_fused(x), self.n_head);
             let (k, v) = cross.clone();
             let padding = Mask::KeyPadding(source_padding.clone());
             let y = attention(q, k, v, padding, None, 0.0);
-            self.cross_out.forward(merge_heads(y))
+            self.cross_out.forward_fused(merge_heads(y))
         });
         self.residual(x, &self.norm_ffn, |x| {
             self.ffn_out
-                .forward(self.dropout.forward(gelu(self.ffn_in.forward(x))))
+                .forward_fused(self.dropout.forward(gelu(self.ffn_in.forward_fused(x))))
         })
     }
 
@@ -345,7 +350,7 @@ impl DecoderLayer {
         x: Tensor<3>,
         cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
     ) -> Tensor<3> {
-        let (q, mut k, mut v) = super::split_qkv_heads(self.self_qkv.forward(x), self.n_head);
+        let (q, mut k, mut v) = super::split_qkv_heads(self.self_qkv.forward_fused(x), self.n_head);
         if let Some(cache) = cache {
             if let Some((past_k, past_v)) = cache.take() {
                 k = Tensor::cat(vec![past_k, k], 2);
@@ -355,7 +360,7 @@ impl DecoderLayer {
         }
         // Bottom-right aligned causal mask: new queries see the cached keys and earlier new ones.
         let y = attention(q, k, v, Mask::Causal, None, 0.0);
-        self.self_out.forward(merge_heads(y))
+        self.self_out.forward_fused(merge_heads(y))
     }
 }
 
