@@ -79,6 +79,12 @@ pub fn lstm_cell(
     (both.clone().narrow(1, 0, w), both.narrow(1, w, w))
 }
 
+/// `tanh(x)`, differentiable, the values of Burn's `tanh` to f32 rounding: the recurrent models'
+/// other tanh (additive attention's scores, the deep output), through the cell's fast kernel.
+pub fn tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as RnnCellOps>::fused_tanh(x.into_dispatch()))
+}
+
 /// The operations and their gradients, per backend. The default bodies are Burn's operations.
 /// What forward saves for backward has one layout on every backend: the GRU's activations
 /// `[r | z | n]` `[rows, 3w]`, the LSTM's `[σ(i) | σ(f) | tanh(g) | σ(o) | tanh(c_new)]`
@@ -154,6 +160,15 @@ pub trait RnnCellOps: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         composed::lstm_backward::<Self>(saved, c, keep, grad)
     }
+
+    fn fused_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_tanh(x)
+    }
+
+    /// `grad·(1 - y²)` from the output `y = tanh(x)`.
+    fn fused_tanh_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed::tanh_backward::<Self>(y, grad)
+    }
 }
 
 #[cfg(feature = "ndarray")]
@@ -205,6 +220,23 @@ impl<B: RnnCellOps> Backward<B, 4> for LstmBackward {
             if let Some(parent) = parent {
                 grads.register::<B>(parent.id, gradient);
             }
+        }
+    }
+}
+
+/// tanh's backward node; its parent is the input.
+#[derive(Debug)]
+struct TanhBackward;
+
+impl<B: RnnCellOps> Backward<B, 1> for TanhBackward {
+    /// The output: the gradient is a function of it.
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        if let Some(parent) = parent {
+            grads.register::<B>(parent.id, B::fused_tanh_backward(ops.state, grad));
         }
     }
 }
@@ -275,6 +307,20 @@ impl<B: RnnCellOps, C: CheckpointStrategy> RnnCellOps for Autodiff<B, C> {
             )),
         }
     }
+
+    fn fused_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match TanhBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::fused_tanh(x.into_primitive());
+                prep.finish(y.clone(), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_tanh(x.into_primitive())),
+        }
+    }
 }
 
 /// Burn's operations, for every backend without a kernel of its own.
@@ -310,6 +356,10 @@ mod composed {
         keep: FloatTensor<B>,
     ) -> FloatTensor<B> {
         B::float_add(old.clone(), B::float_mul(keep, B::float_sub(new, old)))
+    }
+
+    pub fn tanh_backward<B: Backend>(y: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+        B::float_mul(grad, tanh_slope::<B>(y))
     }
 
     pub fn gru_forward<B: Backend>(
@@ -448,6 +498,7 @@ mod flex_kernel {
     use crate::models::gelu::contiguous;
     use burn::backend::Flex;
     use burn::backend::flex::FlexTensor;
+    use burn::backend::ops::FloatTensorOps;
     use burn::backend::tensor::FloatTensor;
     use burn::tensor::{DType, TensorData};
     use rayon::prelude::*;
@@ -588,6 +639,19 @@ mod flex_kernel {
 
     fn tensor(values: Vec<f32>, rows: usize, width: usize) -> FlexTensor {
         FlexTensor::from_data(TensorData::new(values, [rows, width]))
+    }
+
+    /// A new tensor of `shape`, its chunks filled in parallel by `fill(first index, chunk)`.
+    fn map_parallel(
+        shape: burn::tensor::Shape,
+        fill: impl Fn(usize, &mut [f32]) + Sync,
+    ) -> FlexTensor {
+        let mut output = vec![0.0f32; shape.num_elements()];
+        output
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(chunk, out)| fill(chunk * CHUNK, out));
+        FlexTensor::from_data(TensorData::new(output, shape))
     }
 
     /// One GRU row: `gates` `[3w]` receives `r, z, n`, `out` `[w]` the new state.
@@ -824,6 +888,31 @@ mod flex_kernel {
     }
 
     impl RnnCellOps for Flex {
+        fn fused_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+            if x.dtype() != DType::F32 {
+                return Self::float_tanh(x);
+            }
+            let input = contiguous(&x);
+            map_parallel(x.layout().shape().clone(), |start, out| {
+                for (y, &x) in out.iter_mut().zip(&input[start..]) {
+                    *y = tanh(x);
+                }
+            })
+        }
+
+        fn fused_tanh_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+            if !all_f32(&[&y, &grad]) || y.layout().shape() != grad.layout().shape() {
+                return super::composed::tanh_backward::<Self>(y, grad);
+            }
+            let (output, upstream) = (contiguous(&y), contiguous(&grad));
+            map_parallel(y.layout().shape().clone(), |start, out| {
+                let pairs = output[start..].iter().zip(&upstream[start..]);
+                for (dx, (&y, &g)) in out.iter_mut().zip(pairs) {
+                    *dx = g * (1.0 - y * y);
+                }
+            })
+        }
+
         fn fused_gru(
             p: FloatTensor<Self>,
             s: FloatTensor<Self>,
@@ -1291,6 +1380,29 @@ mod tests {
     #[test]
     fn composed_lstm_matches_burns_composition_and_its_gradients() {
         check_cell(true, DType::F64);
+    }
+
+    /// The differentiable tanh equals Burn's, values and gradient, in a transposed view too.
+    #[test]
+    fn tanh_matches_burns() {
+        let device = Device::flex().autodiff();
+        let x = Tensor::<3>::random([7, 9, 33], Distribution::Normal(0.0, 2.0), &device);
+        for x in [x.clone(), x.swap_dims(0, 2)] {
+            let (ours, theirs) = (x.clone().require_grad(), x.require_grad());
+            let (y_ours, y_theirs) = (tanh(ours.clone()), theirs.clone().tanh());
+            let flat = |t: Tensor<3>| t.flatten::<2>(1, 2);
+            close("tanh", flat(y_ours.clone()), flat(y_theirs.clone()));
+            close(
+                "plain tanh",
+                flat(tanh(ours.clone().inner())),
+                flat(y_theirs.clone().inner()),
+            );
+            let weights = y_ours.random_like(Distribution::Normal(0.0, 1.0));
+            let g_ours = (y_ours * weights.clone()).sum().backward();
+            let g_theirs = (y_theirs * weights).sum().backward();
+            let grad = |t: &Tensor<3>, g| flat(t.grad(g).unwrap());
+            close("d tanh", grad(&ours, &g_ours), grad(&theirs, &g_theirs));
+        }
     }
 
     /// The kernel's sigmoid and tanh against f64 over their whole range, within 1e-6 relative
