@@ -14,6 +14,7 @@ pub mod linear;
 pub mod lora;
 pub mod nnlm;
 pub mod recurrent;
+pub mod rnn_cell;
 pub mod rnn_classifier;
 pub mod rnn_lm;
 pub mod rnn_seq2seq;

@@ -1,12 +1,13 @@
 //! GRU and LSTM layers with PyTorch's equations, in the layout that runs fast under autodiff:
 //! the input projection of every time step is one matmul, and each step adds one matmul of the
 //! state (Burn's `Gru` does six per step and writes the output by `slice_assign`). Steps take a
-//! keep-mask, so padded positions leave the state as it was.
+//! keep-mask, so padded positions leave the state as it was. The step's gates are one fused
+//! operation (`rnn_cell.rs`).
 
+use super::rnn_cell::{gru_cell, lstm_cell};
 use burn::module::Module;
 use burn::nn::{Dropout, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::sigmoid;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -85,36 +86,19 @@ impl Recurrent {
     /// One step from the projected input `[rows, gates * width]`. Where `keep` `[rows, 1]` is 0
     /// the state stays as it was (padding).
     pub fn step(&self, projected: Tensor<2>, state: RnnState, keep: Option<Tensor<2>>) -> RnnState {
-        let w = self.width;
         let from_state = self.hidden.forward(state.h.clone());
-        let new = if self.lstm {
-            let gates = projected + from_state;
-            let i = sigmoid(gates.clone().narrow(1, 0, w));
-            let f = sigmoid(gates.clone().narrow(1, w, w));
-            let g = gates.clone().narrow(1, 2 * w, w).tanh();
-            let o = sigmoid(gates.narrow(1, 3 * w, w));
-            let c = f * state.c.clone().expect("an LSTM state has a cell") + i * g;
-            RnnState {
-                h: o * c.clone().tanh(),
-                c: Some(c),
+        match state.c {
+            Some(c) if self.lstm => {
+                let (h, c) = lstm_cell(projected, from_state, c, state.h, keep);
+                RnnState { h, c: Some(c) }
             }
-        } else {
-            let r = sigmoid(projected.clone().narrow(1, 0, w) + from_state.clone().narrow(1, 0, w));
-            let z = sigmoid(projected.clone().narrow(1, w, w) + from_state.clone().narrow(1, w, w));
-            let n = (projected.narrow(1, 2 * w, w) + r * from_state.narrow(1, 2 * w, w)).tanh();
-            // h' = (1 - z) n + z h = n + z (h - n)
-            let h = n.clone() + z * (state.h.clone() - n);
-            RnnState { h, c: None }
-        };
-        match keep {
-            None => new,
-            Some(keep) => RnnState {
-                h: state.h.clone() + keep.clone() * (new.h - state.h),
-                c: match (state.c, new.c) {
-                    (Some(old), Some(c)) => Some(old.clone() + keep * (c - old)),
-                    _ => None,
-                },
-            },
+            _ => {
+                assert!(!self.lstm, "an LSTM state has a cell");
+                RnnState {
+                    h: gru_cell(projected, from_state, state.h, keep),
+                    c: None,
+                }
+            }
         }
     }
 

@@ -6,6 +6,7 @@
 //! `tanh(W [state; context; embedding])` tied to the target embedding.
 
 use super::recurrent::{CellKind, Recurrent, RnnState, run_stack};
+use super::rnn_cell::tanh;
 use super::seq2seq::{Seq2Seq, record_vocab_sizes, recorded_vocab_sizes};
 use crate::error::Result;
 use crate::recipe::{DataSizes, ModelOptions, TaskKind, require_dropout, require_positive};
@@ -190,7 +191,7 @@ impl RnnSeq2Seq {
         let q = self.attention_query.forward(query).unsqueeze_dim(1);
         let scores = self
             .attention_score
-            .forward((memory.keys.clone() + q).tanh())
+            .forward(tanh(memory.keys.clone() + q))
             .reshape([rows, len]);
         let weights = softmax(scores.mask_fill(memory.padding.clone(), -1e9), 1);
         let width = memory.states.dims()[2];
@@ -220,10 +221,10 @@ impl RnnSeq2Seq {
             x = s.h.clone();
             next.push(s);
         }
-        let out = self
-            .deep_output
-            .forward(Tensor::cat(vec![x, context, embedded], 1))
-            .tanh();
+        let out = tanh(
+            self.deep_output
+                .forward(Tensor::cat(vec![x, context, embedded], 1)),
+        );
         (self.dropout.forward(out), next)
     }
 
