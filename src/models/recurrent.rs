@@ -4,6 +4,7 @@
 //! keep-mask, so padded positions leave the state as it was. The step's gates are one fused
 //! operation (`rnn_cell.rs`).
 
+use super::layer_norm::ForwardFused;
 use super::rnn_cell::{gru_cell, lstm_cell};
 use burn::module::Module;
 use burn::nn::{Dropout, Linear, LinearConfig};
@@ -76,17 +77,17 @@ impl Recurrent {
     /// The input projections of all steps at once: `[batch, time, d_in]` to
     /// `[batch, time, gates * width]`.
     pub fn project(&self, x: Tensor<3>) -> Tensor<3> {
-        self.input.forward(x)
+        self.input.forward_fused(x)
     }
 
     pub fn project_step(&self, x: Tensor<2>) -> Tensor<2> {
-        self.input.forward(x)
+        self.input.forward_fused(x)
     }
 
     /// One step from the projected input `[rows, gates * width]`. Where `keep` `[rows, 1]` is 0
     /// the state stays as it was (padding).
     pub fn step(&self, projected: Tensor<2>, state: RnnState, keep: Option<Tensor<2>>) -> RnnState {
-        let from_state = self.hidden.forward(state.h.clone());
+        let from_state = self.hidden.forward_fused(state.h.clone());
         match state.c {
             Some(c) if self.lstm => {
                 let (h, c) = lstm_cell(projected, from_state, c, state.h, keep);
