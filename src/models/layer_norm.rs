@@ -375,8 +375,10 @@ mod flex_kernel {
             let (mean, rstd) = (contiguous(&mean), contiguous(&rstd));
             let per_task = rows_per_task(width);
             let mut dx = vec![0.0f32; shape.num_elements()];
-            // Each task sums dgamma and dbeta over its rows; the partial sums are added after.
-            let (dgamma, dbeta) = dx
+            // Each task sums dgamma and dbeta over its rows; the partial sums are added after, in
+            // task order, so that the result does not depend on how the pool split the work
+            // (exact resume compares weights bit for bit).
+            let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
                 .par_chunks_mut(per_task * width)
                 .enumerate()
                 .map(|(task, dx)| {
@@ -407,14 +409,15 @@ mod flex_kernel {
                     }
                     (dgamma, dbeta)
                 })
-                .reduce(
-                    || (vec![0.0f32; width], vec![0.0f32; width]),
-                    |(mut ga, mut ba), (gb, bb)| {
-                        ga.iter_mut().zip(gb).for_each(|(a, b)| *a += b);
-                        ba.iter_mut().zip(bb).for_each(|(a, b)| *a += b);
-                        (ga, ba)
-                    },
-                );
+                .collect();
+            let (dgamma, dbeta) = partials.into_iter().fold(
+                (vec![0.0f32; width], vec![0.0f32; width]),
+                |(mut ga, mut ba), (gb, bb)| {
+                    ga.iter_mut().zip(gb).for_each(|(a, b)| *a += b);
+                    ba.iter_mut().zip(bb).for_each(|(a, b)| *a += b);
+                    (ga, ba)
+                },
+            );
             let vector = |v: Vec<f32>| FlexTensor::from_data(TensorData::new(v, [width]));
             (
                 FlexTensor::from_data(TensorData::new(dx, shape)),

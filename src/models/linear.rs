@@ -307,8 +307,10 @@ mod flex_kernel {
             }
             let n = grad_dims[1];
             let values = crate::models::gelu::contiguous(&grad);
-            // Column sums over blocks of rows, the blocks' partial sums added after.
-            let sums = values
+            // Column sums over blocks of rows, the blocks' partial sums added after in block order
+            // (not by rayon's reduce, whose grouping follows the pool's splits: exact resume
+            // compares weights bit for bit).
+            let partials: Vec<Vec<f32>> = values
                 .par_chunks(n * ROWS_PER_TASK)
                 .map(|block| {
                     let mut sums = vec![0.0f32; n];
@@ -317,13 +319,11 @@ mod flex_kernel {
                     }
                     sums
                 })
-                .reduce(
-                    || vec![0.0f32; n],
-                    |mut a, b| {
-                        a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-                        a
-                    },
-                );
+                .collect();
+            let sums = partials.into_iter().fold(vec![0.0f32; n], |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+                a
+            });
             FlexTensor::from_data(TensorData::new(sums, [n]))
         }
     }
