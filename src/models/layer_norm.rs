@@ -431,9 +431,10 @@ mod flex_kernel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::linear::tests::close;
     use burn::module::Module;
     use burn::nn::LayerNormConfig;
-    use burn::tensor::{Device, Distribution, Tolerance};
+    use burn::tensor::{Device, Distribution};
 
     /// Rows with an offset far from zero (where a one-pass variance would cancel), in a
     /// swapped (strided) view as well.
@@ -444,15 +445,6 @@ mod tests {
         let swapped =
             Tensor::<3>::random([7, 5, 48], Distribution::Normal(1.0, 3.0), device).swap_dims(0, 1);
         vec![x, swapped]
-    }
-
-    /// Within 1e-5 relative; elements near zero within 1e-5 of the tensor's largest, since the
-    /// input gradient cancels terms of that size and the two evaluation orders round differently.
-    fn close(ours: Tensor<1>, theirs: Tensor<1>) {
-        let largest: f32 = theirs.clone().abs().max().into_scalar();
-        let tolerance = Tolerance::rel_abs(1e-5, 1e-5 * largest.max(1.0));
-        ours.into_data()
-            .assert_approx_eq::<f32>(&theirs.into_data(), tolerance);
     }
 
     /// Values and the gradients of input, scale and shift equal Burn's LayerNorm's, with and

@@ -333,13 +333,14 @@ mod flex_kernel {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use burn::tensor::{Device, Distribution, Tolerance};
 
     /// Within 1e-5 relative; elements near zero within 1e-5 of the tensor's largest (sums in
-    /// another order round differently).
-    fn close<const D: usize>(ours: Tensor<D>, theirs: Tensor<D>) {
+    /// another order round differently, and a gradient that cancels terms of that size keeps
+    /// their rounding).
+    pub(crate) fn close<const D: usize>(ours: Tensor<D>, theirs: Tensor<D>) {
         let largest: f32 = theirs.clone().abs().max().into_scalar();
         let tolerance = Tolerance::rel_abs(1e-5, 1e-5 * largest.max(1.0));
         ours.into_data()
