@@ -431,7 +431,7 @@ mod flex_kernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::linear::tests::close;
+    use crate::models::linear::tests::close as close_to;
     use burn::module::Module;
     use burn::nn::LayerNormConfig;
     use burn::tensor::{Device, Distribution};
@@ -445,6 +445,11 @@ mod tests {
         let swapped =
             Tensor::<3>::random([7, 5, 48], Distribution::Normal(1.0, 3.0), device).swap_dims(0, 1);
         vec![x, swapped]
+    }
+
+    /// The shared tolerance (1e-5 relative, 1e-5 of the largest element) on flattened tensors.
+    fn close(ours: Tensor<1>, theirs: Tensor<1>) {
+        close_to(ours, theirs)
     }
 
     /// Values and the gradients of input, scale and shift equal Burn's LayerNorm's, with and
