@@ -221,7 +221,8 @@ mod flex_kernel {
     }
 
     /// `start + lhs·rhs` as a new `[m, n]` tensor, `start` row-major `m×n` (zeros or the bias
-    /// rows); `None` for operands flex's kernel does not take (another dtype, not 2-D).
+    /// rows); `None` for operands flex's kernel does not take (another dtype, not 2-D, shapes
+    /// that do not chain).
     fn product_into(
         start: Vec<f32>,
         accumulate: bool,
@@ -229,7 +230,11 @@ mod flex_kernel {
         rhs: &FlexTensor,
     ) -> Option<FlexTensor> {
         let (_lhs_owner, lhs, [m, k]) = matrix(lhs)?;
-        let (_rhs_owner, rhs, [_, n]) = matrix(rhs)?;
+        let (_rhs_owner, rhs, [inner, n]) = matrix(rhs)?;
+        // The products below read and write by these dims: anything inconsistent goes to Burn.
+        if inner != k || start.len() != m * n {
+            return None;
+        }
         let mut out = start;
         let parallelism = if m * n * k >= THREADED_WORK {
             gemm::Parallelism::Rayon(0)
