@@ -405,11 +405,7 @@ pub(crate) mod flex_kernel {
             if tensor.dtype() != DType::F32 || layout.num_dims() != 4 {
                 return None;
             }
-            let tensor = if layout.has_positive_strides() {
-                tensor.clone()
-            } else {
-                tensor.to_contiguous()
-            };
+            let tensor = in_place_or_contiguous(tensor);
             let layout = tensor.layout();
             let (shape, strides) = (layout.shape(), layout.strides());
             Some(View {
@@ -429,6 +425,16 @@ pub(crate) mod flex_kernel {
                 rs: self.strides[2],
                 cs: self.strides[3],
             }
+        }
+    }
+
+    /// The tensor itself when GEMM can read it through its strides (all positive), otherwise a
+    /// contiguous copy.
+    pub(crate) fn in_place_or_contiguous(tensor: &FlexTensor) -> FlexTensor {
+        if tensor.layout().has_positive_strides() {
+            tensor.clone()
+        } else {
+            tensor.to_contiguous()
         }
     }
 

@@ -185,7 +185,7 @@ impl<B: LinearOps, C: CheckpointStrategy> LinearOps for Autodiff<B, C> {
 #[cfg(feature = "flex")]
 mod flex_kernel {
     use super::LinearOps;
-    use crate::models::attention::flex_kernel::{Mat, product_on};
+    use crate::models::attention::flex_kernel::{Mat, in_place_or_contiguous, product_on};
     use burn::backend::Flex;
     use burn::backend::flex::FlexTensor;
     use burn::backend::ops::{FloatTensorOps, ModuleOps};
@@ -203,11 +203,7 @@ mod flex_kernel {
         if tensor.dtype() != DType::F32 || layout.num_dims() != 2 {
             return None;
         }
-        let tensor = if layout.has_positive_strides() {
-            tensor.clone()
-        } else {
-            tensor.to_contiguous()
-        };
+        let tensor = in_place_or_contiguous(tensor);
         let layout = tensor.layout();
         let (shape, strides) = (layout.shape(), layout.strides());
         let ptr = tensor.storage::<f32>().as_ptr();
