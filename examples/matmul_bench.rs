@@ -1,11 +1,13 @@
 //! Matrix multiply throughput on flex for the shapes the benchmark rows' linear layers run, in
 //! the three forms a linear layer needs: forward `x·W`, input gradient `dY·Wᵀ` and weight
-//! gradient `xᵀ·dY` (transposed views, as autodiff passes them). Median GFLOP/s of 20 calls;
-//! `bench/torch_matmul.py` prints PyTorch's figures for the same list.
+//! gradient `xᵀ·dY` (transposed views, as autodiff passes them), through the models' own
+//! `linear` op. Median GFLOP/s of 20 calls; `bench/torch_matmul.py` prints PyTorch's figures for
+//! the same list. `NLPKIT_BLAS=off` measures the built-in gemm instead of the system BLAS.
 //!
 //!     cargo run --release --example matmul_bench
 use burn::prelude::*;
 use burn::tensor::Distribution;
+use nlpkit::models::linear::linear;
 use std::time::Instant;
 
 /// (rows, inner, columns) of the forward `x·W`: tokens x in x out.
@@ -29,6 +31,7 @@ fn main() {
 
 fn measure() {
     let device = Device::flex();
+    println!("matmul on {}", nlpkit::backend::flex_matmul());
     let normal =
         |shape: [usize; 2]| Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), &device);
     println!("| m x k x n | x·W GFLOP/s | dY·Wᵀ GFLOP/s | xᵀ·dY GFLOP/s |");
@@ -36,9 +39,9 @@ fn measure() {
     for (m, k, n) in SHAPES {
         let (x, w, dy) = (normal([m, k]), normal([k, n]), normal([m, n]));
         let forms: [&dyn Fn() -> Tensor<2>; 3] = [
-            &|| x.clone().matmul(w.clone()),
-            &|| dy.clone().matmul(w.clone().transpose()),
-            &|| x.clone().transpose().matmul(dy.clone()),
+            &|| linear(x.clone(), w.clone(), None),
+            &|| linear(dy.clone(), w.clone().transpose(), None),
+            &|| linear(x.clone().transpose(), dy.clone(), None),
         ];
         let flops = 2.0 * (m * k * n) as f64;
         let rates: Vec<String> = forms

@@ -56,12 +56,22 @@ pub fn matmul_kernels() -> &'static str {
     }
 }
 
+/// What flex's matrix products run on here: the system BLAS when one was found
+/// (`NLPKIT_BLAS`, `src/models/blas.rs`) for the large ones, `gemm`'s kernels for this CPU.
+pub fn flex_matmul() -> String {
+    #[cfg(feature = "flex")]
+    if let Some(blas) = crate::models::blas::system_blas() {
+        return format!("{} (gemm {} for the rest)", blas.name, matmul_kernels());
+    }
+    format!("gemm {}", matmul_kernels())
+}
+
 /// The backend as a run's first lines state it: the recipe's choice, and for flex the matmul
 /// kernels this CPU gets, so two machines' speeds can be told apart.
 pub fn describe(section: &BackendSection) -> String {
     let chosen = format!("{} ({})", section.kind.name(), section.device);
     match section.kind {
-        BackendKind::Flex => format!("{chosen}, matmul on {}", matmul_kernels()),
+        BackendKind::Flex => format!("{chosen}, matmul on {}", flex_matmul()),
         _ => chosen,
     }
 }
@@ -74,7 +84,7 @@ pub fn version_text() -> String {
         env!("CARGO_PKG_VERSION"),
         env!("NLPKIT_GIT_COMMIT"),
         compiled_backends().join(", "),
-        matmul_kernels()
+        flex_matmul()
     )
 }
 
@@ -170,7 +180,10 @@ pub fn device_for(section: &BackendSection) -> Result<Device> {
         BackendKind::Flex => {
             require_cpu(device).map_err(|_| bad_device("`default` or `cpu`"))?;
             #[cfg(feature = "flex")]
-            return Ok(Device::flex());
+            {
+                crate::models::blas::check_requested().map_err(Error::Usage)?;
+                return Ok(Device::flex());
+            }
             #[allow(unreachable_code)]
             Err(not_compiled("flex"))
         }

@@ -130,8 +130,73 @@ fn version_names_the_commit_the_backends_and_the_matmul_kernels() {
         } else {
             "scalar"
         };
-        assert!(kernels.starts_with(expected), "{stdout}");
+        assert!(kernels.contains(expected), "{stdout}");
     }
     #[cfg(not(target_arch = "x86_64"))]
     assert!(!kernels.is_empty());
+}
+
+/// The system BLAS flex's large products run on (`NLPKIT_BLAS`): `--version` names it, `off`
+/// leaves only gemm, and a library that cannot be loaded is an error (exit 2) before anything
+/// is written, not a silently slower run. CI installs OpenBLAS and sets `NLPKIT_REQUIRE_BLAS=1`.
+#[test]
+fn the_system_blas_is_named_and_a_missing_one_is_refused() {
+    let version = |blas: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_nlpkit"));
+        command.arg("--version").env_remove("NLPKIT_BLAS");
+        if let Some(blas) = blas {
+            command.env("NLPKIT_BLAS", blas);
+        }
+        let stdout = succeeded("nlpkit --version", command.output().unwrap());
+        stdout.lines().nth(2).unwrap_or_default().to_string()
+    };
+    let off = version(Some("off"));
+    assert!(off.starts_with("flex matmul on this CPU: gemm "), "{off}");
+    let found = version(None);
+    if std::env::var_os("NLPKIT_REQUIRE_BLAS").is_some() {
+        assert!(
+            found.contains("OpenBLAS") && found.contains("from libopenblas"),
+            "{found}"
+        );
+    }
+
+    let s = Scratch::with_recipe(&tiny_recipe("flex", 5));
+    let out = Command::new(env!("CARGO_BIN_EXE_nlpkit"))
+        .args(["train", "recipe.yaml", "--quiet"])
+        .current_dir(s.path())
+        .env("NLPKIT_BLAS", "/nowhere/libopenblas.so.0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("NLPKIT_BLAS=/nowhere/libopenblas.so.0") && stderr.contains("`off`"),
+        "{stderr}"
+    );
+    assert!(!s.path().join("exp").exists(), "nothing may be written");
+}
+
+/// The same recipe trained with the system BLAS and with gemm alone: the products round
+/// differently, the training does not.
+#[test]
+fn training_on_the_system_blas_matches_gemm() {
+    let losses = |blas: &str| {
+        let s = Scratch::with_recipe(&tiny_recipe("flex", 30));
+        let out = Command::new(env!("CARGO_BIN_EXE_nlpkit"))
+            .args(["train", "recipe.yaml", "--quiet"])
+            .current_dir(s.path())
+            .env("NLPKIT_BLAS", blas)
+            .output()
+            .unwrap();
+        succeeded("nlpkit train", out);
+        s.train_losses()
+    };
+    let (gemm, blas) = (losses("off"), losses("auto"));
+    assert_eq!(gemm.len(), blas.len());
+    for (step, (a, b)) in gemm.iter().zip(&blas).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-3 * a.abs().max(1.0),
+            "step {step}: gemm {a}, BLAS {b}"
+        );
+    }
 }

@@ -513,6 +513,14 @@ pub(crate) mod flex_kernel {
         beta: f32,
         parallelism: gemm::Parallelism,
     ) {
+        if let Some(blas) = crate::models::blas::system_blas() {
+            let threaded = matches!(parallelism, gemm::Parallelism::Rayon(_));
+            // SAFETY: the caller's contract is BLAS's.
+            let shape = (m, n, k);
+            if unsafe { blas.product(shape, dst, dst_cols, accumulate, lhs, rhs, beta, threaded) } {
+                return;
+            }
+        }
         unsafe {
             gemm::gemm(
                 m,

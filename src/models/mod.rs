@@ -3,6 +3,8 @@
 pub mod activation;
 pub mod attention;
 pub mod bert;
+#[cfg(feature = "flex")]
+pub mod blas;
 pub mod classifier;
 pub mod crf;
 pub mod encoder;
