@@ -216,29 +216,31 @@ mod flex_kernel {
         Some((tensor, mat, dims))
     }
 
-    /// `start + lhs·rhs` as a new `[m, n]` tensor, `start` row-major `m×n` (zeros or the bias
-    /// rows); `None` for operands flex's kernel does not take (another dtype, not 2-D, shapes
-    /// that do not chain).
+    /// `lhs·rhs` as a new `[m, n]` tensor, added to `start` (row-major `m×n`: the bias rows)
+    /// when given; `None` for operands flex's kernel does not take (another dtype, not 2-D,
+    /// shapes that do not chain).
     fn product_into(
-        start: Vec<f32>,
-        accumulate: bool,
+        start: Option<Vec<f32>>,
         lhs: &FlexTensor,
         rhs: &FlexTensor,
     ) -> Option<FlexTensor> {
         let (_lhs_owner, lhs, [m, k]) = matrix(lhs)?;
         let (_rhs_owner, rhs, [inner, n]) = matrix(rhs)?;
         // The products below read and write by these dims: anything inconsistent goes to Burn.
-        if inner != k || start.len() != m * n {
+        if inner != k || start.as_ref().is_some_and(|s| s.len() != m * n) {
             return None;
         }
-        let mut out = start;
+        let accumulate = start.is_some();
+        // Without a start the product writes every element without reading it, so the buffer
+        // is not zeroed first (a pass over the output that BLAS's beta = 0 repeats).
+        let mut out = start.unwrap_or_else(|| Vec::with_capacity(m * n));
         let parallelism = if m * n * k >= THREADED_WORK {
             gemm::Parallelism::Rayon(0)
         } else {
             gemm::Parallelism::None
         };
         // SAFETY: both operands point into tensors kept alive above, over their own dims;
-        // `out` holds m·n elements.
+        // `out` holds (or has room for) m·n elements, all written by the product.
         unsafe {
             let shape = (m, n, k);
             product_on(
@@ -251,6 +253,7 @@ mod flex_kernel {
                 1.0,
                 parallelism,
             );
+            out.set_len(m * n);
         }
         Some(FlexTensor::from_data(TensorData::new(out, [m, n])))
     }
@@ -261,12 +264,7 @@ mod flex_kernel {
 
     impl LinearOps for Flex {
         fn fused_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
-            let rows_cols = (dims(&x).first().copied(), dims(&weight).get(1).copied());
-            let zeros = match rows_cols {
-                (Some(m), Some(n)) => vec![0.0f32; m * n],
-                _ => Vec::new(),
-            };
-            product_into(zeros, false, &x, &weight).unwrap_or_else(|| Self::linear(x, weight, None))
+            product_into(None, &x, &weight).unwrap_or_else(|| Self::linear(x, weight, None))
         }
 
         fn fused_linear(
@@ -280,7 +278,7 @@ mod flex_kernel {
             let fused = match (bias_values, x_dims.first(), w_dims.get(1)) {
                 (Some(b), Some(&m), Some(&n)) if b.len() == n => {
                     let start: Vec<f32> = b.iter().copied().cycle().take(m * n).collect();
-                    product_into(start, true, &x, &weight)
+                    product_into(Some(start), &x, &weight)
                 }
                 _ => None,
             };

@@ -121,15 +121,15 @@ impl Recurrent {
         backwards: bool,
     ) -> (Tensor<3>, RnnState) {
         let time = x.dims()[1];
-        let projected = self.project(x);
+        let mut steps: Vec<(usize, Tensor<2>)> = unstack_time(self.project(x))
+            .into_iter()
+            .enumerate()
+            .collect();
+        if backwards {
+            steps.reverse();
+        }
         let mut outputs = Vec::with_capacity(time);
-        let steps: Vec<usize> = if backwards {
-            (0..time).rev().collect()
-        } else {
-            (0..time).collect()
-        };
-        for t in steps {
-            let p = projected.clone().narrow(1, t, 1).squeeze_dim(1);
+        for (t, p) in steps {
             let k = keep.as_ref().map(|k| k.clone().narrow(1, t, 1));
             state = self.step(p, state, k);
             outputs.push(state.h.clone());
@@ -139,6 +139,28 @@ impl Recurrent {
         }
         (Tensor::stack(outputs, 1), state)
     }
+}
+
+/// `x` `[batch, time, width]` as its `time` steps `[batch, width]`, cut in halves recursively.
+/// Autodiff's backward of a narrow writes the part's gradient into a zeroed tensor the size of
+/// what was cut, so `time` narrows of the whole zero and add `time` whole-size tensors (quadratic
+/// in the length), where halving zeros and adds `log₂(time)` of them per step. The gradients are
+/// the same to the bit: each element has one non-zero term either way.
+pub fn unstack_time(x: Tensor<3>) -> Vec<Tensor<2>> {
+    fn halves(x: Tensor<3>, steps: &mut Vec<Tensor<2>>) {
+        match x.dims()[1] {
+            0 => {}
+            1 => steps.push(x.squeeze_dim(1)),
+            time => {
+                let first = time / 2;
+                halves(x.clone().narrow(1, 0, first), steps);
+                halves(x.narrow(1, first, time - first), steps);
+            }
+        }
+    }
+    let mut steps = Vec::with_capacity(x.dims()[1]);
+    halves(x, &mut steps);
+    steps
 }
 
 /// Run a stack of layers over `x` `[batch, time, d_in]` (`keep` as for [`Recurrent::run`]),
@@ -183,6 +205,40 @@ pub fn run_stack(
 mod tests {
     use super::*;
     use burn::tensor::Distribution;
+
+    /// The halving split gives each step's values, and a loss over the steps the same gradient
+    /// to the bit as one narrow per step, at odd and even lengths.
+    #[test]
+    fn unstacked_steps_are_the_narrows_with_the_same_gradient() {
+        let device = Device::flex().autodiff();
+        for time in [1, 2, 5, 8] {
+            let x = Tensor::<3>::random([2, time, 3], Distribution::Normal(0.0, 1.0), &device);
+            let weights =
+                Tensor::<3>::random([2, time, 3], Distribution::Normal(0.0, 1.0), &device);
+            let (xa, xb) = (x.clone().require_grad(), x.require_grad());
+            let halved = unstack_time(xa.clone());
+            let narrowed: Vec<Tensor<2>> = (0..time)
+                .map(|t| xb.clone().narrow(1, t, 1).squeeze_dim(1))
+                .collect();
+            assert_eq!(halved.len(), time);
+            let loss = |steps: Vec<Tensor<2>>| {
+                let w = unstack_time(weights.clone());
+                let terms: Vec<Tensor<1>> = steps
+                    .into_iter()
+                    .zip(w)
+                    .enumerate()
+                    .map(|(t, (s, w))| (s * w).sum() * (t + 1) as f32)
+                    .collect();
+                Tensor::cat(terms, 0).sum()
+            };
+            for (a, b) in halved.iter().zip(&narrowed) {
+                a.to_data().assert_eq(&b.to_data(), true);
+            }
+            let (ga, gb) = (loss(halved).backward(), loss(narrowed).backward());
+            let (ga, gb) = (xa.grad(&ga).unwrap(), xb.grad(&gb).unwrap());
+            ga.to_data().assert_eq(&gb.to_data(), true);
+        }
+    }
 
     /// A sequence padded at the end gives, at its real positions and in its final state, what the
     /// unpadded sequence gives; also backwards, where the padding comes first.

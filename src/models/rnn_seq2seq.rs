@@ -5,7 +5,8 @@
 //! previous top-layer state, and predicts through a deep output layer
 //! `tanh(W [state; context; embedding])` tied to the target embedding.
 
-use super::recurrent::{CellKind, Recurrent, RnnState, run_stack};
+use super::layer_norm::ForwardFused;
+use super::recurrent::{CellKind, Recurrent, RnnState, run_stack, unstack_time};
 use super::rnn_cell::tanh;
 use super::seq2seq::{Seq2Seq, record_vocab_sizes, recorded_vocab_sizes};
 use crate::error::Result;
@@ -188,10 +189,10 @@ impl RnnSeq2Seq {
     /// Additive attention: context `[rows, enc_width]` for the query state `[rows, hidden]`.
     fn context(&self, memory: &RnnMemory, query: Tensor<2>) -> Tensor<2> {
         let [rows, len, _] = memory.keys.dims();
-        let q = self.attention_query.forward(query).unsqueeze_dim(1);
+        let q = self.attention_query.forward_fused(query).unsqueeze_dim(1);
         let scores = self
             .attention_score
-            .forward(tanh(memory.keys.clone() + q))
+            .forward_fused(tanh(memory.keys.clone() + q))
             .reshape([rows, len]);
         let weights = softmax(scores.mask_fill(memory.padding.clone(), -1e9), 1);
         let width = memory.states.dims()[2];
@@ -223,14 +224,14 @@ impl RnnSeq2Seq {
         }
         let out = tanh(
             self.deep_output
-                .forward(Tensor::cat(vec![x, context, embedded], 1)),
+                .forward_fused(Tensor::cat(vec![x, context, embedded], 1)),
         );
         (self.dropout.forward(out), next)
     }
 
     /// Logits over the target vocabulary from deep outputs, through the tied embedding.
     fn logits<const D: usize>(&self, out: Tensor<D>) -> Tensor<D> {
-        out.matmul(self.target_embed.weight.val().transpose().unsqueeze())
+        super::linear::linear(out, self.target_embed.weight.val().transpose(), None)
     }
 }
 
@@ -249,8 +250,7 @@ impl Seq2Seq for RnnSeq2Seq {
         let time = embedded.dims()[1];
         let mut states = memory.initial.clone();
         let mut outputs = Vec::with_capacity(time);
-        for t in 0..time {
-            let e = embedded.clone().narrow(1, t, 1).squeeze_dim(1);
+        for e in unstack_time(embedded) {
             let (out, next) = self.decode_step(&memory, states, e);
             states = next;
             outputs.push(out);
@@ -272,12 +272,12 @@ impl Seq2Seq for RnnSeq2Seq {
             .into_iter()
             .enumerate()
             .map(|(l, state)| RnnState {
-                h: self.bridge_h[l].forward(state.h).tanh(),
-                c: state.c.map(|c| self.bridge_c[l].forward(c).tanh()),
+                h: self.bridge_h[l].forward_fused(state.h).tanh(),
+                c: state.c.map(|c| self.bridge_c[l].forward_fused(c).tanh()),
             })
             .collect();
         RnnMemory {
-            keys: self.attention_key.forward(x.clone()),
+            keys: self.attention_key.forward_fused(x.clone()),
             states: x,
             padding: source_padding,
             initial,
