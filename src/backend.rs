@@ -56,8 +56,9 @@ pub fn matmul_kernels() -> &'static str {
     }
 }
 
-/// What flex's matrix products run on here: the system BLAS when one was found
-/// (`NLPKIT_BLAS`, `src/models/blas.rs`) for the large ones, `gemm`'s kernels for this CPU.
+/// What flex's matrix products run on here: the system BLAS when one was found (`NLPKIT_BLAS`,
+/// `src/models/blas.rs`) for those of our fused kernels (linear layers, attention), `gemm`'s
+/// kernels for this CPU for Burn's own.
 pub fn flex_matmul() -> String {
     #[cfg(feature = "flex")]
     if let Some(blas) = crate::models::blas::system_blas() {

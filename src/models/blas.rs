@@ -1,6 +1,7 @@
-//! A system BLAS for flex's large matrix products, found at run time: OpenBLAS, MKL or BLIS pick
-//! their kernels for the CPU they run on, and on AVX2 machines they run the linear layers'
-//! products faster than the `gemm` crate (bench/README.md). The binary needs none of them: with
+//! A system BLAS for the matrix products of flex's fused kernels (linear layers, attention),
+//! found at run time: OpenBLAS, MKL or BLIS pick their kernels for the CPU they run on, and on
+//! AVX2 machines they run the linear layers' products faster than the `gemm` crate
+//! (bench/README.md). The binary needs none of them: with
 //! no library found, or `NLPKIT_BLAS=off`, every product stays on `gemm`.
 //!
 //! `NLPKIT_BLAS` chooses: unset or `auto` tries the libraries below in order, `off` uses none,
