@@ -67,30 +67,31 @@ fn choice() -> Choice {
     }
 }
 
-/// The BLAS flex's large products run on, if any (loaded on first use).
-pub fn system_blas() -> Option<&'static Blas> {
-    static LOADED: OnceLock<Option<Blas>> = OnceLock::new();
-    LOADED
-        .get_or_init(|| match choice() {
-            Choice::Off => None,
-            Choice::Auto => CANDIDATES.iter().find_map(|name| Blas::open(name).ok()),
-            Choice::Library(path) => Blas::open(&path).ok(),
-        })
-        .as_ref()
-}
-
-/// An error message when `NLPKIT_BLAS` names a library that cannot be used, so that a run does
-/// not silently go on without it.
-pub fn check_requested() -> Result<(), String> {
-    match choice() {
-        Choice::Library(path) => Blas::open(&path).map(|_| ()).map_err(|why| {
+/// The library `NLPKIT_BLAS` asks for, loaded once: `Ok(None)` for none, an error message when a
+/// named library cannot be used.
+fn loaded() -> &'static Result<Option<Blas>, String> {
+    static LOADED: OnceLock<Result<Option<Blas>, String>> = OnceLock::new();
+    LOADED.get_or_init(|| match choice() {
+        Choice::Off => Ok(None),
+        Choice::Auto => Ok(CANDIDATES.iter().find_map(|name| Blas::open(name).ok())),
+        Choice::Library(path) => Blas::open(&path).map(Some).map_err(|why| {
             format!(
                 "NLPKIT_BLAS={path}: {why}; give the path of an OpenBLAS, MKL (libmkl_rt) or \
                  BLIS library, `auto` to look for one, or `off` for the built-in matmul"
             )
         }),
-        _ => Ok(()),
-    }
+    })
+}
+
+/// The BLAS the fused kernels' products run on, if any.
+pub fn system_blas() -> Option<&'static Blas> {
+    loaded().as_ref().ok()?.as_ref()
+}
+
+/// An error message when `NLPKIT_BLAS` names a library that cannot be used, so that a run does
+/// not silently go on without it.
+pub fn check_requested() -> Result<(), String> {
+    loaded().as_ref().map(|_| ()).map_err(Clone::clone)
 }
 
 /// `dlsym` of `name` in `handle`, null when absent.
