@@ -5,6 +5,7 @@
 //!     cargo build --release --example model_step
 //!     target/release/examples/model_step --model encoder|transformer|gru|bert-mlm
 //!         [--backend flex] [--layers N] [--batch N] [--seq N] [--steps N] [--warmup N]
+//!         [--adamw fused|burn]
 //!
 //! - `encoder`: post-norm BERT-base-shaped layers (768 wide, 12 heads, ffn 3072) on a random
 //!   `[batch, seq, 768]` input; the loss is the mean squared output.
@@ -17,9 +18,10 @@
 //!   (15%, as BERT's rate) plus next-sentence prediction.
 //!
 //! No dropout anywhere (the PyTorch twins have none either), so both sides do the same
-//! arithmetic. AdamW. Prints one JSON line: the median milliseconds per step.
+//! arithmetic. AdamW: nlpkit's fused one (what `nlpkit train` runs), or with `--adamw burn`
+//! Burn's, the same numbers unfused. Prints one JSON line: the median milliseconds per step.
 
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use nlpkit::backend::device_for;
@@ -31,11 +33,13 @@ use nlpkit::models::rnn_seq2seq::{RnnSeq2SeqConfig, RnnSeq2SeqOptions};
 use nlpkit::models::seq2seq::Seq2Seq;
 use nlpkit::models::transformer_seq2seq::{TransformerSeq2SeqConfig, TransformerSeq2SeqOptions};
 use nlpkit::recipe::{BackendKind, BackendSection};
+use nlpkit::train::adamw::FusedAdamW;
 use std::collections::HashMap;
 use std::time::Instant;
 
 const USAGE: &str = "usage: model_step --model encoder|transformer|gru|bert-mlm [--backend B] \
-                     [--layers N] [--batch N] [--seq N] [--steps N] [--warmup N]";
+                     [--layers N] [--batch N] [--seq N] [--steps N] [--warmup N] \
+                     [--adamw fused|burn]";
 /// The cmn_en recipe's vocabularies: English BPE 4000, Chinese characters about 3000.
 const SOURCE_VOCAB: usize = 4000;
 const TARGET_VOCAB: usize = 3000;
@@ -73,6 +77,7 @@ fn options() -> HashMap<String, String> {
         ("--seq", seq),
         ("--steps", steps),
         ("--warmup", "2"),
+        ("--adamw", "fused"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -108,9 +113,15 @@ fn measure() {
         .unwrap_or_else(|e| fail(&e.to_string()))
         .autodiff();
     let (layers, batch, seq) = (number("--layers"), number("--batch"), number("--seq"));
+    let burns_adamw = match options["--adamw"].as_str() {
+        "fused" => false,
+        "burn" => true,
+        other => fail(&format!("--adamw is fused or burn, got {other}")),
+    };
     let timing = Timing {
         warmup: number("--warmup"),
         steps: number("--steps"),
+        burns_adamw,
     };
     let (ms, params) = match options["--model"].as_str() {
         "encoder" => encoder(layers, batch, seq, timing, &device),
@@ -168,18 +179,23 @@ fn measure() {
 struct Timing {
     warmup: usize,
     steps: usize,
+    /// Step with Burn's AdamW instead of nlpkit's fused one.
+    burns_adamw: bool,
 }
 
 /// Train `model` for `timing`'s steps with AdamW on `loss`; the median milliseconds of the
 /// timed steps and the parameter count.
 fn timed<M: Module>(
     mut model: M,
-    adamw: AdamWConfig,
+    adamw: FusedAdamW,
     lr: f64,
     timing: Timing,
     loss: impl Fn(&M) -> Tensor<1>,
 ) -> (f64, usize) {
-    let mut optimizer = ModuleOptimizer::from(adamw.build());
+    let mut optimizer = match timing.burns_adamw {
+        true => ModuleOptimizer::from(adamw.burns()),
+        false => ModuleOptimizer::from(adamw),
+    };
     let mut times = Vec::new();
     for step in 0..timing.warmup + timing.steps {
         let start = Instant::now();
@@ -212,7 +228,10 @@ fn encoder(
         Distribution::Normal(0.0, 1.0),
         device,
     );
-    let adamw = AdamWConfig::new().with_weight_decay(0.01);
+    let adamw = FusedAdamW {
+        weight_decay: 0.01,
+        ..FusedAdamW::default()
+    };
     timed(config.init(device), adamw, 1e-4, timing, |model| {
         model.forward(x.clone(), None).square().mean()
     })
@@ -240,7 +259,11 @@ fn seq2seq<M: Seq2Seq>(
     let target = tokens(batch, seq + 1, TARGET_VOCAB, device);
     let target_in = target.clone().narrow(1, 0, seq);
     let target_out = target.narrow(1, 1, seq).reshape([batch * seq]);
-    let adamw = AdamWConfig::new().with_beta_2(0.98).with_weight_decay(1e-4);
+    let adamw = FusedAdamW {
+        beta_2: 0.98,
+        weight_decay: 1e-4,
+        ..FusedAdamW::default()
+    };
     timed(model, adamw, 1e-3, timing, |model| {
         let logits = model.forward(source.clone(), padding.clone(), target_in.clone());
         let (loss, _) = cross_entropy(
@@ -286,7 +309,10 @@ fn bert_pretraining(
     let masked = Tensor::<1, Int>::from_data(TensorData::new(masked, [count]), device);
     let mlm_targets = tokens(1, count, BERT_VOCAB, device).reshape([count]);
     let nsp_targets = tokens(1, batch, 3, device).reshape([batch]).sub_scalar(1);
-    let adamw = AdamWConfig::new().with_weight_decay(0.01);
+    let adamw = FusedAdamW {
+        weight_decay: 0.01,
+        ..FusedAdamW::default()
+    };
     let model = config.init_pretraining(0, device);
     timed(model, adamw, 1e-4, timing, |model| {
         let input = BertInput {

@@ -2,6 +2,7 @@
 //! with averaged gradient accumulation, clipping by the global norm, periodic evaluation,
 //! atomic checkpoints and exact resume.
 
+pub mod adamw;
 pub mod average;
 pub mod checkpoint;
 pub mod early_stopping;
