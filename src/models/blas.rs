@@ -16,10 +16,12 @@ use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::sync::OnceLock;
 
 /// Tried in this order when `NLPKIT_BLAS` is unset: Debian/Ubuntu/Fedora's OpenBLAS, MKL (the
-/// `mkl` pip package's and oneAPI's single dynamic library), BLIS.
-const CANDIDATES: [&str; 4] = [
+/// `mkl` pip package's and oneAPI's single dynamic library: `.so.3` from 2025 on, `.so.2`
+/// before), BLIS.
+const CANDIDATES: [&str; 5] = [
     "libopenblas.so.0",
     "libopenblas.so",
+    "libmkl_rt.so.3",
     "libmkl_rt.so.2",
     "libblis.so.4",
 ];
