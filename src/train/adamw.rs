@@ -344,4 +344,43 @@ mod tests {
         assert_eq!(updated.to_data(), first);
         assert_ne!(second.to_data(), first);
     }
+
+    /// An optimiser state saved by Burn's AdamW (every experiment from before this optimiser)
+    /// loads into ours, and training goes on to the same bits as under Burn's.
+    #[test]
+    fn a_state_saved_by_burns_adamw_resumes_to_the_same_bits() {
+        use crate::train::params::tests::{Two, two};
+        use burn::optim::{GradientsParams, ModuleOptimizer};
+        let device = Device::flex().autodiff();
+        let settings = FusedAdamW {
+            weight_decay: 0.1,
+            ..FusedAdamW::default()
+        };
+        let x = Tensor::<2>::random([5, 3], Distribution::Normal(0.0, 1.0), &device);
+        let grads_of = |model: &Two| {
+            let loss = model.b.forward(model.a.forward(x.clone())).square().sum();
+            GradientsParams::from_grads(loss.backward(), model)
+        };
+        let mut model = two(&device, 4);
+        let mut burns = ModuleOptimizer::from(settings.burns());
+        for _ in 0..2 {
+            let grads = grads_of(&model);
+            model = burns.step(1e-2, model, grads);
+        }
+        let saved = burns.into_bytes().unwrap();
+        let mut ours = ModuleOptimizer::from(settings).from_bytes(saved).unwrap();
+        let (mut theirs_model, mut ours_model) = (model.clone(), model);
+        for _ in 0..2 {
+            let grads = grads_of(&theirs_model);
+            theirs_model = burns.step(1e-2, theirs_model, grads);
+            let grads = grads_of(&ours_model);
+            ours_model = ours.step(1e-2, ours_model, grads);
+        }
+        let weights = |m: &Two| {
+            [m.a.weight.val(), m.b.weight.val()]
+                .map(|w| w.to_data())
+                .to_vec()
+        };
+        assert_eq!(weights(&ours_model), weights(&theirs_model));
+    }
 }
