@@ -255,6 +255,7 @@ mod flex_kernel {
     use super::CrossEntropyOps;
     use crate::models::gelu::{contiguous, exp_nonpositive};
     use crate::models::layer_norm::lane_sum;
+    use crate::models::vectorised::vectorised;
     use burn::backend::Flex;
     use burn::backend::flex::FlexTensor;
     use burn::backend::tensor::{FloatTensor, IntTensor};
@@ -333,26 +334,31 @@ mod flex_kernel {
                 .zip(lse.par_chunks_mut(per_task))
                 .enumerate()
                 .for_each(|(task, (out, lse))| {
-                    for (i, (out, lse)) in out.chunks_exact_mut(2).zip(lse).enumerate() {
-                        let row = task * per_task + i;
-                        let weight = weights[row];
-                        if weight == 0.0 {
-                            continue; // ignored: no target read, zeros out
-                        }
-                        let x = &values[row * classes..(row + 1) * classes];
-                        let max = lane_max(x);
-                        let sum = lane_sum(x, x, x, |v, _, _| exp_nonpositive(v - max));
-                        let mean = lane_sum(x, x, x, |v, _, _| v) / classes as f32;
-                        // A NaN logit shows in the loss (the fast exp would hide it).
-                        *lse = if mean.is_nan() {
-                            f32::NAN
-                        } else {
-                            max + sum.ln()
-                        };
-                        let nll = *lse - x[class(target_ids[row], row, classes)];
-                        let loss = (1.0 - eps) * nll + eps * (*lse - mean);
-                        out.copy_from_slice(&[weight * loss, weight * nll]);
-                    }
+                    vectorised(
+                        #[inline(always)]
+                        || {
+                            for (i, (out, lse)) in out.chunks_exact_mut(2).zip(lse).enumerate() {
+                                let row = task * per_task + i;
+                                let weight = weights[row];
+                                if weight == 0.0 {
+                                    continue; // ignored: no target read, zeros out
+                                }
+                                let x = &values[row * classes..(row + 1) * classes];
+                                let max = lane_max(x);
+                                let sum = lane_sum(x, x, x, |v, _, _| exp_nonpositive(v - max));
+                                let mean = lane_sum(x, x, x, |v, _, _| v) / classes as f32;
+                                // A NaN logit shows in the loss (the fast exp would hide it).
+                                *lse = if mean.is_nan() {
+                                    f32::NAN
+                                } else {
+                                    max + sum.ln()
+                                };
+                                let nll = *lse - x[class(target_ids[row], row, classes)];
+                                let loss = (1.0 - eps) * nll + eps * (*lse - mean);
+                                out.copy_from_slice(&[weight * loss, weight * nll]);
+                            }
+                        },
+                    )
                 });
             (
                 FlexTensor::from_data(TensorData::new(output, [rows, 2])),
@@ -392,22 +398,30 @@ mod flex_kernel {
             d.par_chunks_mut(((CHUNK / classes).max(1)) * classes)
                 .enumerate()
                 .for_each(|(task, d)| {
-                    let first = task * (CHUNK / classes).max(1);
-                    for (i, d) in d.chunks_exact_mut(classes).enumerate() {
-                        let row = first + i;
-                        let weight = weights[row];
-                        if weight == 0.0 {
-                            continue; // ignored: a zero gradient row
-                        }
-                        let (g_loss, g_nll) =
-                            (weight * upstream[2 * row], weight * upstream[2 * row + 1]);
-                        let (both, spread) = (g_loss + g_nll, g_loss * eps / classes as f32);
-                        let x = &values[row * classes..(row + 1) * classes];
-                        for (d, &v) in d.iter_mut().zip(x) {
-                            *d = both * exp_nonpositive(v - lse[row]) - spread;
-                        }
-                        d[class(target_ids[row], row, classes)] -= g_loss * (1.0 - eps) + g_nll;
-                    }
+                    vectorised(
+                        #[inline(always)]
+                        || {
+                            let first = task * (CHUNK / classes).max(1);
+                            for (i, d) in d.chunks_exact_mut(classes).enumerate() {
+                                let row = first + i;
+                                let weight = weights[row];
+                                if weight == 0.0 {
+                                    continue; // ignored: a zero gradient row
+                                }
+                                let (g_loss, g_nll) =
+                                    (weight * upstream[2 * row], weight * upstream[2 * row + 1]);
+                                let (both, spread) =
+                                    (g_loss + g_nll, g_loss * eps / classes as f32);
+                                let x = &values[row * classes..(row + 1) * classes];
+                                let lse_row = lse[row];
+                                for (d, &v) in d.iter_mut().zip(x) {
+                                    *d = both * exp_nonpositive(v - lse_row) - spread;
+                                }
+                                d[class(target_ids[row], row, classes)] -=
+                                    g_loss * (1.0 - eps) + g_nll;
+                            }
+                        },
+                    )
                 });
             FlexTensor::from_data(TensorData::new(d, [rows, classes]))
         }

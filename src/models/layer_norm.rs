@@ -254,6 +254,7 @@ pub(crate) use flex_kernel::lane_sum;
 mod flex_kernel {
     use super::LayerNormOps;
     use crate::models::gelu::contiguous;
+    use crate::models::vectorised::vectorised;
     use burn::backend::Flex;
     use burn::backend::flex::FlexTensor;
     use burn::backend::tensor::FloatTensor;
@@ -302,7 +303,7 @@ mod flex_kernel {
     /// Mean and `1 / sqrt(var + epsilon)` of one row, by the corrected two-pass algorithm
     /// while the row is in cache: the variance sums squares of centred values (no
     /// cancellation), and the second pass also corrects the first pass's mean.
-    #[inline]
+    #[inline(always)]
     fn row_statistics(row: &[f32], epsilon: f32) -> (f32, f32) {
         let n = row.len() as f32;
         let rough = lane_sum(row, row, row, |v, _, _| v) / n;
@@ -337,17 +338,23 @@ mod flex_kernel {
                 .zip(rstd.par_chunks_mut(per_task))
                 .enumerate()
                 .for_each(|(task, ((out, means), rstds))| {
-                    let first = task * per_task * width;
-                    let rows_in = input[first..first + out.len()].chunks_exact(width);
-                    let stats = means.iter_mut().zip(rstds.iter_mut());
-                    for ((row, out), (m, r)) in rows_in.zip(out.chunks_exact_mut(width)).zip(stats)
-                    {
-                        (*m, *r) = row_statistics(row, epsilon);
-                        let affine = gamma.iter().zip(&*beta);
-                        for ((y, &v), (&g, &b)) in out.iter_mut().zip(row).zip(affine) {
-                            *y = (v - *m) * *r * g + b;
-                        }
-                    }
+                    vectorised(
+                        #[inline(always)]
+                        || {
+                            let first = task * per_task * width;
+                            let rows_in = input[first..first + out.len()].chunks_exact(width);
+                            let stats = means.iter_mut().zip(rstds.iter_mut());
+                            for ((row, out), (m, r)) in
+                                rows_in.zip(out.chunks_exact_mut(width)).zip(stats)
+                            {
+                                (*m, *r) = row_statistics(row, epsilon);
+                                let affine = gamma.iter().zip(&*beta);
+                                for ((y, &v), (&g, &b)) in out.iter_mut().zip(row).zip(affine) {
+                                    *y = (v - *m) * *r * g + b;
+                                }
+                            }
+                        },
+                    )
                 });
             let vector = |values: Vec<f32>| FlexTensor::from_data(TensorData::new(values, [rows]));
             (
@@ -382,32 +389,41 @@ mod flex_kernel {
                 .par_chunks_mut(per_task * width)
                 .enumerate()
                 .map(|(task, dx)| {
-                    let (first_row, first) = (task * per_task, task * per_task * width);
-                    let (mut dgamma, mut dbeta) = (vec![0.0f32; width], vec![0.0f32; width]);
-                    let rows = input[first..first + dx.len()]
-                        .chunks_exact(width)
-                        .zip(upstream[first..first + dx.len()].chunks_exact(width))
-                        .zip(dx.chunks_exact_mut(width))
-                        .enumerate();
-                    for (i, ((row, up), dx)) in rows {
-                        let (m, r) = (mean[first_row + i], rstd[first_row + i]);
-                        for ((&v, &u), (dg, db)) in row
-                            .iter()
-                            .zip(up)
-                            .zip(dgamma.iter_mut().zip(dbeta.iter_mut()))
-                        {
-                            *dg += u * (v - m) * r;
-                            *db += u;
-                        }
-                        // mean(g) and mean(g·x̂), g = grad·gamma.
-                        let n = width as f32;
-                        let mean_g = lane_sum(up, &gamma, row, |u, g, _| u * g) / n;
-                        let mean_gx = lane_sum(up, &gamma, row, |u, g, v| u * g * (v - m) * r) / n;
-                        for (((d, &v), &u), &g) in dx.iter_mut().zip(row).zip(up).zip(&*gamma) {
-                            *d = r * (u * g - mean_g - (v - m) * r * mean_gx);
-                        }
-                    }
-                    (dgamma, dbeta)
+                    vectorised(
+                        #[inline(always)]
+                        || {
+                            let (first_row, first) = (task * per_task, task * per_task * width);
+                            let (mut dgamma, mut dbeta) =
+                                (vec![0.0f32; width], vec![0.0f32; width]);
+                            let rows = input[first..first + dx.len()]
+                                .chunks_exact(width)
+                                .zip(upstream[first..first + dx.len()].chunks_exact(width))
+                                .zip(dx.chunks_exact_mut(width))
+                                .enumerate();
+                            for (i, ((row, up), dx)) in rows {
+                                let (m, r) = (mean[first_row + i], rstd[first_row + i]);
+                                for ((&v, &u), (dg, db)) in row
+                                    .iter()
+                                    .zip(up)
+                                    .zip(dgamma.iter_mut().zip(dbeta.iter_mut()))
+                                {
+                                    *dg += u * (v - m) * r;
+                                    *db += u;
+                                }
+                                // mean(g) and mean(g·x̂), g = grad·gamma.
+                                let n = width as f32;
+                                let mean_g = lane_sum(up, &gamma, row, |u, g, _| u * g) / n;
+                                let mean_gx =
+                                    lane_sum(up, &gamma, row, |u, g, v| u * g * (v - m) * r) / n;
+                                for (((d, &v), &u), &g) in
+                                    dx.iter_mut().zip(row).zip(up).zip(&*gamma)
+                                {
+                                    *d = r * (u * g - mean_g - (v - m) * r * mean_gx);
+                                }
+                            }
+                            (dgamma, dbeta)
+                        },
+                    )
                 })
                 .collect();
             let (dgamma, dbeta) = partials.into_iter().fold(

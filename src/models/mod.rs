@@ -24,6 +24,7 @@ pub mod seq2seq;
 pub mod textcnn;
 pub mod transformer_seq2seq;
 pub mod transformer_xl;
+pub(crate) mod vectorised;
 pub mod word2vec;
 
 use burn::prelude::*;
