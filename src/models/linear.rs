@@ -45,7 +45,13 @@ pub fn linear<const D: usize>(
         "linear: input width {d_in} against weight {rows_in}"
     );
     let rows = x.shape().num_elements() / d_in.max(1);
-    let x = x.reshape([rows, d_in]).into_dispatch();
+    // A 2-D input goes in as it is: reshaping a strided view (`xᵀ`), even to its own shape,
+    // copies it on one thread first.
+    let x = if D == 2 {
+        x.into_dispatch()
+    } else {
+        x.reshape([rows, d_in]).into_dispatch()
+    };
     let weight = weight.into_dispatch();
     let y = match bias {
         Some(bias) => <Dispatch as LinearOps>::fused_linear(x, weight, bias.into_dispatch()),
@@ -403,5 +409,25 @@ pub(crate) mod tests {
                 }
             }
         }
+    }
+
+    /// A 2-D input that is a transposed view (`xᵀ`, as a weight gradient reads it) goes to the
+    /// kernel as it is, and gives Burn's values and gradients.
+    #[test]
+    fn a_transposed_2d_input_matches_burns_linear() {
+        let device = Device::flex().autodiff();
+        let (rows, d_in, d_out) = (70, 96, 200);
+        let stored = Tensor::<2>::random([d_in, rows], Distribution::Normal(0.0, 1.0), &device);
+        let weight = Tensor::<2>::random([d_in, d_out], Distribution::Normal(0.0, 1.0), &device);
+        let (so, st) = (stored.clone().require_grad(), stored.require_grad());
+        let ours = linear(so.clone().transpose(), weight.clone(), None);
+        let theirs = burn::tensor::module::linear(st.clone().transpose(), weight.clone(), None);
+        close(ours.clone(), theirs.clone());
+        let plain = linear(so.clone().inner().transpose(), weight.clone().inner(), None);
+        close(plain, theirs.clone().inner());
+        let upstream = Tensor::<2>::random([rows, d_out], Distribution::Normal(0.0, 1.0), &device);
+        let g_ours = (ours * upstream.clone()).sum().backward();
+        let g_theirs = (theirs * upstream).sum().backward();
+        close(so.grad(&g_ours).unwrap(), st.grad(&g_theirs).unwrap());
     }
 }
