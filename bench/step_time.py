@@ -3,6 +3,7 @@
 for comparing builds (e.g. before and after a change, each built from its commit and copied).
 
     python3 bench/step_time.py BINARY... [--rounds 3] [--steps 60] [--backend flex]
+        [--set model.n_embd=256 --set ...]   (recipe overrides, e.g. compare_pytorch's gpt-256)
 
 Prints the median over rounds of the median log window (10 steps, the first window dropped).
 """
@@ -20,13 +21,16 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--backend", default="flex")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a recipe override for every binary (repeatable)")
     args = p.parse_args()
     times = {b: [] for b in args.binaries}
     with tempfile.TemporaryDirectory() as workdir:
         for _ in range(args.rounds):
             for index, binary in enumerate(args.binaries):
                 windows = train_windows([], os.path.abspath(binary), args.steps, workdir, str(index),
-                                        ["--set", f"backend.type={args.backend}"])
+                                        ["--set", f"backend.type={args.backend}"]
+                                        + [x for kv in args.set for x in ("--set", kv)])
                 times[binary].append(statistics.median(w["step_ms"] for w in windows))
     print("| binary | ms/step (median) | rounds |")
     print("| --- | ---: | --- |")

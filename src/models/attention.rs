@@ -79,17 +79,8 @@ fn attention_seeded(
     dropout: f64,
     seed: u64,
 ) -> Tensor<4> {
-    let (causal, padding) = match mask {
-        Mask::None => (false, None),
-        Mask::Causal => (true, None),
-        Mask::KeyPadding(padding) => (false, Some(padding)),
-    };
-    // Burn's extensions take tensors, not optional ones: no padding is an all-false mask.
-    let [batch, time_k] = [q.dims()[0], k.dims()[2]];
-    let key_mask = padding.clone().unwrap_or_else(|| {
-        let none = TensorData::new(vec![false; batch * time_k], [batch, time_k]);
-        Tensor::from_data(none, &q.device())
-    });
+    let (causal, padding) = mask.parts();
+    let key_mask = key_mask(&padding, q.dims()[0], k.dims()[2], &q.device());
     let fused = <Dispatch as AttentionOps>::fused_attention(
         q.clone().into_dispatch(),
         k.clone().into_dispatch(),
@@ -104,6 +95,73 @@ fn attention_seeded(
         Some(output) => Tensor::from_dispatch(output),
         None => composition(q, k, v, causal, padding, scale, dropout),
     }
+}
+
+/// Self-attention over a packed projection `qkv` `[batch, time, 3·width]` laid out
+/// `[q | k | v]` (the models' fused QKV linear layer), `heads` heads of `width / heads`: the
+/// output `[batch, time, width]` with the heads merged, as
+/// `attention(split_qkv_heads(qkv, heads)…)` followed by the merge gives it.
+///
+/// Why a second entry: on flex the kernel reads the heads in place and writes the gradient of
+/// `qkv` as one tensor. Split into three views, autodiff's backward of each view is a zeroed
+/// tensor of the projection's full size with the part's gradient copied in, and the three are
+/// then summed. A key/value cache needs the split keys and values, so it takes [`attention`].
+pub fn self_attention(qkv: Tensor<3>, heads: usize, mask: Mask, dropout: f64) -> Tensor<3> {
+    let seed = if dropout > 0.0 {
+        dropout_seed(&qkv.device())
+    } else {
+        0
+    };
+    packed_seeded(qkv, heads, mask, dropout, seed)
+}
+
+/// [`self_attention`] with the dropout seed given.
+fn packed_seeded(qkv: Tensor<3>, heads: usize, mask: Mask, dropout: f64, seed: u64) -> Tensor<3> {
+    let [batch, time, three_widths] = qkv.dims();
+    let scale = 1.0 / ((three_widths / 3 / heads) as f64).sqrt();
+    let (causal, padding) = mask.parts();
+    let key_mask = key_mask(&padding, batch, time, &qkv.device());
+    let fused = <Dispatch as AttentionOps>::fused_self_attention(
+        qkv.clone().into_dispatch(),
+        heads,
+        key_mask.into_dispatch(),
+        causal,
+        scale,
+        dropout,
+        seed,
+    );
+    match fused {
+        Some(output) => Tensor::from_dispatch(output),
+        None => {
+            let [q, k, v] = super::split_heads(qkv, heads);
+            let y = composition(q, k, v, causal, padding, scale, dropout);
+            y.swap_dims(1, 2).reshape([batch, time, three_widths / 3])
+        }
+    }
+}
+
+impl Mask {
+    /// Whether the mask is causal, and the key padding if any.
+    fn parts(self) -> (bool, Option<Tensor<2, Bool>>) {
+        match self {
+            Mask::None => (false, None),
+            Mask::Causal => (true, None),
+            Mask::KeyPadding(padding) => (false, Some(padding)),
+        }
+    }
+}
+
+/// The padding as the extensions take it: a tensor, all false when there is none.
+fn key_mask(
+    padding: &Option<Tensor<2, Bool>>,
+    batch: usize,
+    time_k: usize,
+    device: &Device,
+) -> Tensor<2, Bool> {
+    padding.clone().unwrap_or_else(|| {
+        let none = TensorData::new(vec![false; batch * time_k], [batch, time_k]);
+        Tensor::from_data(none, device)
+    })
 }
 
 /// The probability `dropout` applies now: its rate while it takes part in training (the same
@@ -225,6 +283,52 @@ pub trait AttentionOps: Backend {
         let _ = (causal, scale, dropout, seed);
         None
     }
+
+    /// [`self_attention`]'s output `[batch, time, width]` from the packed `qkv`.
+    fn fused_self_attention(
+        qkv: FloatTensor<Self>,
+        heads: usize,
+        padding: BoolTensor<Self>,
+        causal: bool,
+        scale: f64,
+        dropout: f64,
+        seed: u64,
+    ) -> Option<FloatTensor<Self>> {
+        let _ = (qkv, heads, padding, causal, scale, dropout, seed);
+        None
+    }
+
+    /// The output and the log-sum-exp `[batch, heads, time]`, as `fused_attention_forward`.
+    fn fused_self_attention_forward(
+        qkv: FloatTensor<Self>,
+        heads: usize,
+        padding: BoolTensor<Self>,
+        causal: bool,
+        scale: f64,
+        dropout: f64,
+        seed: u64,
+    ) -> Option<(FloatTensor<Self>, FloatTensor<Self>)> {
+        let _ = (qkv, heads, padding, causal, scale, dropout, seed);
+        None
+    }
+
+    /// The gradient of `qkv` `[batch, time, 3·width]`, as `fused_attention_backward`.
+    fn fused_self_attention_backward(
+        qkv: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        heads: usize,
+        padding: BoolTensor<Self>,
+        causal: bool,
+        scale: f64,
+        dropout: f64,
+        seed: u64,
+    ) -> Option<FloatTensor<Self>> {
+        let _ = (qkv, output, lse, grad, heads, padding);
+        let _ = (causal, scale, dropout, seed);
+        None
+    }
 }
 
 #[cfg(feature = "ndarray")]
@@ -320,6 +424,82 @@ impl<B: AttentionOps, C: CheckpointStrategy> AttentionOps for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => prep.finish(output),
         })
     }
+
+    fn fused_self_attention(
+        qkv: FloatTensor<Self>,
+        heads: usize,
+        padding: BoolTensor<Self>,
+        causal: bool,
+        scale: f64,
+        dropout: f64,
+        seed: u64,
+    ) -> Option<FloatTensor<Self>> {
+        let inner = qkv.clone().into_primitive();
+        let (output, lse) = B::fused_self_attention_forward(
+            inner.clone(),
+            heads,
+            padding.clone(),
+            causal,
+            scale,
+            dropout,
+            seed,
+        )?;
+        let prepared = PackedAttentionBackward
+            .prepare::<C>([qkv.node()])
+            .compute_bound()
+            .stateful();
+        Some(match prepared {
+            OpsKind::Tracked(prep) => {
+                let saved = PackedSaved {
+                    qkv: inner,
+                    output: output.clone(),
+                    lse,
+                    heads,
+                    padding,
+                    causal,
+                    scale,
+                    dropout,
+                    seed,
+                };
+                prep.finish(saved, output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        })
+    }
+}
+
+/// What the packed self-attention's backward recomputes from.
+#[derive(Debug, Clone)]
+struct PackedSaved<B: Backend> {
+    qkv: FloatTensor<B>,
+    output: FloatTensor<B>,
+    lse: FloatTensor<B>,
+    heads: usize,
+    padding: BoolTensor<B>,
+    causal: bool,
+    scale: f64,
+    dropout: f64,
+    seed: u64,
+}
+
+#[derive(Debug)]
+struct PackedAttentionBackward;
+
+impl<B: AttentionOps> Backward<B, 1> for PackedAttentionBackward {
+    type State = PackedSaved<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let s = ops.state;
+        let dqkv = B::fused_self_attention_backward(
+            s.qkv, s.output, s.lse, grad, s.heads, s.padding, s.causal, s.scale, s.dropout, s.seed,
+        )
+        .expect("a backend with the packed attention's forward has its backward");
+        if let Some(parent) = parent {
+            grads.register::<B>(parent.id, dqkv);
+        }
+    }
 }
 
 #[cfg(feature = "flex")]
@@ -364,7 +544,12 @@ pub(crate) mod flex_kernel {
         ) -> Option<(FloatTensor<Self>, FloatTensor<Self>)> {
             let (q, k, v) = (View::new(&q)?, View::new(&k)?, View::new(&v)?);
             let problem = Problem::new(&q, &k, &v, padding, causal, scale, dropout, seed)?;
-            Some(problem.forward(&q, &k, &v))
+            let (output, lse) = problem.forward(&q, &k, &v);
+            // Time-major, returned as the `[batch, heads, tq, dv]` view: the models' merge of
+            // the heads (swap, reshape) is then free.
+            let (batch, heads, tq, dv) = (problem.batch, problem.heads, problem.tq, problem.dv);
+            let output = TensorData::new(output, [batch, tq, heads, dv]);
+            Some((FlexTensor::from_data(output).transpose(1, 2), lse))
         }
 
         fn fused_attention_backward(
@@ -383,10 +568,96 @@ pub(crate) mod flex_kernel {
             let (q, k, v) = (View::new(&q)?, View::new(&k)?, View::new(&v)?);
             let (output, grad) = (View::new(&output)?, View::new(&grad)?);
             let problem = Problem::new(&q, &k, &v, padding, causal, scale, dropout, seed)?;
-            let lse = lse.to_contiguous();
-            let start = lse.layout().start_offset();
-            let lse = &lse.storage::<f32>()[start..];
-            Some(problem.backward(&q, &k, &v, &output, lse, &grad))
+            let lse = crate::models::gelu::contiguous(&lse);
+            let (batch, heads, tq, tk) = (problem.batch, problem.heads, problem.tq, problem.tk);
+            // Time-major as the forward's output, and returned as views the same way.
+            let mut buffers = [(tq, problem.d), (tk, problem.d), (tk, problem.dv)]
+                .map(|(t, cols)| (vec![0.0f32; batch * t * heads * cols], t, cols));
+            let targets = buffers.each_mut().map(|(buffer, t, cols)| HeadsOut {
+                ptr: buffer.as_mut_ptr(),
+                t: *t,
+                row_stride: heads * *cols,
+                cols: *cols,
+            });
+            problem.backward(&q, &k, &v, &output, &lse, &grad, targets);
+            let [dq, dk, dv] = buffers.map(|(buffer, t, cols)| {
+                let data = TensorData::new(buffer, [batch, t, heads, cols]);
+                FlexTensor::from_data(data).transpose(1, 2)
+            });
+            Some((dq, dk, dv))
+        }
+
+        fn fused_self_attention(
+            qkv: FloatTensor<Self>,
+            heads: usize,
+            padding: BoolTensor<Self>,
+            causal: bool,
+            scale: f64,
+            dropout: f64,
+            seed: u64,
+        ) -> Option<FloatTensor<Self>> {
+            Self::fused_self_attention_forward(qkv, heads, padding, causal, scale, dropout, seed)
+                .map(|(output, _)| output)
+        }
+
+        fn fused_self_attention_forward(
+            qkv: FloatTensor<Self>,
+            heads: usize,
+            padding: BoolTensor<Self>,
+            causal: bool,
+            scale: f64,
+            dropout: f64,
+            seed: u64,
+        ) -> Option<(FloatTensor<Self>, FloatTensor<Self>)> {
+            let [q, k, v] = View::packed(&qkv, heads)?;
+            let problem = Problem::new(&q, &k, &v, padding, causal, scale, dropout, seed)?;
+            let (output, lse) = problem.forward(&q, &k, &v);
+            let (batch, time, width) = (problem.batch, problem.tq, heads * problem.dv);
+            let output = TensorData::new(output, [batch, time, width]);
+            Some((FlexTensor::from_data(output), lse))
+        }
+
+        fn fused_self_attention_backward(
+            qkv: FloatTensor<Self>,
+            output: FloatTensor<Self>,
+            lse: FloatTensor<Self>,
+            grad: FloatTensor<Self>,
+            heads: usize,
+            padding: BoolTensor<Self>,
+            causal: bool,
+            scale: f64,
+            dropout: f64,
+            seed: u64,
+        ) -> Option<FloatTensor<Self>> {
+            let [q, k, v] = View::packed(&qkv, heads)?;
+            // The output and its gradient `[batch, time, width]` as `[batch, heads, time, dv]`.
+            let split = |x: &FlexTensor| {
+                let [batch, time, width] = x.layout().shape()[..] else {
+                    return None;
+                };
+                View::new(
+                    &x.reshape([batch, time, heads, width / heads].into())
+                        .transpose(1, 2),
+                )
+            };
+            let (output, grad) = (split(&output)?, split(&grad)?);
+            let problem = Problem::new(&q, &k, &v, padding, causal, scale, dropout, seed)?;
+            let lse = crate::models::gelu::contiguous(&lse);
+            let (batch, time, width) = (problem.batch, problem.tq, heads * problem.d);
+            // One buffer for the three parts' gradients, each written where its part lies.
+            let mut dqkv = vec![0.0f32; batch * time * 3 * width];
+            let base = dqkv.as_mut_ptr();
+            let targets = [0, 1, 2].map(|part| HeadsOut {
+                ptr: base.wrapping_add(part * width),
+                t: time,
+                row_stride: 3 * width,
+                cols: problem.d,
+            });
+            problem.backward(&q, &k, &v, &output, &lse, &grad, targets);
+            Some(FlexTensor::from_data(TensorData::new(
+                dqkv,
+                [batch, time, 3 * width],
+            )))
         }
     }
 
@@ -416,6 +687,33 @@ pub(crate) mod flex_kernel {
             })
         }
 
+        /// Queries, keys and values `[batch, heads, time, width / heads]` read in place from a
+        /// packed projection `[batch, time, 3·width]` laid out `[q | k | v]`.
+        fn packed(qkv: &FlexTensor, heads: usize) -> Option<[View; 3]> {
+            let layout = qkv.layout();
+            if qkv.dtype() != DType::F32 || layout.num_dims() != 3 || heads == 0 {
+                return None;
+            }
+            let [batch, time, three_widths] = layout.shape()[..] else {
+                return None;
+            };
+            if three_widths % (3 * heads) != 0 {
+                return None;
+            }
+            let tensor = in_place_or_contiguous(qkv);
+            let layout = tensor.layout();
+            let [s_batch, s_time, s_col] = layout.strides()[..] else {
+                return None;
+            };
+            let (width, head_dim) = (three_widths / 3, three_widths / 3 / heads);
+            Some([0, 1, 2].map(|part| View {
+                tensor: tensor.clone(),
+                dims: [batch, heads, time, head_dim],
+                strides: [s_batch, head_dim as isize * s_col, s_time, s_col],
+                offset: (layout.start_offset() as isize + (part * width) as isize * s_col) as usize,
+            }))
+        }
+
         /// The `[t, d]` matrix of head `h` of batch row `b`.
         fn head(&self, b: usize, h: usize) -> Mat {
             let at =
@@ -435,6 +733,30 @@ pub(crate) mod flex_kernel {
             tensor.clone()
         } else {
             tensor.to_contiguous()
+        }
+    }
+
+    /// Where the kernel writes a `[batch, heads, t, cols]` result held time-major: head
+    /// (b, h)'s `t × cols` matrix starts at `ptr + b·t·row_stride + h·cols`, its rows
+    /// `row_stride` apart (`heads·cols` for a `[batch, t, heads, cols]` tensor, `3·width` for
+    /// one part of the packed projection's gradient).
+    #[derive(Clone, Copy)]
+    struct HeadsOut {
+        ptr: *mut f32,
+        t: usize,
+        row_stride: usize,
+        cols: usize,
+    }
+
+    // SAFETY: the kernel runs one task per (batch, head), and heads' matrices are disjoint.
+    unsafe impl Send for HeadsOut {}
+    unsafe impl Sync for HeadsOut {}
+
+    impl HeadsOut {
+        /// Head (b, h)'s first element; rows are `row_stride` apart.
+        fn head(self, b: usize, h: usize) -> *mut f32 {
+            self.ptr
+                .wrapping_add(b * self.t * self.row_stride + h * self.cols)
         }
     }
 
@@ -685,24 +1007,24 @@ pub(crate) mod flex_kernel {
             }
         }
 
-        /// Output `[batch, heads, tq, dv]` and log-sum-exp `[batch, heads, tq]`.
-        fn forward(&self, q: &View, k: &View, v: &View) -> (FlexTensor, FlexTensor) {
+        /// The output time-major, `[batch, tq, heads·dv]`, and the log-sum-exp
+        /// `[batch, heads, tq]`.
+        fn forward(&self, q: &View, k: &View, v: &View) -> (Vec<f32>, FlexTensor) {
             let (tq, dv) = (self.tq, self.dv);
             let mut output = vec![0.0f32; self.batch * self.heads * tq * dv];
             let mut lse = vec![0.0f32; self.batch * self.heads * tq];
-            output
-                .par_chunks_mut(tq * dv)
-                .zip(lse.par_chunks_mut(tq))
-                .enumerate()
-                .for_each_init(
-                    || self.scratch(),
-                    |scratch, (bh, (out, lse))| self.forward_head(bh, q, k, v, out, lse, scratch),
-                );
+            let out = HeadsOut {
+                ptr: output.as_mut_ptr(),
+                t: tq,
+                row_stride: self.heads * dv,
+                cols: dv,
+            };
+            lse.par_chunks_mut(tq).enumerate().for_each_init(
+                || self.scratch(),
+                |scratch, (bh, lse)| self.forward_head(bh, q, k, v, out, lse, scratch),
+            );
             let dims = [self.batch, self.heads, tq];
-            (
-                FlexTensor::from_data(TensorData::new(output, [self.batch, self.heads, tq, dv])),
-                FlexTensor::from_data(TensorData::new(lse, dims)),
-            )
+            (output, FlexTensor::from_data(TensorData::new(lse, dims)))
         }
 
         fn forward_head(
@@ -711,12 +1033,13 @@ pub(crate) mod flex_kernel {
             q: &View,
             k: &View,
             v: &View,
-            out: &mut [f32],
+            out: HeadsOut,
             lse: &mut [f32],
             scratch: &mut Scratch,
         ) {
             let (b, h) = (bh / self.heads, bh % self.heads);
             let (q, k, v) = (q.head(b, h), k.head(b, h), v.head(b, h));
+            let (out, out_stride) = (out.head(b, h), out.row_stride);
             for r0 in (0..self.tq).step_by(ROWS) {
                 let rows = ROWS.min(self.tq - r0);
                 // Causal blocks stop at the last row's horizon: the keys beyond are masked.
@@ -738,12 +1061,13 @@ pub(crate) mod flex_kernel {
                         }
                     }
                 }
-                // SAFETY: probs is rows × keys, v has tk ≥ keys rows of dv, out is tq × dv.
+                // SAFETY: probs is rows × keys, v has tk ≥ keys rows of dv, out is this head's
+                // tq × dv matrix (rows out_stride apart), written by this task only.
                 unsafe {
                     product(
                         (rows, self.dv, keys),
-                        out[r0 * self.dv..].as_mut_ptr(),
-                        self.dv,
+                        out.wrapping_add(r0 * out_stride),
+                        out_stride,
                         false,
                         Mat::dense(probs, keys),
                         v,
@@ -783,7 +1107,9 @@ pub(crate) mod flex_kernel {
             max + sum.ln()
         }
 
-        /// Gradients of q, k and v from the output's gradient `grad`.
+        /// Gradients of q, k and v from the output's gradient `grad`, added into `targets`
+        /// (zeros, `[dq, dk, dv]`).
+        #[allow(clippy::too_many_arguments)]
         fn backward(
             &self,
             q: &View,
@@ -792,37 +1118,23 @@ pub(crate) mod flex_kernel {
             output: &View,
             lse: &[f32],
             grad: &View,
-        ) -> (FlexTensor, FlexTensor, FlexTensor) {
-            let (tq, tk, d, dv) = (self.tq, self.tk, self.d, self.dv);
-            let bh_count = self.batch * self.heads;
-            let mut dq = vec![0.0f32; bh_count * tq * d];
-            let mut dk = vec![0.0f32; bh_count * tk * d];
-            let mut dvs = vec![0.0f32; bh_count * tk * dv];
-            dq.par_chunks_mut(tq * d)
-                .zip(dk.par_chunks_mut(tk * d))
-                .zip(dvs.par_chunks_mut(tk * dv))
-                .enumerate()
-                .for_each_init(
-                    || self.scratch(),
-                    |scratch, (bh, ((dq, dk), dv))| {
-                        let lse = &lse[bh * tq..(bh + 1) * tq];
-                        let heads = Heads {
-                            q,
-                            k,
-                            v,
-                            output,
-                            grad,
-                        };
-                        self.backward_head(bh, heads, lse, (dq, dk, dv), scratch)
-                    },
-                );
-            let tensor = |values, rows, cols| {
-                FlexTensor::from_data(TensorData::new(
-                    values,
-                    [self.batch, self.heads, rows, cols],
-                ))
+            targets: [HeadsOut; 3],
+        ) {
+            let tq = self.tq;
+            let views = Heads {
+                q,
+                k,
+                v,
+                output,
+                grad,
             };
-            (tensor(dq, tq, d), tensor(dk, tk, d), tensor(dvs, tk, dv))
+            (0..self.batch * self.heads).into_par_iter().for_each_init(
+                || self.scratch(),
+                |scratch, bh| {
+                    let lse = &lse[bh * tq..(bh + 1) * tq];
+                    self.backward_head(bh, views, lse, targets, scratch)
+                },
+            );
         }
 
         fn backward_head(
@@ -830,12 +1142,13 @@ pub(crate) mod flex_kernel {
             bh: usize,
             views: Heads,
             lse: &[f32],
-            (dq, dk, dv): (&mut [f32], &mut [f32], &mut [f32]),
+            targets: [HeadsOut; 3],
             scratch: &mut Scratch,
         ) {
             let (b, h) = (bh / self.heads, bh % self.heads);
             let [q, k, v, output, grad] =
                 [views.q, views.k, views.v, views.output, views.grad].map(|x| x.head(b, h));
+            let [dq, dk, dv] = targets.map(|target| (target.head(b, h), target.row_stride));
             let Scratch {
                 probs,
                 dropped,
@@ -884,13 +1197,14 @@ pub(crate) mod flex_kernel {
                 let dprobs = &mut dprobs[..n];
                 // SAFETY (all four products): the block matrices are rows × keys; q, dq are
                 // tq × d, k, dk are tk × d, v, dv are tk × dv, grad is tq × dv, with
-                // r0 + rows ≤ tq and keys ≤ tk.
+                // r0 + rows ≤ tq and keys ≤ tk; dq, dk and dv are this head's matrices (rows
+                // their strides apart), written by this task only.
                 unsafe {
                     // dV += Wᵀ dO, W the (dropped) weights.
                     product(
                         (keys, self.dv, rows),
-                        dv.as_mut_ptr(),
-                        self.dv,
+                        dv.0,
+                        dv.1,
                         true,
                         Mat::dense(weights, keys).transposed(),
                         grad.rows_from(r0),
@@ -925,8 +1239,8 @@ pub(crate) mod flex_kernel {
                     // dQ = scale · dS K.
                     product(
                         (rows, self.d, keys),
-                        dq[r0 * self.d..].as_mut_ptr(),
-                        self.d,
+                        dq.0.wrapping_add(r0 * dq.1),
+                        dq.1,
                         false,
                         Mat::dense(dprobs, keys),
                         k,
@@ -935,8 +1249,8 @@ pub(crate) mod flex_kernel {
                     // dK += scale · dSᵀ Q.
                     product(
                         (keys, self.d, rows),
-                        dk.as_mut_ptr(),
-                        self.d,
+                        dk.0,
+                        dk.1,
                         true,
                         Mat::dense(dprobs, keys).transposed(),
                         q.rows_from(r0),
@@ -1137,6 +1451,51 @@ mod tests {
             let plain = attention(q.clone(), k.clone(), v.clone(), Mask::Causal, None, 0.0);
             assert_eq!(!a.equal(plain).all().into_scalar::<bool>(), active);
         }
+    }
+
+    /// The packed self-attention: values and the gradient of `qkv` equal the reference's on the
+    /// split heads, merged.
+    fn check_packed([batch, heads, time, d]: [usize; 4], mask: Mask, dropout: f64) {
+        let device = Device::flex().autodiff();
+        let width = heads * d;
+        let qkv = Tensor::<3>::random(
+            [batch, time, 3 * width],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let seed = 0x5eed_4321;
+        let keep = (dropout > 0.0).then(|| {
+            let shape = [batch, heads, time, time];
+            let keeps = flex_kernel::dropout_keeps(shape, dropout, seed);
+            let values = keeps.iter().map(|&k| k as u8 as f32).collect::<Vec<_>>();
+            let keep = Tensor::from_data(TensorData::new(values, shape), &device);
+            (keep, dropout)
+        });
+        let (ours, theirs) = (qkv.clone().require_grad(), qkv.require_grad());
+        let y_ours = packed_seeded(ours.clone(), heads, mask.clone(), dropout, seed);
+        let [q, k, v] = super::super::split_heads(theirs.clone(), heads);
+        let y_theirs = reference(q, k, v, &mask, keep)
+            .swap_dims(1, 2)
+            .reshape([batch, time, width]);
+        let as4 = |x: Tensor<3>| x.unsqueeze::<4>();
+        assert_close(as4(y_ours.clone()), as4(y_theirs.clone()));
+        let weights = Tensor::<3>::random(y_ours.dims(), Distribution::Normal(0.0, 1.0), &device);
+        let grads_ours = (y_ours * weights.clone()).sum().backward();
+        let grads_theirs = (y_theirs * weights).sum().backward();
+        assert_close(
+            as4(ours.grad(&grads_ours).unwrap()),
+            as4(theirs.grad(&grads_theirs).unwrap()),
+        );
+    }
+
+    #[test]
+    fn packed_self_attention_equals_burns_composition() {
+        let device = Device::flex().autodiff();
+        check_packed([2, 3, 70, 8], Mask::Causal, 0.0);
+        check_packed([2, 2, 130, 16], Mask::None, 0.0);
+        let mask = Mask::KeyPadding(padding(3, 67, &[67, 40, 1], &device));
+        check_packed([3, 2, 67, 8], mask, 0.0);
+        check_packed([2, 2, 70, 8], Mask::Causal, 0.3);
     }
 
     #[test]

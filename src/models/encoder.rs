@@ -4,7 +4,7 @@
 //! 3072.
 
 use super::activation::Activation;
-use super::attention::{Mask, attention};
+use super::attention::{Mask, self_attention};
 use super::layer_norm::ForwardFused;
 use super::lora::{LoraConfig, LoraLinear};
 use burn::nn::{Dropout, DropoutConfig, Initializer, LayerNorm, LayerNormConfig, LinearConfig};
@@ -127,11 +127,8 @@ impl EncoderLayer {
     }
 
     fn attention(&self, x: Tensor<3>, padding: Option<Tensor<2, Bool>>) -> Tensor<3> {
-        let [batch, time, width] = x.dims();
-        let (q, k, v) = super::split_qkv_heads(self.qkv.forward(x), self.n_head);
         let mask = padding.map_or(Mask::None, Mask::KeyPadding);
-        let y = attention(q, k, v, mask, None, 0.0);
-        let y = y.swap_dims(1, 2).reshape([batch, time, width]);
+        let y = self_attention(self.qkv.forward(x), self.n_head, mask, 0.0);
         self.dropout.forward(self.out.forward(y))
     }
 

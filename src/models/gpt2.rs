@@ -3,7 +3,7 @@
 //! in nanoGPT's shapes and initialisation).
 
 use super::activation::Activation;
-use super::attention::{Mask, attention, dropout_rate};
+use super::attention::{Mask, attention, dropout_rate, self_attention};
 use super::layer_norm::ForwardFused;
 use super::lora::{GPT2_TARGETS, LoraConfig, LoraLinear, LoraOptions};
 use crate::error::{Error, Result};
@@ -374,19 +374,23 @@ impl CausalSelfAttention {
         cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
     ) -> Tensor<3> {
         let [batch, time, width] = x.dims();
-        let (q, mut k, mut v) = super::split_qkv_heads(self.c_attn.forward(x), self.n_head);
-        if let Some(cache) = cache {
-            if let Some((past_k, past_v)) = cache.take() {
-                k = Tensor::cat(vec![past_k, k], 2);
-                v = Tensor::cat(vec![past_v, v], 2);
+        let dropout = dropout_rate(&self.attn_dropout, &x.device());
+        let qkv = self.c_attn.forward(x);
+        let y = match cache {
+            None => self_attention(qkv, self.n_head, Mask::Causal, dropout),
+            Some(cache) => {
+                let [q, mut k, mut v] = super::split_heads(qkv, self.n_head);
+                if let Some((past_k, past_v)) = cache.take() {
+                    k = Tensor::cat(vec![past_k, k], 2);
+                    v = Tensor::cat(vec![past_v, v], 2);
+                }
+                *cache = Some((k.clone(), v.clone()));
+                // Causal mask aligned to the bottom right: the new queries see every cached
+                // key and the earlier new ones.
+                let y = attention(q, k, v, Mask::Causal, None, dropout);
+                y.swap_dims(1, 2).reshape([batch, time, width])
             }
-            *cache = Some((k.clone(), v.clone()));
-        }
-        // Causal mask aligned to the bottom right: with a cache, the new queries see every cached
-        // key and the earlier new ones.
-        let dropout = dropout_rate(&self.attn_dropout, &q.device());
-        let y = attention(q, k, v, Mask::Causal, None, dropout);
-        let y = y.swap_dims(1, 2).reshape([batch, time, width]);
+        };
         self.resid_dropout.forward(self.c_proj.forward(y))
     }
 }

@@ -109,16 +109,13 @@ pub(crate) fn inherit_length(
     }
 }
 
-/// Queries, keys and values `[batch, heads, time, width / heads]` from a fused projection
-/// `[batch, time, 3 * width]` laid out `[q | k | v]`.
-fn split_qkv_heads(qkv: Tensor<3>, heads: usize) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
-    let [batch, time, three_widths] = qkv.dims();
-    let width = three_widths / 3;
-    let split = |i: usize| {
-        qkv.clone()
-            .narrow(2, i * width, width)
-            .reshape([batch, time, heads, width / heads])
-            .swap_dims(1, 2)
-    };
-    (split(0), split(1), split(2))
+/// The `N` parts `[batch, heads, time, width / heads]` of a fused projection
+/// `[batch, time, N·width]` laid out `[part 0 | part 1 | …]` (`[q | k | v]`, `[k | v]`).
+fn split_heads<const N: usize>(packed: Tensor<3>, heads: usize) -> [Tensor<4>; N] {
+    let [batch, time, widths] = packed.dims();
+    // Heads first, then the parts: reshaping the contiguous projection is free, while
+    // reshaping a narrowed (strided) view made burn-flex copy it, in the forward and again in
+    // the backward. The attention kernel reads the strided views as they are.
+    let by_head = packed.reshape([batch, time, N * heads, widths / N / heads]);
+    std::array::from_fn(|i| by_head.clone().narrow(2, i * heads, heads).swap_dims(1, 2))
 }

@@ -5,7 +5,7 @@
 //! each stack), the output projection tied to the target embedding, and optionally one
 //! embedding shared by source and target (joint vocabulary).
 
-use super::attention::{Mask, attention};
+use super::attention::{Mask, attention, self_attention};
 use super::encoder::{Encoder, EncoderConfig};
 use super::gelu::gelu;
 use super::layer_norm::ForwardFused;
@@ -266,11 +266,8 @@ impl TransformerSeq2Seq {
             .iter()
             .map(|layer| {
                 let kv = layer.cross_kv.forward_fused(states.clone());
-                let d = self.d_model;
-                (
-                    heads(kv.clone().narrow(2, 0, d), self.n_head),
-                    heads(kv.narrow(2, d, d), self.n_head),
-                )
+                let [k, v] = super::split_heads(kv, self.n_head);
+                (k, v)
             })
             .collect()
     }
@@ -350,14 +347,21 @@ impl DecoderLayer {
         x: Tensor<3>,
         cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
     ) -> Tensor<3> {
-        let (q, mut k, mut v) = super::split_qkv_heads(self.self_qkv.forward_fused(x), self.n_head);
-        if let Some(cache) = cache {
-            if let Some((past_k, past_v)) = cache.take() {
-                k = Tensor::cat(vec![past_k, k], 2);
-                v = Tensor::cat(vec![past_v, v], 2);
-            }
-            *cache = Some((k.clone(), v.clone()));
+        let qkv = self.self_qkv.forward_fused(x);
+        let Some(cache) = cache else {
+            return self.self_out.forward_fused(self_attention(
+                qkv,
+                self.n_head,
+                Mask::Causal,
+                0.0,
+            ));
+        };
+        let [q, mut k, mut v] = super::split_heads(qkv, self.n_head);
+        if let Some((past_k, past_v)) = cache.take() {
+            k = Tensor::cat(vec![past_k, k], 2);
+            v = Tensor::cat(vec![past_v, v], 2);
         }
+        *cache = Some((k.clone(), v.clone()));
         // Bottom-right aligned causal mask: new queries see the cached keys and earlier new ones.
         let y = attention(q, k, v, Mask::Causal, None, 0.0);
         self.self_out.forward_fused(merge_heads(y))

@@ -383,8 +383,7 @@ impl RelAttention {
         let keys = context.dims()[1];
         let heads = self.n_head;
         let d_head = width / heads;
-        let (q, k, v) =
-            super::split_qkv_heads(self.qkv.forward(norm.forward_fused(context)), heads);
+        let [q, k, v] = super::split_heads(self.qkv.forward(norm.forward_fused(context)), heads);
         let q = q.narrow(2, keys - time, time); // the segment's queries only
         // [1, heads, d_head, keys]: the projected embedding of each distance, per head.
         let r = self
