@@ -506,6 +506,7 @@ impl<B: AttentionOps> Backward<B, 1> for PackedAttentionBackward {
 pub(crate) mod flex_kernel {
     use super::AttentionOps;
     use crate::models::gelu::flex_kernel::exp_nonpositive;
+    use crate::models::vectorised::vectorised;
     use crate::rng::SplitMix64;
     use burn::backend::Flex;
     use burn::backend::flex::FlexTensor;
@@ -868,6 +869,24 @@ pub(crate) mod flex_kernel {
         }
     }
 
+    /// The largest element (-inf for none), over eight lanes so the loop vectorises; the
+    /// maximum is the same in any order.
+    #[inline(always)]
+    fn max_of(values: &[f32]) -> f32 {
+        let mut lanes = [f32::NEG_INFINITY; 8];
+        let chunks = values.chunks_exact(8);
+        let rest = chunks
+            .remainder()
+            .iter()
+            .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        for chunk in chunks {
+            for (lane, &x) in lanes.iter_mut().zip(chunk) {
+                *lane = lane.max(x);
+            }
+        }
+        lanes.into_iter().fold(rest, f32::max)
+    }
+
     /// Attention dropout: which weights survive, and the survivors' rescaling `1/(1-p)`.
     struct DropoutMask {
         seed: u64,
@@ -962,9 +981,11 @@ pub(crate) mod flex_kernel {
             }
         }
 
-        /// Whether key `j` of batch row `b` is padding.
-        fn padded(&self, b: usize, j: usize) -> bool {
-            self.padding.as_ref().is_some_and(|p| p[b * self.tk + j])
+        /// Which of the first `keys` keys of batch row `b` are padding; `None` without padding.
+        #[inline(always)]
+        fn padded_keys(&self, b: usize, keys: usize) -> Option<&[bool]> {
+            let first = b * self.tk;
+            self.padding.as_ref().map(|p| &p[first..first + keys])
         }
 
         fn scratch(&self) -> Scratch {
@@ -1051,16 +1072,22 @@ pub(crate) mod flex_kernel {
                 let probs = &mut scratch.probs[..rows * keys];
                 self.scores(q, k, r0, rows, keys, probs);
                 self.fill_keep(bh, r0, rows, keys, &mut scratch.keep);
-                for ri in 0..rows {
-                    let row = &mut probs[ri * keys..(ri + 1) * keys];
-                    lse[r0 + ri] = self.softmax_row(b, r0 + ri, row);
-                    if let Some(dropout) = &self.dropout {
-                        let keep = &scratch.keep[ri * keys..(ri + 1) * keys];
-                        for (p, &kept) in row.iter_mut().zip(keep) {
-                            *p = if kept { *p * dropout.rescale } else { 0.0 };
+                let keep = &scratch.keep;
+                vectorised(
+                    #[inline(always)]
+                    || {
+                        for ri in 0..rows {
+                            let row = &mut probs[ri * keys..(ri + 1) * keys];
+                            lse[r0 + ri] = self.softmax_row(b, r0 + ri, row);
+                            if let Some(dropout) = &self.dropout {
+                                let keep = &keep[ri * keys..(ri + 1) * keys];
+                                for (p, &kept) in row.iter_mut().zip(keep) {
+                                    *p = if kept { *p * dropout.rescale } else { 0.0 };
+                                }
+                            }
                         }
-                    }
-                }
+                    },
+                );
                 // SAFETY: probs is rows × keys, v has tk ≥ keys rows of dv, out is this head's
                 // tq × dv matrix (rows out_stride apart), written by this task only.
                 unsafe {
@@ -1078,33 +1105,51 @@ pub(crate) mod flex_kernel {
         }
 
         /// Softmax of query `i`'s scores in place (masked keys 0); returns the log-sum-exp,
-        /// -inf when the query sees no key (its row stays 0).
+        /// -inf when the query sees no key (its row stays 0). The loops have no branches, so
+        /// they vectorise; the sum stays in key order.
+        #[inline(always)]
         fn softmax_row(&self, b: usize, i: usize, row: &mut [f32]) -> f32 {
-            let visible = self.visible(i);
-            let mut max = f32::NEG_INFINITY;
-            for (j, x) in row.iter_mut().enumerate() {
-                if j >= visible || self.padded(b, j) {
-                    *x = f32::NEG_INFINITY;
-                } else {
-                    max = max.max(*x);
+            let (seen, unseen) = row.split_at_mut(self.visible(i).min(row.len()));
+            unseen.fill(0.0);
+            if let Some(padded) = self.padded_keys(b, seen.len()) {
+                for (x, &padded) in seen.iter_mut().zip(padded) {
+                    *x = if padded { f32::NEG_INFINITY } else { *x };
                 }
             }
+            let max = max_of(seen);
             if max == f32::NEG_INFINITY {
-                row.fill(0.0);
+                seen.fill(0.0);
                 return max;
             }
-            let mut sum = 0.0;
-            for x in row.iter_mut() {
-                *x = if *x == f32::NEG_INFINITY {
-                    0.0
-                } else {
-                    exp_nonpositive(*x - max)
-                };
-                sum += *x;
+            for x in seen.iter_mut() {
+                let e = exp_nonpositive(*x - max);
+                *x = if *x == f32::NEG_INFINITY { 0.0 } else { e };
             }
+            let sum: f32 = seen.iter().sum();
             let inverse = 1.0 / sum;
-            row.iter_mut().for_each(|x| *x *= inverse);
+            seen.iter_mut().for_each(|x| *x *= inverse);
             max + sum.ln()
+        }
+
+        /// Query `i`'s probabilities in place from its scores and log-sum-exp `lse` (masked
+        /// keys 0), as [`Problem::softmax_row`] gave them.
+        #[inline(always)]
+        fn probabilities_row(&self, b: usize, i: usize, lse: f32, row: &mut [f32]) {
+            let visible = if lse == f32::NEG_INFINITY {
+                0
+            } else {
+                self.visible(i).min(row.len())
+            };
+            let (seen, unseen) = row.split_at_mut(visible);
+            unseen.fill(0.0);
+            for x in seen.iter_mut() {
+                *x = exp_nonpositive(*x - lse);
+            }
+            if let Some(padded) = self.padded_keys(b, seen.len()) {
+                for (x, &padded) in seen.iter_mut().zip(padded) {
+                    *x = if padded { 0.0 } else { *x };
+                }
+            }
         }
 
         /// Gradients of q, k and v from the output's gradient `grad`, added into `targets`
@@ -1170,18 +1215,15 @@ pub(crate) mod flex_kernel {
                 let probs = &mut probs[..n];
                 self.scores(q, k, r0, rows, keys, probs);
                 // P recomputed from the saved log-sum-exp.
-                for ri in 0..rows {
-                    let i = r0 + ri;
-                    let (visible, lse) = (self.visible(i), lse[i]);
-                    for (j, x) in probs[ri * keys..(ri + 1) * keys].iter_mut().enumerate() {
-                        let masked = j >= visible || self.padded(b, j) || lse == f32::NEG_INFINITY;
-                        *x = if masked {
-                            0.0
-                        } else {
-                            exp_nonpositive(*x - lse)
-                        };
-                    }
-                }
+                vectorised(
+                    #[inline(always)]
+                    || {
+                        for ri in 0..rows {
+                            let row = &mut probs[ri * keys..(ri + 1) * keys];
+                            self.probabilities_row(b, r0 + ri, lse[r0 + ri], row);
+                        }
+                    },
+                );
                 self.fill_keep(bh, r0, rows, keys, keep);
                 let rescale = self.dropout.as_ref().map(|d| d.rescale);
                 let weights: &[f32] = match rescale {
@@ -1222,19 +1264,25 @@ pub(crate) mod flex_kernel {
                     );
                 }
                 // dS = P ∘ (dP − rowsum(dO ∘ O)), dP = dW through the dropout mask.
-                for ri in 0..rows {
-                    let delta = delta[r0 + ri];
-                    let span = ri * keys..(ri + 1) * keys;
-                    let row = dprobs[span.clone()].iter_mut().zip(&probs[span.clone()]);
-                    for ((ds, &p), &kept) in row.zip(&keep[span]) {
-                        let dp = match rescale {
-                            None => *ds,
-                            Some(rescale) if kept => *ds * rescale,
-                            Some(_) => 0.0,
-                        };
-                        *ds = p * (dp - delta);
-                    }
-                }
+                vectorised(
+                    #[inline(always)]
+                    || {
+                        for ri in 0..rows {
+                            let delta = delta[r0 + ri];
+                            let span = ri * keys..(ri + 1) * keys;
+                            let row = dprobs[span.clone()].iter_mut().zip(&probs[span.clone()]);
+                            match rescale {
+                                None => row.for_each(|(ds, &p)| *ds = p * (*ds - delta)),
+                                Some(rescale) => {
+                                    for ((ds, &p), &kept) in row.zip(&keep[span]) {
+                                        let dp = if kept { *ds * rescale } else { 0.0 };
+                                        *ds = p * (dp - delta);
+                                    }
+                                }
+                            }
+                        }
+                    },
+                );
                 unsafe {
                     // dQ = scale · dS K.
                     product(
