@@ -100,7 +100,7 @@ fn attention_seeded(
 /// Self-attention over a packed projection `qkv` `[batch, time, 3·width]` laid out
 /// `[q | k | v]` (the models' fused QKV linear layer), `heads` heads of `width / heads`: the
 /// output `[batch, time, width]` with the heads merged, as
-/// `attention(split_qkv_heads(qkv, heads)…)` followed by the merge gives it.
+/// `attention` over `split_heads(qkv, heads)` followed by the merge gives it.
 ///
 /// Why a second entry: on flex the kernel reads the heads in place and writes the gradient of
 /// `qkv` as one tensor. Split into three views, autodiff's backward of each view is a zeroed
