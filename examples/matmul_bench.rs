@@ -11,13 +11,16 @@ use nlpkit::models::linear::linear;
 use std::time::Instant;
 
 /// (rows, inner, columns) of the forward `x·W`: tokens x in x out.
-pub const SHAPES: [(usize, usize, usize); 6] = [
+pub const SHAPES: [(usize, usize, usize); 9] = [
     (1024, 768, 3072), // BERT-base FFN up, batch 8 x 128
     (1024, 3072, 768), // BERT-base FFN down
     (1024, 768, 768),  // BERT-base attention projections
-    (2048, 256, 1024), // cmn_en Transformer FFN up, batch 64 x 32
+    (2048, 256, 1024), // cmn_en Transformer FFN up, batch 64 x 32; GPT-256 row FFN up
     (2048, 256, 3000), // cmn_en Transformer output projection
     (768, 128, 512),   // shakespeare_char GPT-2 FFN up, batch 12 x 64
+    (2048, 256, 768),  // GPT-256 row QKV projection, batch 16 x 128
+    (2048, 256, 256),  // GPT-256 row attention output projection
+    (2048, 1024, 256), // GPT-256 row FFN down
 ];
 
 fn median(mut v: Vec<f64>) -> f64 {

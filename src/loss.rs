@@ -253,7 +253,7 @@ mod composed {
 #[cfg(feature = "flex")]
 mod flex_kernel {
     use super::CrossEntropyOps;
-    use crate::models::gelu::{contiguous, exp_nonpositive};
+    use crate::models::gelu::{contiguous, exp_nonpositive, fully_written};
     use crate::models::layer_norm::lane_sum;
     use crate::models::vectorised::vectorised;
     use burn::backend::Flex;
@@ -261,6 +261,7 @@ mod flex_kernel {
     use burn::backend::tensor::{FloatTensor, IntTensor};
     use burn::tensor::{DType, TensorData};
     use rayon::prelude::*;
+    use std::mem::MaybeUninit;
 
     /// Elements per parallel task (whole rows).
     const CHUNK: usize = 8 * 1024;
@@ -394,35 +395,43 @@ mod flex_kernel {
             let (values, weights) = (contiguous(&logits), contiguous(&keep));
             let (lse, upstream) = (contiguous(&log_sum_exp), contiguous(&grad));
             let eps = smoothing as f32;
-            let mut d = vec![0.0f32; rows * classes];
-            d.par_chunks_mut(((CHUNK / classes).max(1)) * classes)
-                .enumerate()
-                .for_each(|(task, d)| {
-                    vectorised(
-                        #[inline(always)]
-                        || {
-                            let first = task * (CHUNK / classes).max(1);
-                            for (i, d) in d.chunks_exact_mut(classes).enumerate() {
-                                let row = first + i;
-                                let weight = weights[row];
-                                if weight == 0.0 {
-                                    continue; // ignored: a zero gradient row
+            let per_task = (CHUNK / classes).max(1);
+            let fill = |d: &mut [MaybeUninit<f32>]| {
+                d.par_chunks_mut(per_task * classes)
+                    .enumerate()
+                    .for_each(|(task, d)| {
+                        vectorised(
+                            #[inline(always)]
+                            || {
+                                for (i, d) in d.chunks_exact_mut(classes).enumerate() {
+                                    let row = task * per_task + i;
+                                    let weight = weights[row];
+                                    if weight == 0.0 {
+                                        d.fill(MaybeUninit::new(0.0)); // ignored: a zero row
+                                        continue;
+                                    }
+                                    let (g_loss, g_nll) = (
+                                        weight * upstream[2 * row],
+                                        weight * upstream[2 * row + 1],
+                                    );
+                                    let (both, spread) =
+                                        (g_loss + g_nll, g_loss * eps / classes as f32);
+                                    let x = &values[row * classes..(row + 1) * classes];
+                                    let lse_row = lse[row];
+                                    for (d, &v) in d.iter_mut().zip(x) {
+                                        d.write(both * exp_nonpositive(v - lse_row) - spread);
+                                    }
+                                    let target = &mut d[class(target_ids[row], row, classes)];
+                                    // SAFETY: the loop above wrote the whole row.
+                                    let value = unsafe { target.assume_init() };
+                                    target.write(value - (g_loss * (1.0 - eps) + g_nll));
                                 }
-                                let (g_loss, g_nll) =
-                                    (weight * upstream[2 * row], weight * upstream[2 * row + 1]);
-                                let (both, spread) =
-                                    (g_loss + g_nll, g_loss * eps / classes as f32);
-                                let x = &values[row * classes..(row + 1) * classes];
-                                let lse_row = lse[row];
-                                for (d, &v) in d.iter_mut().zip(x) {
-                                    *d = both * exp_nonpositive(v - lse_row) - spread;
-                                }
-                                d[class(target_ids[row], row, classes)] -=
-                                    g_loss * (1.0 - eps) + g_nll;
-                            }
-                        },
-                    )
-                });
+                            },
+                        )
+                    })
+            };
+            // SAFETY: the tasks' chunks cover the buffer, and each writes all its rows.
+            let d = unsafe { fully_written(rows * classes, fill) };
             FlexTensor::from_data(TensorData::new(d, [rows, classes]))
         }
     }

@@ -330,12 +330,15 @@ mod flex_kernel {
             let rows = shape.num_elements() / width;
             let (input, gamma, beta) = (contiguous(&x), contiguous(&gamma), contiguous(&beta));
             let (epsilon, per_task) = (epsilon as f32, rows_per_task(width));
-            let mut output = vec![0.0f32; rows * width];
-            let (mut mean, mut rstd) = (vec![0.0f32; rows], vec![0.0f32; rows]);
-            output
+            let (mut output, mut mean, mut rstd) = (
+                Vec::with_capacity(rows * width),
+                Vec::with_capacity(rows),
+                Vec::with_capacity(rows),
+            );
+            output.spare_capacity_mut()[..rows * width]
                 .par_chunks_mut(per_task * width)
-                .zip(mean.par_chunks_mut(per_task))
-                .zip(rstd.par_chunks_mut(per_task))
+                .zip(mean.spare_capacity_mut()[..rows].par_chunks_mut(per_task))
+                .zip(rstd.spare_capacity_mut()[..rows].par_chunks_mut(per_task))
                 .enumerate()
                 .for_each(|(task, ((out, means), rstds))| {
                     vectorised(
@@ -347,15 +350,24 @@ mod flex_kernel {
                             for ((row, out), (m, r)) in
                                 rows_in.zip(out.chunks_exact_mut(width)).zip(stats)
                             {
-                                (*m, *r) = row_statistics(row, epsilon);
+                                let (mean, rstd) = row_statistics(row, epsilon);
+                                m.write(mean);
+                                r.write(rstd);
                                 let affine = gamma.iter().zip(&*beta);
                                 for ((y, &v), (&g, &b)) in out.iter_mut().zip(row).zip(affine) {
-                                    *y = (v - *m) * *r * g + b;
+                                    y.write((v - mean) * rstd * g + b);
                                 }
                             }
                         },
                     )
                 });
+            // SAFETY: the tasks' chunks cover the three buffers, and each task wrote every
+            // element of its rows and statistics above.
+            unsafe {
+                output.set_len(rows * width);
+                mean.set_len(rows);
+                rstd.set_len(rows);
+            }
             let vector = |values: Vec<f32>| FlexTensor::from_data(TensorData::new(values, [rows]));
             (
                 FlexTensor::from_data(TensorData::new(output, shape)),
@@ -381,11 +393,12 @@ mod flex_kernel {
             let (input, gamma, upstream) = (contiguous(&x), contiguous(&gamma), contiguous(&grad));
             let (mean, rstd) = (contiguous(&mean), contiguous(&rstd));
             let per_task = rows_per_task(width);
-            let mut dx = vec![0.0f32; shape.num_elements()];
+            let elements = shape.num_elements();
+            let mut dx = Vec::with_capacity(elements);
             // Each task sums dgamma and dbeta over its rows; the partial sums are added after, in
             // task order, so that the result does not depend on how the pool split the work
             // (exact resume compares weights bit for bit).
-            let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+            let partials: Vec<(Vec<f32>, Vec<f32>)> = dx.spare_capacity_mut()[..elements]
                 .par_chunks_mut(per_task * width)
                 .enumerate()
                 .map(|(task, dx)| {
@@ -418,7 +431,7 @@ mod flex_kernel {
                                 for (((d, &v), &u), &g) in
                                     dx.iter_mut().zip(row).zip(up).zip(&*gamma)
                                 {
-                                    *d = r * (u * g - mean_g - (v - m) * r * mean_gx);
+                                    d.write(r * (u * g - mean_g - (v - m) * r * mean_gx));
                                 }
                             }
                             (dgamma, dbeta)
@@ -426,6 +439,8 @@ mod flex_kernel {
                     )
                 })
                 .collect();
+            // SAFETY: the tasks' chunks cover the buffer, each row written whole above.
+            unsafe { dx.set_len(elements) };
             let (dgamma, dbeta) = partials.into_iter().fold(
                 (vec![0.0f32; width], vec![0.0f32; width]),
                 |(mut ga, mut ba), (gb, bb)| {
