@@ -253,13 +253,14 @@ pub(crate) use flex_kernel::lane_sum;
 #[cfg(feature = "flex")]
 mod flex_kernel {
     use super::LayerNormOps;
-    use crate::models::gelu::contiguous;
+    use crate::models::gelu::{contiguous, fully_written};
     use crate::models::vectorised::vectorised;
     use burn::backend::Flex;
     use burn::backend::flex::FlexTensor;
     use burn::backend::tensor::FloatTensor;
     use burn::tensor::{DType, TensorData};
     use rayon::prelude::*;
+    use std::mem::MaybeUninit;
 
     /// Elements per parallel task (whole rows): splitting costs little at this size, and the
     /// activations of a small model still spread over the cores.
@@ -330,44 +331,35 @@ mod flex_kernel {
             let rows = shape.num_elements() / width;
             let (input, gamma, beta) = (contiguous(&x), contiguous(&gamma), contiguous(&beta));
             let (epsilon, per_task) = (epsilon as f32, rows_per_task(width));
-            let (mut output, mut mean, mut rstd) = (
-                Vec::with_capacity(rows * width),
-                Vec::with_capacity(rows),
-                Vec::with_capacity(rows),
-            );
-            output.spare_capacity_mut()[..rows * width]
-                .par_chunks_mut(per_task * width)
-                .zip(mean.spare_capacity_mut()[..rows].par_chunks_mut(per_task))
-                .zip(rstd.spare_capacity_mut()[..rows].par_chunks_mut(per_task))
-                .enumerate()
-                .for_each(|(task, ((out, means), rstds))| {
-                    vectorised(
-                        #[inline(always)]
-                        || {
-                            let first = task * per_task * width;
-                            let rows_in = input[first..first + out.len()].chunks_exact(width);
-                            let stats = means.iter_mut().zip(rstds.iter_mut());
-                            for ((row, out), (m, r)) in
-                                rows_in.zip(out.chunks_exact_mut(width)).zip(stats)
-                            {
-                                let (mean, rstd) = row_statistics(row, epsilon);
-                                m.write(mean);
-                                r.write(rstd);
-                                let affine = gamma.iter().zip(&*beta);
-                                for ((y, &v), (&g, &b)) in out.iter_mut().zip(row).zip(affine) {
-                                    y.write((v - mean) * rstd * g + b);
+            let (mut mean, mut rstd) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+            let fill = |output: &mut [MaybeUninit<f32>]| {
+                output
+                    .par_chunks_mut(per_task * width)
+                    .zip(mean.par_chunks_mut(per_task))
+                    .zip(rstd.par_chunks_mut(per_task))
+                    .enumerate()
+                    .for_each(|(task, ((out, means), rstds))| {
+                        vectorised(
+                            #[inline(always)]
+                            || {
+                                let first = task * per_task * width;
+                                let rows_in = input[first..first + out.len()].chunks_exact(width);
+                                let stats = means.iter_mut().zip(rstds.iter_mut());
+                                for ((row, out), (m, r)) in
+                                    rows_in.zip(out.chunks_exact_mut(width)).zip(stats)
+                                {
+                                    (*m, *r) = row_statistics(row, epsilon);
+                                    let affine = gamma.iter().zip(&*beta);
+                                    for ((y, &v), (&g, &b)) in out.iter_mut().zip(row).zip(affine) {
+                                        y.write((v - *m) * *r * g + b);
+                                    }
                                 }
-                            }
-                        },
-                    )
-                });
-            // SAFETY: the tasks' chunks cover the three buffers, and each task wrote every
-            // element of its rows and statistics above.
-            unsafe {
-                output.set_len(rows * width);
-                mean.set_len(rows);
-                rstd.set_len(rows);
-            }
+                            },
+                        )
+                    });
+            };
+            // SAFETY: the tasks' chunks cover the output, each row written whole.
+            let output = unsafe { fully_written(rows * width, fill) };
             let vector = |values: Vec<f32>| FlexTensor::from_data(TensorData::new(values, [rows]));
             (
                 FlexTensor::from_data(TensorData::new(output, shape)),
@@ -393,54 +385,56 @@ mod flex_kernel {
             let (input, gamma, upstream) = (contiguous(&x), contiguous(&gamma), contiguous(&grad));
             let (mean, rstd) = (contiguous(&mean), contiguous(&rstd));
             let per_task = rows_per_task(width);
-            let elements = shape.num_elements();
-            let mut dx = Vec::with_capacity(elements);
             // Each task sums dgamma and dbeta over its rows; the partial sums are added after, in
             // task order, so that the result does not depend on how the pool split the work
             // (exact resume compares weights bit for bit).
-            let partials: Vec<(Vec<f32>, Vec<f32>)> = dx.spare_capacity_mut()[..elements]
-                .par_chunks_mut(per_task * width)
-                .enumerate()
-                .map(|(task, dx)| {
-                    vectorised(
-                        #[inline(always)]
-                        || {
-                            let (first_row, first) = (task * per_task, task * per_task * width);
-                            let (mut dgamma, mut dbeta) =
-                                (vec![0.0f32; width], vec![0.0f32; width]);
-                            let rows = input[first..first + dx.len()]
-                                .chunks_exact(width)
-                                .zip(upstream[first..first + dx.len()].chunks_exact(width))
-                                .zip(dx.chunks_exact_mut(width))
-                                .enumerate();
-                            for (i, ((row, up), dx)) in rows {
-                                let (m, r) = (mean[first_row + i], rstd[first_row + i]);
-                                for ((&v, &u), (dg, db)) in row
-                                    .iter()
-                                    .zip(up)
-                                    .zip(dgamma.iter_mut().zip(dbeta.iter_mut()))
-                                {
-                                    *dg += u * (v - m) * r;
-                                    *db += u;
+            let mut partials: Vec<(Vec<f32>, Vec<f32>)> = Vec::new();
+            let fill = |dx: &mut [MaybeUninit<f32>]| {
+                partials = dx
+                    .par_chunks_mut(per_task * width)
+                    .enumerate()
+                    .map(|(task, dx)| {
+                        vectorised(
+                            #[inline(always)]
+                            || {
+                                let (first_row, first) = (task * per_task, task * per_task * width);
+                                let (mut dgamma, mut dbeta) =
+                                    (vec![0.0f32; width], vec![0.0f32; width]);
+                                let rows = input[first..first + dx.len()]
+                                    .chunks_exact(width)
+                                    .zip(upstream[first..first + dx.len()].chunks_exact(width))
+                                    .zip(dx.chunks_exact_mut(width))
+                                    .enumerate();
+                                for (i, ((row, up), dx)) in rows {
+                                    let (m, r) = (mean[first_row + i], rstd[first_row + i]);
+                                    for ((&v, &u), (dg, db)) in row
+                                        .iter()
+                                        .zip(up)
+                                        .zip(dgamma.iter_mut().zip(dbeta.iter_mut()))
+                                    {
+                                        *dg += u * (v - m) * r;
+                                        *db += u;
+                                    }
+                                    // mean(g) and mean(g·x̂), g = grad·gamma.
+                                    let n = width as f32;
+                                    let mean_g = lane_sum(up, &gamma, row, |u, g, _| u * g) / n;
+                                    let mean_gx =
+                                        lane_sum(up, &gamma, row, |u, g, v| u * g * (v - m) * r)
+                                            / n;
+                                    for (((d, &v), &u), &g) in
+                                        dx.iter_mut().zip(row).zip(up).zip(&*gamma)
+                                    {
+                                        d.write(r * (u * g - mean_g - (v - m) * r * mean_gx));
+                                    }
                                 }
-                                // mean(g) and mean(g·x̂), g = grad·gamma.
-                                let n = width as f32;
-                                let mean_g = lane_sum(up, &gamma, row, |u, g, _| u * g) / n;
-                                let mean_gx =
-                                    lane_sum(up, &gamma, row, |u, g, v| u * g * (v - m) * r) / n;
-                                for (((d, &v), &u), &g) in
-                                    dx.iter_mut().zip(row).zip(up).zip(&*gamma)
-                                {
-                                    d.write(r * (u * g - mean_g - (v - m) * r * mean_gx));
-                                }
-                            }
-                            (dgamma, dbeta)
-                        },
-                    )
-                })
-                .collect();
-            // SAFETY: the tasks' chunks cover the buffer, each row written whole above.
-            unsafe { dx.set_len(elements) };
+                                (dgamma, dbeta)
+                            },
+                        )
+                    })
+                    .collect();
+            };
+            // SAFETY: the tasks' chunks cover the buffer, each row written whole.
+            let dx = unsafe { fully_written(shape.num_elements(), fill) };
             let (dgamma, dbeta) = partials.into_iter().fold(
                 (vec![0.0f32; width], vec![0.0f32; width]),
                 |(mut ga, mut ba), (gb, bb)| {
