@@ -26,6 +26,7 @@ unsafe fn chains() -> f32 {
     let sum = acc
         .iter()
         .fold(_mm256_setzero_ps(), |s, &a| _mm256_add_ps(s, a));
+    // SAFETY: `lanes` holds the 8 floats written.
     unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
     lanes.iter().sum()
 }
@@ -36,6 +37,7 @@ fn measure(threads: usize) -> f64 {
     let start = Instant::now();
     let sums: Vec<f32> = std::thread::scope(|scope| {
         let running: Vec<_> = (0..threads)
+            // SAFETY: `main` calls this only on a CPU with AVX2 and FMA.
             .map(|_| scope.spawn(|| unsafe { chains() }))
             .collect();
         running.into_iter().map(|t| t.join().unwrap()).collect()
