@@ -89,9 +89,9 @@ impl<B: GeluOps, C: CheckpointStrategy> GeluOps for Autodiff<B, C> {
     }
 }
 
-/// Shared with the other flex kernels (`layer_norm.rs`, `loss.rs`).
+/// Shared with the other flex kernels (`layer_norm.rs`, `loss.rs`, `rnn_cell.rs`, `adamw.rs`).
 #[cfg(feature = "flex")]
-pub(crate) use flex_kernel::{contiguous, exp_nonpositive, fully_written};
+pub(crate) use flex_kernel::{contiguous, exp_nonpositive, fully_written, map_parallel};
 
 #[cfg(feature = "flex")]
 pub(super) mod flex_kernel {
@@ -185,7 +185,7 @@ pub(super) mod flex_kernel {
 
     /// A new tensor of `shape`, its chunks filled in parallel by `fill(first index, chunk)`,
     /// which writes every element of its chunk.
-    fn map_parallel(
+    pub(crate) fn map_parallel(
         shape: burn::tensor::Shape,
         fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
     ) -> FlexTensor {

@@ -495,7 +495,7 @@ mod composed {
 #[cfg(feature = "flex")]
 mod flex_kernel {
     use super::RnnCellOps;
-    use crate::models::gelu::contiguous;
+    use crate::models::gelu::{contiguous, map_parallel};
     use burn::backend::Flex;
     use burn::backend::flex::FlexTensor;
     use burn::backend::ops::FloatTensorOps;
@@ -639,19 +639,6 @@ mod flex_kernel {
 
     fn tensor(values: Vec<f32>, rows: usize, width: usize) -> FlexTensor {
         FlexTensor::from_data(TensorData::new(values, [rows, width]))
-    }
-
-    /// A new tensor of `shape`, its chunks filled in parallel by `fill(first index, chunk)`.
-    fn map_parallel(
-        shape: burn::tensor::Shape,
-        fill: impl Fn(usize, &mut [f32]) + Sync,
-    ) -> FlexTensor {
-        let mut output = vec![0.0f32; shape.num_elements()];
-        output
-            .par_chunks_mut(CHUNK)
-            .enumerate()
-            .for_each(|(chunk, out)| fill(chunk * CHUNK, out));
-        FlexTensor::from_data(TensorData::new(output, shape))
     }
 
     /// One GRU row: `gates` `[3w]` receives `r, z, n`, `out` `[w]` the new state.
@@ -895,7 +882,7 @@ mod flex_kernel {
             let input = contiguous(&x);
             map_parallel(x.layout().shape().clone(), |start, out| {
                 for (y, &x) in out.iter_mut().zip(&input[start..]) {
-                    *y = tanh(x);
+                    y.write(tanh(x));
                 }
             })
         }
@@ -908,7 +895,7 @@ mod flex_kernel {
             map_parallel(y.layout().shape().clone(), |start, out| {
                 let pairs = output[start..].iter().zip(&upstream[start..]);
                 for (dx, (&y, &g)) in out.iter_mut().zip(pairs) {
-                    *dx = g * (1.0 - y * y);
+                    dx.write(g * (1.0 - y * y));
                 }
             })
         }
