@@ -44,3 +44,22 @@ impl SplitMix64 {
         }
     }
 }
+
+/// Seeds `device`'s generator for a test and holds it until the guard drops. Burn's flex
+/// generator is one for the process, and the test harness runs tests side by side: without the
+/// guard, another test's `seed` (or draws) between this test's seed and its draws changed the
+/// weights it got, and a test whose checks need particular weights failed about one run in ten
+/// on two threads.
+#[cfg(test)]
+pub(crate) fn seeded_for_test(
+    device: &burn::tensor::Device,
+    seed: u64,
+) -> std::sync::MutexGuard<'static, ()> {
+    static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that failed while holding it leaves nothing to repair: the next one seeds afresh.
+    let guard = GENERATOR
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    device.seed(seed);
+    guard
+}

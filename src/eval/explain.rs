@@ -399,7 +399,7 @@ mod tests {
 
     /// A classifier's score as `tasks::classify` builds it: label 1's log-probability.
     fn classifier_check<S: ClassifierConfig>(spec: &S, what: &str, steps: usize) {
-        device().seed(3);
+        let _generator = crate::rng::seeded_for_test(&device(), 3);
         let model = spec.init(&device()).freeze();
         let score = |x: Tensor<3>| -> Tensor<1> {
             let b = batch(x.dims()[0], spec.min_len());
@@ -459,7 +459,7 @@ mod tests {
     #[test]
     fn integrated_gradients_add_up_on_taggers() {
         for crf in [false, true] {
-            device().seed(4);
+            let _generator = crate::rng::seeded_for_test(&device(), 4);
             let model = bert(BertHead::TokenClassification, crf)
                 .init_tagger(&device())
                 .freeze();

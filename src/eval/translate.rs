@@ -347,7 +347,7 @@ mod tests {
     #[test]
     fn beam_of_one_equals_greedy() {
         let device = Device::flex();
-        device.seed(7);
+        let _generator = crate::rng::seeded_for_test(&device, 7);
         let rnn = RnnSeq2SeqOptions {
             cell: crate::models::recurrent::CellKind::Lstm,
             embed_dim: 8,

@@ -458,7 +458,7 @@ mod tests {
     #[test]
     fn kv_cache_gives_the_same_logits_as_full_recompute() {
         let device = Device::flex();
-        device.seed(0);
+        let _generator = crate::rng::seeded_for_test(&device, 0);
         let model = tiny().init(&device);
         let full = model.forward(tokens(&device)); // [1, 8, 11]
         let mut cache = KvCache::default();
@@ -482,7 +482,7 @@ mod tests {
     #[test]
     fn dropout_path_equals_fused_attention_when_not_training() {
         let device = Device::flex();
-        device.seed(1);
+        let _generator = crate::rng::seeded_for_test(&device, 1);
         let mut config = tiny();
         let fused = config.init(&device);
         config.dropout = 0.5;

@@ -562,7 +562,7 @@ mod tests {
     #[test]
     fn without_memory_it_is_a_causal_decoder_with_relative_positions() {
         let device = Device::flex();
-        device.seed(3);
+        let _generator = crate::rng::seeded_for_test(&device, 3);
         let model = model(&tiny(0), &device);
         let first: &[i64] = &[1, 4, 2, 7, 3, 9, 0, 5];
         let second: &[i64] = &[6, 10, 2, 2, 8];
@@ -580,7 +580,7 @@ mod tests {
     #[test]
     fn the_attention_with_dropout_equals_the_fused_one_outside_training() {
         let device = Device::flex();
-        device.seed(4);
+        let _generator = crate::rng::seeded_for_test(&device, 4);
         let fused = model(&tiny(8), &device);
         let mut spelled = fused.clone();
         for layer in &mut spelled.layers {
@@ -603,7 +603,7 @@ mod tests {
     #[test]
     fn segment_by_segment_with_memory_equals_the_full_recompute() {
         let device = Device::flex();
-        device.seed(5);
+        let _generator = crate::rng::seeded_for_test(&device, 5);
         let model = model(&tiny(20), &device);
         let rows: [&[i64]; 2] = [
             &[1, 4, 2, 7, 3, 9, 0, 5, 6, 10, 2, 2, 8, 1, 3],
@@ -626,7 +626,7 @@ mod tests {
     #[test]
     fn the_memory_keeps_the_last_mem_len_inputs_of_each_layer_detached() {
         let device = Device::flex().autodiff();
-        device.seed(6);
+        let _generator = crate::rng::seeded_for_test(&device, 6);
         let model = tiny(3).init(&device);
         let ids: [i64; 9] = [1, 4, 2, 7, 3, 9, 0, 5, 6];
         let (_, first) = model.forward(tokens(&[&ids[..5]], &device), &Memory::default());
